@@ -50,6 +50,7 @@ def strip_directives(src: str) -> str:
 def execute(names: list[str], dest: Path) -> dict[str, nbformat.NotebookNode]:
     "Run each notebook top to bottom (slow/gpu cells left out); a failing notebook keeps what ran."
     done = {}
+    os.environ.pop("MPLBACKEND", None)  # the kernel's inline backend, so figures become images
     for name in names:
         nb = nbformat.read(NBS / f"{name}.ipynb", as_version=4)
         for c in nb.cells:
