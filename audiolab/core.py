@@ -143,11 +143,14 @@ class Registry:
     def __repr__(self): return f"Registry({self.kind}: {', '.join(self)})"
 
 # %% ../nbs/00_core.ipynb #3b6b73da
+_UMASK = os.umask(0); os.umask(_UMASK)  # read the process umask (there is no getter)
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[typing.IO]:
     "Open a temp file beside `path` for writing; on success fsync and rename it over `path`."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the permissions `open` would
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -162,6 +165,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     "A temp path (same suffix) beside `path` for libraries that write by name; renamed over `path` on success."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix); os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)
     try:
         yield Path(tmp)
         os.replace(tmp, path)

@@ -76,6 +76,18 @@ def bench_attention(B, H, T, Dh, reps):
     return dict(B=B, heads=H, T=T, head_dim=Dh, seconds=out)
 
 
+def bench_dropout(shape=(4, 1500, 1536), p=0.1, reps=3):
+    "Cost of one dropout (forward+backward) on an FFN-hidden-sized tensor: the CPU mask RNG dominates."
+    x = torch.randn(*shape, requires_grad=True)
+    out = {}
+    for name, fn in [("F.dropout", lambda: F.dropout(x, p, True)), ("none", lambda: x * 1.0)]:
+        def step(fn=fn):
+            x.grad = None
+            fn().sum().backward()
+        out[name] = best_time(step, reps)
+    return dict(shape=list(shape), p=p, seconds=out)
+
+
 class SaxGPTLike(nn.Module):
     "The SaxGPT-medium shape from audiolab blocks: 4-codebook embeddings, 6+6 layers d384, 4 logit heads."
     def __init__(self, dropout: float, mode: str, K=4, V=2049, D=384, H=6, F_=1536, L=6):
@@ -111,6 +123,31 @@ def bench_saxgpt(mode: str, dropout: float, reps: int):
                 batch=4, src_tokens=1505, tgt_tokens=1500, seconds_per_step=t)
 
 
+@torch.no_grad()
+def bench_decode(steps: int = 1500, max_len: int | None = 1500):
+    "KV-cached greedy decoding of the SaxGPT-medium shape, batch 1: decoder steps per second."
+    torch.manual_seed(0)
+    m = SaxGPTLike(0.0, "auto").eval()
+    src = torch.randint(0, 2048, (1, 4, 1505))
+    mem = m.enc(m.src_emb(src) + m.pos.weight[:1505])
+    tok = torch.zeros(1, 4, 1, dtype=torch.long)
+    cache = m.dec.make_cache(max_len)
+    t = time.perf_counter()
+    for i in range(steps):
+        h = m.dec(m.tgt_emb(tok) + m.pos.weight[i], mem if i == 0 else None, cache=cache)
+        tok = torch.stack([hd(h[:, -1]).argmax(-1) for hd in m.heads], 1)[..., None]   # (1, 4, 1)
+    dt = time.perf_counter() - t
+    return dict(steps=steps, batch=1, memory_tokens=1505, preallocated=max_len is not None, seconds=dt,
+                steps_per_s=steps / dt)
+
+
+def cpu_model() -> str:
+    try:
+        return next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes only, no SaxGPT step")
@@ -120,7 +157,7 @@ def main():
     if a.threads: torch.set_num_threads(a.threads)
     reps = 2 if a.quick else 3
     res = dict(machine=dict(cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(),
-                            torch=torch.__version__, device="cpu", processor=platform.processor() or platform.machine(),
+                            torch=torch.__version__, device="cpu", cpu_model=cpu_model(),
                             python=platform.python_version(), mkldnn=torch.backends.mkldnn.is_available()))
     mm = {n: matmul_flops(n) / 1e9 for n in (512, 1024, 2048)}
     res["matmul_fp32_gflops"] = mm
@@ -145,10 +182,16 @@ def main():
     for r in att: print("attention", r, flush=True)
     res["attention_fwd_bwd"] = att
 
+    res["dropout_fwd_bwd"] = bench_dropout(reps=reps)
+    print("dropout", res["dropout_fwd_bwd"], flush=True)
+
     if not a.quick:
         sax = [bench_saxgpt("auto", 0.1, 2), bench_saxgpt("auto", 0.0, 1), bench_saxgpt("probs", 0.1, 1)]
         for r in sax: print("saxgpt-medium train step", r, flush=True)
         res["saxgpt_medium_train_step"] = sax
+        dec = [bench_decode(1500, 1500), bench_decode(1500, None)]
+        for r in dec: print("saxgpt-medium cached decoding", r, flush=True)
+        res["saxgpt_medium_cached_decoding"] = dec
     save_json(a.out, res)
     print("wrote", a.out)
 

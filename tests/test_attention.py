@@ -222,3 +222,50 @@ def test_cuda_bf16_matches_fp32():
     y = layer(torch.randn(2, 128, 256, device=dev, dtype=torch.float32))
     y.sum().backward()
     assert torch.isfinite(layer.attn.qkv_proj.weight.grad).all()
+
+
+def _fake_flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False):
+    "flash_attn_func's documented contract on (B, T, H, D) tensors, written with SDPA (causal bottom-right)."
+    assert q.stride(-1) == 1 and dropout_p == 0.0
+    qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))
+    m = A.causal_mask(q.shape[1], k.shape[1]) if causal else None
+    return F.scaled_dot_product_attention(qh, kh, vh, attn_mask=m, scale=softmax_scale).transpose(1, 2)
+
+
+def _fake_flash_attn_varlen_func(q, k, v, cu_q, cu_k, max_q, max_k, dropout_p=0.0, softmax_scale=None, causal=False):
+    "flash_attn_varlen_func's contract: packed (total, H, D) sequences delimited by int32 cumulative lengths."
+    assert cu_q.dtype == cu_k.dtype == torch.int32 and q.dim() == k.dim() == 3
+    outs = []
+    for b in range(len(cu_q) - 1):
+        qb, kb, vb = q[cu_q[b]:cu_q[b + 1]], k[cu_k[b]:cu_k[b + 1]], v[cu_k[b]:cu_k[b + 1]]
+        assert qb.shape[0] <= max_q and kb.shape[0] <= max_k
+        outs.append(_fake_flash_attn_func(qb[None], kb[None], vb[None], 0.0, softmax_scale, causal)[0])
+    return torch.cat(outs)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_flash_backend_glue(monkeypatch, seed):
+    "Layouts, unpadding and cu_seqlens of the flash-attn path, against SDPA, with a reference flash_attn on CPU."
+    monkeypatch.setattr(A, "flash_attn_func", _fake_flash_attn_func)
+    monkeypatch.setattr(A, "flash_attn_varlen_func", _fake_flash_attn_varlen_func)
+    monkeypatch.setattr(A, "HAS_FLASH_ATTN", True)
+    monkeypatch.setattr(A, "_flash_ok", lambda q, attn_mask, kpm, causal: attn_mask is None and (kpm is None or not causal))
+    c = cfg(seed)
+    g = torch.Generator().manual_seed(seed)
+    B, H, Tq, Tk, D = 3, c["heads"], c["T"], c["T"] + 3, 8
+    q, k, v = torch.randn(B, H, Tq, D, generator=g), torch.randn(B, H, Tk, D, generator=g), torch.randn(B, H, Tk, D, generator=g)
+    lens = torch.tensor([Tk, 1, random.Random(seed).randint(1, Tk)])
+    kpm = torch.arange(Tk)[None] >= lens[:, None]
+    kpm_holes = torch.rand(B, Tk, generator=g) > 0.5                 # not only right padding
+    kpm_holes[:, 0] = False
+    for kw in [{}, dict(causal=True), dict(key_padding_mask=kpm), dict(key_padding_mask=kpm_holes)]:
+        torch.testing.assert_close(attend(q, k, v, backend="flash", **kw), attend(q, k, v, backend="sdpa", **kw),
+                                   atol=1e-5, rtol=1e-5)
+    # a whole decoder stack through the flash path == through SDPA (cross-attention padding goes varlen)
+    torch.manual_seed(seed)
+    dec = TransformerDecoder(c["depth"], c["dim"], c["heads"], rope=c["rope"]).eval()
+    x, mem = randn(B, 5, c["dim"], seed=seed), randn(B, Tk, c["dim"], seed=seed + 1)
+    with torch.no_grad():
+        ref = dec(x, mem, memory_key_padding_mask=kpm)
+        for layer in dec.layers: layer.self_attn.backend = layer.cross_attn.backend = "flash"
+        torch.testing.assert_close(dec(x, mem, memory_key_padding_mask=kpm), ref, atol=1e-5, rtol=1e-5)

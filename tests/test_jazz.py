@@ -50,7 +50,7 @@ def notes_of(mid, channel):
 
 def chord_at_time(chords, t):
     for c in chords:
-        if c["time_s"] - 1e-6 <= t < c["time_s"] + c["duration_s"] - 1e-6: return parse_symbol(c["chord"])
+        if c["time_s"] - 1e-4 <= t < c["time_s"] + c["duration_s"] - 1e-4: return parse_symbol(c["chord"])
     return parse_symbol(chords[-1]["chord"])
 
 
@@ -95,6 +95,7 @@ def test_deterministic(corpus, tmp_path):
 
 def test_midi_structure(corpus):
     d, _ = corpus
+    in_scale = []
     for sd in songs(d):
         chords = json.loads((sd / "chords.json").read_text())
         song, lead, back = (mido.MidiFile(sd / f"{k}.mid") for k in ("song", "lead", "backing"))
@@ -112,7 +113,9 @@ def test_midi_structure(corpus):
         # lead: mostly within the chord scale of the chord sounding at its onset
         ln = notes_of(lead, 0)
         assert len(ln) >= 5
-        assert np.mean([p % 12 in chord_scale(*chord_at_time(chords, t)) for t, _, p in ln]) >= 0.85
+        hits = [p % 12 in chord_scale(*chord_at_time(chords, t)) for t, _, p in ln]
+        assert np.mean(hits) >= 0.75; in_scale += hits
+    assert np.mean(in_scale) >= 0.9                 # chromatic approach tones are the exception
 
 
 def test_chords_match_midi(corpus):
@@ -124,7 +127,7 @@ def test_chords_match_midi(corpus):
         for a, b in zip(chords, chords[1:]): assert a["time_s"] + a["duration_s"] == pytest.approx(b["time_s"], abs=1e-5)
         end = chords[-1]["time_s"] + chords[-1]["duration_s"]
         assert end == pytest.approx(meta["music_seconds"], abs=1e-5) and end >= CFG.seconds
-        spb = 60 / meta["tempo_bpm"]
+        spb = mido.bpm2tempo(meta["tempo_bpm"]) / 1e6
         assert end == pytest.approx(meta["n_bars"] * 4 * spb, abs=1e-5)
         midi_len = mido.MidiFile(sd / "song.mid").length
         assert midi_len == pytest.approx(meta["seconds"], abs=2e-3)            # wav length == MIDI length
@@ -156,6 +159,23 @@ def test_music_corpus(tmp_path):
         assert np.abs(x[:, 0] - x[:, 1]).mean() > 1e-4                        # real stereo
         meta = json.loads(f.with_suffix(".json").read_text())
         assert meta["source_package"] != "unknown" and meta["licence"]
-        y, _ = sf.read(b / f.relative_to(a), dtype="float32")
-        assert np.array_equal(x, y)                                           # deterministic
+        assert f.read_bytes() == (b / f.relative_to(a)).read_bytes()          # deterministic, byte for byte
         assert f.with_suffix(".json").read_text() == (b / f.relative_to(a)).with_suffix(".json").read_text()
+
+
+def test_bad_soundfont_is_skipped_and_reported(tmp_path):
+    "A corrupt soundfont: the song is skipped with its reason, no half-written song directory is left."
+    bad = tmp_path / "broken.sf2"; bad.write_bytes(b"RIFF\x00\x00\x00\x00sfbk garbage")
+    rep = make_jazz_corpus(tmp_path / "out", JazzConfig(n_songs=1, seconds=2.0, soundfonts=(str(bad),)))
+    assert rep["n_songs"] == 0 and len(rep["skipped"]) == 1
+    assert rep["skipped"][0]["id"] == "jazz_00000" and rep["skipped"][0]["reason"]
+    assert not (tmp_path / "out" / "jazz_00000").exists()
+
+
+def test_stereo_stems_exact(tmp_path):
+    "channels=2 keeps FluidSynth's stereo; the mix is still exactly the stem sum."
+    rep = make_jazz_corpus(tmp_path, JazzConfig(n_songs=1, seconds=2.0, channels=2, soundfonts=FAST_SF[-1:], seed=1))
+    assert rep["n_songs"] == 1
+    mix, lead, back = (sf.read(tmp_path / "jazz_00000" / f"{k}.wav", dtype="float32")[0] for k in ("mix", "lead", "backing"))
+    assert mix.shape[1] == 2 and np.abs(mix[:, 0] - mix[:, 1]).max() > 1e-4
+    assert np.abs(mix - (lead + back)).max() <= 1e-6

@@ -1,0 +1,106 @@
+"""LyraCodec contracts across modules: sizes, exact lengths over config knobs, chunked == whole, streaming of the
+causal variant, save/load round trip and bad checkpoints, Snake parameters stay positive under training."""
+import math
+
+import pytest
+import torch
+
+from audiolab.core import CheckpointError
+from audiolab.models.codec import LyraCodec, LyraCodecConfig, LyraCodecTask, LyraLossConfig, tiny_codec_config
+from audiolab.nn.conv import Snake, random_chunks, step_sequential
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    "Tiny ops: one thread avoids OpenMP barrier waits on a loaded 2-core machine."
+    n = torch.get_num_threads(); torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_seed_size_on_meta():
+    with torch.device("meta"):
+        m = LyraCodec(LyraCodecConfig())
+        assert sum(p.numel() for p in m.parameters()) == 255_858_050
+        assert m.encode(torch.empty(1, 2, 88200)).shape == (1, 64, 44)      # ceil(88200 / 2048)
+        assert m.decode(torch.empty(1, 64, 44), 88200).shape == (1, 2, 88200)
+
+
+@pytest.mark.parametrize("knobs", [dict(channels=1), dict(channels=2), dict(causal=True), dict(weight_norm=True),
+                                   dict(strides=(3, 5), c_mults=(1, 2)), dict(dilations=(1, 2))])
+def test_exact_lengths_for_any_length(knobs):
+    torch.manual_seed(0)
+    m = LyraCodec(tiny_codec_config(**knobs)).eval()
+    for T in (1, m.hop - 1, m.hop + 1, 5 * m.hop + 7):
+        x = torch.randn(1, m.cfg.channels, T)
+        with torch.no_grad():
+            z = m.encode(x)
+            assert z.shape == (1, m.cfg.latent_dim, math.ceil(T / m.hop))
+            assert m(x)["recon"].shape == x.shape
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_chunked_equals_whole(seed):
+    "Stated tolerance: 1e-4 absolute on unit-variance input (the context covers the receptive field)."
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    m = LyraCodec(tiny_codec_config(channels=1 + seed % 2, causal=seed == 2)).eval()
+    T = m.hop * int(torch.randint(20, 60, (1,), generator=g)) + int(torch.randint(0, m.hop, (1,), generator=g))
+    x = torch.randn(1, m.cfg.channels, T)
+    chunk = int(torch.randint(3, 9, (1,), generator=g))
+    with torch.no_grad():
+        torch.testing.assert_close(m.encode_chunked(x, chunk), m.encode(x), atol=1e-4, rtol=0)
+        torch.testing.assert_close(m.reconstruct(x, chunk_frames=chunk), m.reconstruct(x), atol=1e-4, rtol=0)
+
+
+def test_causal_codec_streams():
+    "A causal LyraCodec is built from streaming blocks only: encoder and decoder run chunk by chunk == offline."
+    torch.manual_seed(0)
+    m = LyraCodec(tiny_codec_config(causal=True)).eval()
+    x = torch.randn(1, 2, 40 * m.hop)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        h_off, y_off = m.encoder(x), m.decoder(m.encoder(x).chunk(2, 1)[0])
+        hs, state, i = [], None, 0
+        for n in random_chunks(x.shape[-1], 3 * m.hop, g):
+            h, state = step_sequential(m.encoder.net, x[..., i:i + n], state); hs.append(h); i += n
+        torch.testing.assert_close(torch.cat(hs, -1), h_off, atol=1e-5, rtol=1e-5)
+        mu = h_off.chunk(2, 1)[0]
+        ys, state, i = [], None, 0
+        for n in random_chunks(mu.shape[-1], 5, g):
+            y, state = step_sequential(m.decoder.net, mu[..., i:i + n], state); ys.append(y); i += n
+        torch.testing.assert_close(torch.cat(ys, -1), y_off, atol=1e-5, rtol=1e-5)
+
+
+def test_save_load_round_trip_and_bad_files(tmp_path):
+    torch.manual_seed(0)
+    m = LyraCodec(tiny_codec_config(channels=1, weight_norm=True)).eval()
+    m.save_pretrained(tmp_path / "codec")
+    assert sorted(p.name for p in (tmp_path / "codec").iterdir()) == ["config.json", "model.safetensors"]
+    back = LyraCodec.from_pretrained(tmp_path / "codec").eval()
+    x = torch.randn(1, 1, 300)
+    with torch.no_grad():
+        assert torch.equal(back(x)["recon"], m(x)["recon"])
+    f = tmp_path / "codec" / "model.safetensors"
+    f.write_bytes(f.read_bytes()[:100])                                        # truncated
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        LyraCodec.from_pretrained(tmp_path / "codec")
+    LyraCodec(tiny_codec_config(channels=2)).save_pretrained(tmp_path / "other")
+    (tmp_path / "other" / "config.json").write_text((tmp_path / "codec" / "config.json").read_text())
+    with pytest.raises(CheckpointError, match="do not fit"):                  # weights of another config
+        LyraCodec.from_pretrained(tmp_path / "other")
+
+
+def test_snake_parameters_positive_under_training():
+    "Optimiser steps drive log-alpha/log-beta negative; alpha and beta themselves stay > 0 and the loss falls."
+    torch.manual_seed(0)
+    task = LyraCodecTask(LyraCodec(tiny_codec_config()), LyraLossConfig(fft_sizes=(128, 32)))
+    opt = torch.optim.Adam([p for n, p in task.codec.named_parameters() if "log_" in n], lr=0.3)
+    x = torch.randn(2, 2, 512)
+    losses = []
+    for _ in range(5):
+        loss = task.training_step(x)["loss"]; opt.zero_grad(); loss.backward(); opt.step(); losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    snakes = [mod for mod in task.codec.modules() if isinstance(mod, Snake)]
+    assert min(s.log_alpha.min().item() for s in snakes) < -1 and min(s.log_beta.min().item() for s in snakes) < -1
+    assert snakes and all((s.alpha > 0).all() and (s.beta > 0).all() for s in snakes)
