@@ -115,7 +115,8 @@ def load_audio(path: str | os.PathLike, sr: int | None = None, mono: bool = Fals
 
 # %% ../nbs/01_audio.ipynb #9d745011
 def save_audio(path: str | os.PathLike, wav: torch.Tensor | np.ndarray, sr: int, subtype: str | None = None) -> Path:
-    "Atomically write (C, T) or (T,) audio; the format comes from the suffix, the subtype defaults to soundfile's."
+    """Atomically write (C, T) or (T,) audio; the format comes from the suffix, the subtype defaults to soundfile's.
+    Byte-reproducible: libsndfile's PEAK chunk (it holds the write time, in float WAV/AIFF) is switched off."""
     path = Path(path)
     fmt = AUDIO_SUFFIXES.get(path.suffix.lower())
     if fmt is None: raise AudioFileError(path, f"unsupported format {path.suffix!r}; supported: {' '.join(sorted(AUDIO_SUFFIXES))}")
@@ -124,7 +125,9 @@ def save_audio(path: str | os.PathLike, wav: torch.Tensor | np.ndarray, sr: int,
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0: raise AudioFileError(path, f"expected (C, T) audio, got shape {x.shape}")
     if not np.isfinite(x).all(): raise AudioFileError(path, f"refusing to write {int((~np.isfinite(x)).sum())} non-finite samples")
     with atomic_path(path) as tmp_path:
-        sf.write(str(tmp_path), x.T, int(sr), subtype=subtype, format=fmt)
+        with sf.SoundFile(str(tmp_path), "w", int(sr), x.shape[0], subtype=subtype, format=fmt) as f:
+            sf._snd.sf_command(f._file, 0x1050, sf._ffi.NULL, 0)     # SFC_SET_ADD_PEAK_CHUNK = SF_FALSE
+            f.write(np.ascontiguousarray(x.T))
     return path
 
 # %% ../nbs/01_audio.ipynb #2f3b1083

@@ -28,9 +28,9 @@ def vocab():
 
 
 def randomize_out(unet):
-    "The U-Net's output conv starts at zero (predicts ε = 0); give it weights so ε depends on the inputs."
+    "The U-Net's output conv and condition projections start at zero (ε = 0, keywords ignored): perturb every weight."
     with torch.no_grad():
-        for p in unet.out.parameters(): p.normal_(0, 0.1)
+        for p in unet.parameters(): p.add_(torch.randn_like(p) * 0.05)
     return unet
 
 

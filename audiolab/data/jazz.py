@@ -15,15 +15,15 @@ import soundfile as sf
 import torch
 
 from ..core import AudiolabError, Config, ConfigError, atomic_path, save_json
-from ..audio import load_audio, pad_or_trim
+from ..audio import load_audio, pad_or_trim, save_audio
 
 # %% auto #0
 __all__ = ['NOTE_NAMES', 'QUALITIES', 'FORMS', 'GM_PROGRAMS', 'LEAD_RANGES', 'COMP_RHYTHMS', 'DRUMS', 'RHYTHM_CELLS', 'LEADS',
            'LEAD_WEIGHTS', 'COMPS', 'BASSES', 'SOUNDFONTS', 'SOUNDFONT_LICENCES', 'chord_symbol', 'chord_tones',
            'chord_scale', 'form_chords', 'Note', 'swing_beat', 'build_midi', 'chord_at', 'walking_bass', 'voicing',
            'shell', 'comping', 'swing_drums', 'improvise', 'compose_song', 'seconds_per_beat', 'song_midis',
-           'chord_timeline', 'available_soundfonts', 'render_midi', 'save_float_wav', 'JazzConfig', 'make_song',
-           'make_jazz_corpus', 'full_render_error_db']
+           'chord_timeline', 'available_soundfonts', 'render_midi', 'JazzConfig', 'make_song', 'make_jazz_corpus',
+           'full_render_error_db']
 
 # %% ../../nbs/11_data.jazz.ipynb #0be61ff4
 NOTE_NAMES = ("C", "Db", "D", "Eb", "E", "F", "Gb", "G", "Ab", "A", "Bb", "B")
@@ -343,8 +343,7 @@ def chord_timeline(song: dict) -> list[dict]:
                  duration_s=round(b * spb, 6)) for t, b, r, q in song["chords"]]
 
 # %% ../../nbs/11_data.jazz.ipynb #f8b300dd
-SOUNDFONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf3/MuseScore_General.sf3",
-              "/usr/share/sounds/sf2/TimGM6mb.sf2")
+SOUNDFONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf3/MuseScore_General.sf3")  # MIT-licensed
 SOUNDFONT_LICENCES = {  # soundfont file stem -> (Debian package, licence)
     "FluidR3_GM": ("fluid-soundfont-gm", "MIT"), "MuseScore_General": ("musescore-general-soundfont", "MIT"),
     "MuseScore_General_Full": ("musescore-general-soundfont", "MIT"), "TimGM6mb": ("timgm6mb-soundfont", "GPL-2"),
@@ -372,19 +371,7 @@ def render_midi(midi_path, soundfont: str, sr: int, gain: float = 0.5) -> np.nda
     assert file_sr == sr, (file_sr, sr)
     return wav.numpy()
 
-# %% ../../nbs/11_data.jazz.ipynb #919cd89c
-def save_float_wav(path, wav: np.ndarray, sr: int) -> Path:
-    """Atomically write `(C, T)` float32 audio as a 32-bit float WAV **byte-reproducibly**: libsndfile adds a
-    PEAK chunk holding the write time to float WAVs, which we switch off (`SFC_SET_ADD_PEAK_CHUNK`)."""
-    path = Path(path); x = np.ascontiguousarray(np.asarray(wav, dtype=np.float32).T)   # (T, C)
-    if not np.isfinite(x).all(): raise AudiolabError(f"{path}: refusing to write non-finite samples")
-    with atomic_path(path) as tmp:
-        with sf.SoundFile(str(tmp), "w", int(sr), x.shape[1], subtype="FLOAT", format="WAV") as f:
-            sf._snd.sf_command(f._file, 0x1050, sf._ffi.NULL, 0)   # SFC_SET_ADD_PEAK_CHUNK = SF_FALSE
-            f.write(x)
-    return path
-
-# %% ../../nbs/11_data.jazz.ipynb #79f8d39e
+# %% ../../nbs/11_data.jazz.ipynb #6d86da62
 @dataclasses.dataclass
 class JazzConfig(Config):
     "Jazz multitrack corpus: how many songs, how long, rendering and the distributions songs are drawn from."
@@ -426,7 +413,7 @@ def make_song(song_dir, cfg: JazzConfig, index: int) -> dict:
     lead, backing = (lead * scale).astype(np.float32), (backing * scale).astype(np.float32)
     mix = lead + backing                                                   # (C, T) float32: the definition of the mix
     for name, x in (("lead", lead), ("backing", backing), ("mix", mix)):
-        save_float_wav(song_dir / f"{name}.wav", x, cfg.sr)
+        save_audio(song_dir / f"{name}.wav", x, cfg.sr, "FLOAT")
     save_json(song_dir / "chords.json", chord_timeline(song))
     sf_stem = Path(m["soundfont"]).stem
     m.update(song_id=song_dir.name, index=index, seed=cfg.seed, sr=cfg.sr, channels=cfg.channels,
