@@ -156,3 +156,21 @@ def test_generation_seeded_and_save_load(tmp_path, vocab):
     with pytest.raises(CheckpointError, match="kick.json"): KickLDM.from_pretrained(tmp_path)
     with pytest.raises(ConfigError, match="sampler"): ldm.sample_latents("deep", sampler="heun")
     with pytest.raises(ConfigError, match="rows"): KickLDM(KickVAE(TINY_VAE), LatentUNet(tiny_unet(9)), vocab)
+
+
+class _FrameVocoder(torch.nn.Module):
+    "Stand-in vocoder (B, 128, F) -> (B, 1, F*512) that records how many frames it was given."
+    def __init__(self):
+        super().__init__(); self.gain = torch.nn.Parameter(torch.ones(1)); self.frames = []
+    def forward(self, mel):
+        self.frames.append(mel.shape[-1]); return (self.gain * mel.mean(1, keepdim=True).exp()).repeat_interleave(512, -1)
+
+
+def test_vocode_trims_silent_tail(vocab):
+    ldm = KickLDM(KickVAE(TINY_VAE), LatentUNet(tiny_unet(len(vocab))), vocab, vocoder=_FrameVocoder())
+    mel = torch.full((1, 1, 128, 173), -11.5); mel[..., :50] = -1.0
+    trimmed, full = ldm.vocode(mel), ldm.vocode(mel, trim=False)
+    assert ldm.vocoder.frames == [58, 173]                           # 50 loud frames + an 8-frame margin
+    assert trimmed.shape == full.shape == (1, 88200)
+    assert trimmed[:, 58 * 512:].abs().max() == 0
+    torch.testing.assert_close(trimmed[:, :50 * 512], full[:, :50 * 512])

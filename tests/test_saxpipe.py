@@ -21,10 +21,10 @@ def tone(f, secs, amp=0.3):
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("src")
-    for i in range(4):
+    for i in range(3):
         d = root / f"song{i}"; d.mkdir()
-        lead = tone(300 + 40 * i, 3.0); lead[..., : SR // 2] = 0                 # lead silent for the first 0.5 s
-        backing = tone(100 + 10 * i, 3.0, 0.2)
+        lead = tone(300 + 40 * i, 2.0); lead[..., : SR // 2] = 0                 # lead silent for the first 0.5 s
+        backing = tone(100 + 10 * i, 2.0, 0.2)
         for k, w in (("lead", lead), ("backing", backing), ("mix", lead + backing)): save_audio(d / f"{k}.wav", w, SR, subtype="FLOAT")
     (root / "empty.wav").write_bytes(b"")                                       # bad file
     return root
@@ -32,8 +32,8 @@ def corpus(tmp_path_factory):
 def cfg_for(tmp_path, corpus, **kw):
     return SaxPipeConfig(**{**dict(root=str(tmp_path / "run"), source=str(corpus), sample_rate=SR, rms_threshold=0.02,
                                    min_window_s=1.0, rms_frame_s=0.2, rms_stride_s=0.05, semitone_steps=(2,),
-                                   tempo_ratios=(0.8,), n_fft=512, hop_length=128, seq_len=6, stride=2, val=0.25,
-                                   test=0.25, padding_idx=64), **kw})
+                                   tempo_ratios=(0.8,), n_fft=512, hop_length=128, seq_len=6, stride=2, val=0.2,
+                                   test=0.2, padding_idx=64), **kw})
 
 def tiny_tokenizer():
     torch.manual_seed(0)
@@ -42,20 +42,20 @@ def tiny_tokenizer():
     tok.train()(0.3 * torch.randn(2, 1, 3200)); return tok.eval()
 
 def test_pipeline_with_model_separation_and_discarded_intermediates(tmp_path, corpus):
-    net = SeparatorNet(SeparatorConfig(sample_rate=SR, channels=8, depth=2, nfft=256, t_layers=1, t_heads=2, segment_s=0.5))
+    net = SeparatorNet(SeparatorConfig(sample_rate=SR, channels=8, depth=2, nfft=256, t_layers=1, t_heads=2, segment_s=1.0))
     net.save_pretrained(tmp_path / "sep")
     keep = dict(keep_dl=False, keep_stems=False, keep_clips=False, keep_aug_clips=False, keep_codes=False)
     cfg = cfg_for(tmp_path, corpus, separation="model", separator=str(tmp_path / "sep"), rms_threshold=0.0, **keep)
     r1 = run_ingest(cfg)
-    assert r1["n_songs"] == 4 and [s["file"].endswith("empty.wav") for s in r1["skipped"]] == [True]
+    assert r1["n_songs"] == 3 and [s["file"].endswith("empty.wav") for s in r1["skipped"]] == [True]
     r2 = run_separate(cfg)
-    assert r2["n_songs"] == 4 and r2["discarded_ingest"] and not cfg.dir("1_ingest").exists()
+    assert r2["n_songs"] == 3 and r2["discarded_ingest"] and not cfg.dir("1_ingest").exists()
     info = audio_info(cfg.dir("2_stems") / "lead" / "song0.wav")
-    assert info.sr == SR and info.channels == 1 and info.frames == 3 * SR       # stems keep rate and length
+    assert info.sr == SR and info.channels == 1 and info.frames == 2 * SR       # stems keep rate and length
     r3 = run_select(cfg)
-    assert r3["n_clips"] == 4 and r3["discarded_stems"]                        # threshold 0: whole song is one window
-    r4 = run_augment(cfg); assert r4["n_aug_clips"] == 12 and r4["discarded_clips"]
-    r5 = run_tokenize(cfg, tiny_tokenizer()); assert r5["n_items"] == 12 and r5["discarded_aug_clips"]
+    assert r3["n_clips"] == 3 and r3["discarded_stems"]                        # threshold 0: whole song is one window
+    r4 = run_augment(cfg); assert r4["n_aug_clips"] == 9 and r4["discarded_clips"]
+    r5 = run_tokenize(cfg, tiny_tokenizer()); assert r5["n_items"] == 9 and r5["discarded_aug_clips"]
     r6 = run_datasets(cfg); assert r6["discarded_codes"] and not cfg.dir("6_codes").exists()
     assert sorted(p.name for p in cfg.dir("7_datasets").iterdir()) == ["split.json", "test.pt", "train.pt", "val.pt"]
     assert sorted(p.name for p in cfg.dir("reports").iterdir()) == sorted(f"{s}.json" for s in
@@ -70,7 +70,7 @@ def test_oracle_pipeline_windows_cover_songs_without_crossing_splits(tmp_path, c
     run_tokenize(cfg, tiny_tokenizer()); run_datasets(cfg)
     sets = {k: CodeWindows.load(cfg.dir("7_datasets") / f"{k}.pt") for k in ("train", "val", "test")}
     songs = {k: s.songs() for k, s in sets.items()}
-    assert set.union(*songs.values()) == {f"song{i}" for i in range(4)} and sum(map(len, songs.values())) == 4
+    assert set.union(*songs.values()) == {f"song{i}" for i in range(3)} and sum(map(len, songs.values())) == 3
     for name, ds in sets.items():
         for i, it in enumerate(ds.items):                                       # each item (clip copy) fully covered
             T = it["lead"].shape[-1]; cov = torch.zeros(T, dtype=torch.bool)
@@ -89,7 +89,7 @@ def test_rms_windows_known_regions():
     sig = torch.cat([tone(200, 2.0), torch.zeros(1, SR), tone(200, 1.5), torch.zeros(1, SR // 2), tone(200, 0.4)], -1)
     w = rms_windows(sig, SR, threshold=0.05, min_window_s=1.0, frame_s=0.1, stride_s=0.02)
     assert len(w) == 2
-    for (s, e), (s0, e0) in zip(w, [(0.0, 2.0), (3.0, 4.5)]): assert abs(s - s0) <= 0.06 and abs(e - e0) <= 0.06
+    for (s, e), (s0, e0) in zip(w, [(0.0, 2.0), (3.0, 4.5)]): assert abs(s - s0) <= 0.07 + 1e-9 and abs(e - e0) <= 0.07 + 1e-9  # half a frame + a stride
 
 def test_augmentation_keeps_length_rate_alignment():
     lead, backing = tone(440, 1.0), tone(110, 1.0)

@@ -1,0 +1,113 @@
+"""`dvc repro` killed mid-stage (issue #11): in a throw-away git + DVC project whose one stage writes its output
+with `audiolab.core.atomic_write` and sleeps half-way, `dvc repro` is killed (SIGKILL of the whole process group,
+as when a job is killed, or SIGINT, as Ctrl-C) while the stage runs. Then no half-written output may exist or be
+taken as done (`dvc status` reports the stage changed), and the next `dvc repro` finishes with a complete output
+that `dvc status` accepts."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+DVC = shutil.which("dvc", path=str(Path(sys.executable).parent)) or shutil.which("dvc")
+pytestmark = pytest.mark.skipif(DVC is None, reason="dvc is not installed")
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+       "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+       "GIT_COMMITTER_EMAIL": "t@t"}
+N_LINES = 400
+
+WRITER = '''"""The stage: `result.txt` = N lines tagged with the version in input.txt, then END; sleeps half-way."""
+import os, sys, time
+from audiolab.core import atomic_write
+n, version = int(sys.argv[1]), open("input.txt").read().strip()
+with atomic_write("result.txt", "w") as f:
+    for i in range(n):
+        f.write(f"{version} {i}\\n")
+        if i == n // 2:
+            f.flush(); open("halfway", "w").close(); time.sleep(float(os.environ.get("SLOW_S", "0")))
+    f.write("END\\n")
+'''
+DVC_YAML = f"""stages:
+  slow:
+    cmd: python writer.py {N_LINES}
+    deps: [writer.py, input.txt]
+    outs: [result.txt]
+"""
+
+
+def run(proj: Path, *args: str, slow: float = 0.0, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=proj, env={**ENV, "SLOW_S": str(slow)}, capture_output=True, text=True, timeout=timeout)
+
+
+def complete(version: str) -> str: return "".join(f"{version} {i}\n" for i in range(N_LINES)) + "END\n"
+
+
+def status(proj: Path) -> str:
+    r = run(proj, DVC, "status", "slow")
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+@pytest.fixture
+def proj(tmp_path):
+    for cmd in (["git", "init", "-q"], [DVC, "init", "-q"]):
+        r = run(tmp_path, *cmd); assert r.returncode == 0, r.stderr
+    (tmp_path / "writer.py").write_text(WRITER)
+    (tmp_path / "dvc.yaml").write_text(DVC_YAML)
+    (tmp_path / "input.txt").write_text("v1\n")
+    return tmp_path
+
+
+def kill_mid_stage(proj: Path, sig: int) -> None:
+    "Start `dvc repro` in its own process group, wait until the stage is half-way, send `sig` to the group."
+    (proj / "halfway").unlink(missing_ok=True)
+    p = subprocess.Popen([DVC, "repro", "slow"], cwd=proj, env={**ENV, "SLOW_S": "120"}, start_new_session=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        t0 = time.monotonic()
+        while not (proj / "halfway").exists():
+            assert p.poll() is None, "dvc repro ended before the stage got half-way"
+            assert time.monotonic() - t0 < 45, "the stage never got half-way"
+            time.sleep(0.1)
+        os.killpg(p.pid, sig)
+        p.wait(timeout=30)
+    finally:
+        if p.poll() is None: os.killpg(p.pid, signal.SIGKILL); p.wait()
+    if sig == signal.SIGINT:                                     # Ctrl-C: give the stage's own cleanup a moment
+        time.sleep(0.5)
+
+
+def repro_finishes(proj: Path, version: str) -> None:
+    r = run(proj, DVC, "repro", "slow")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (proj / "result.txt").read_text() == complete(version)
+    assert "up to date" in status(proj)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_killed_first_run(proj, sig):
+    "No previous output: after the kill there is no result.txt, the stage is not recorded as done, a rerun completes."
+    kill_mid_stage(proj, sig)
+    assert not (proj / "result.txt").exists(), "a half-written output was left where the stage's output lives"
+    lock = proj / "dvc.lock"
+    assert not lock.exists() or "result.txt" not in lock.read_text(), "the killed stage was recorded in dvc.lock"
+    assert "up to date" not in status(proj)
+    if sig == signal.SIGINT: assert not list(proj.glob(".result.txt.*")), "SIGINT: atomic_write left its temp file"
+    repro_finishes(proj, "v1")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_killed_rerun_after_change(proj, sig):
+    """A complete v1 exists; the v2 run is killed: result.txt is absent or the complete v1, never part of v2;
+    dvc status reports the stage changed; the next repro completes v2."""
+    repro_finishes(proj, "v1")
+    (proj / "input.txt").write_text("v2\n")
+    kill_mid_stage(proj, sig)
+    out = proj / "result.txt"
+    assert not out.exists() or out.read_text() == complete("v1"), "a half-written v2 output is in place"
+    assert "changed" in status(proj)
+    repro_finishes(proj, "v2")
