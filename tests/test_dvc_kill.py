@@ -81,14 +81,19 @@ def kill_mid_stage(proj: Path, sig: int) -> None:
         time.sleep(0.5)
 
 
-def repro_finishes(proj: Path, version: str) -> None:
+def repro_finishes(proj: Path, version: str, check_status: bool = True) -> None:
     r = run(proj, DVC, "repro", "slow")
     assert r.returncode == 0, r.stdout + r.stderr
     assert (proj / "result.txt").read_text() == complete(version)
-    assert "up to date" in status(proj)
+    if check_status: assert "up to date" in status(proj)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+# Each case costs 45-100 s on the shared 2-core machine (a dvc command takes ~6 s there): CI runs one case per
+# scenario; AUDIOLAB_LONG=1 runs both signals for both scenarios.
+LONG = pytest.mark.skipif(not os.environ.get("AUDIOLAB_LONG"), reason="long dvc kill variant: set AUDIOLAB_LONG=1")
+
+
+@pytest.mark.parametrize("sig", [pytest.param(signal.SIGKILL, marks=LONG), signal.SIGINT], ids=["SIGKILL", "SIGINT"])
 def test_killed_first_run(proj, sig):
     "No previous output: after the kill there is no result.txt, the stage is not recorded as done, a rerun completes."
     kill_mid_stage(proj, sig)
@@ -100,11 +105,11 @@ def test_killed_first_run(proj, sig):
     repro_finishes(proj, "v1")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, pytest.param(signal.SIGINT, marks=LONG)], ids=["SIGKILL", "SIGINT"])
 def test_killed_rerun_after_change(proj, sig):
     """A complete v1 exists; the v2 run is killed: result.txt is absent or the complete v1, never part of v2;
     dvc status reports the stage changed; the next repro completes v2."""
-    repro_finishes(proj, "v1")
+    repro_finishes(proj, "v1", check_status=False)
     (proj / "input.txt").write_text("v2\n")
     kill_mid_stage(proj, sig)
     out = proj / "result.txt"
