@@ -2,8 +2,9 @@
 
 1. Mel distance vs number of flow steps (1, 2, 4, 8, 16, 32) for Euler and midpoint, with and without sway
    sampling, on held-out utterances: L1 to the ground-truth mel, and L1 to the 32-step Euler reconstruction from
-   the same initial noise. Reports the fewest steps (and velocity evaluations) whose ground-truth L1 is within 5%
-   of 32-step Euler's.
+   the same initial noise. Reports the fewest steps (and velocity evaluations) within 5% of 32-step Euler, read two
+   ways (see `summarize`): ground-truth L1 within 5%, and converged to the Euler-32 mel within 5%.
+   `--resummarize` recomputes the summary of an existing JSON from its rows.
 2. Streaming encoder latency on CPU: wall time per chunk of one latent step (C frames; C=8 -> 85.3 ms of audio,
    the seed's ~80 ms chunk) fed through `ConvformerEncoder.step`, for the trained model and a seed-size
    (full) encoder with random weights; real-time factor = latency / chunk duration.
@@ -41,16 +42,27 @@ def steps_sweep(vae: MelVAE, mels: list, max_frames: int, seed: int = 0) -> dict
                 t = time.perf_counter(); rec = run(n, solver, sway); dt = time.perf_counter() - t
                 rows.append(dict(solver=solver, sway_coef=sway, steps=n, nfe=n * NFE_PER_STEP[solver],
                                  mel_l1=l1(rec, mel), l1_to_euler32=l1(rec, ref), seconds=dt))
+    return dict(rows=rows, **summarize(rows), utterances=len(mels), frames=int(lengths.sum()))
+
+
+def summarize(rows: list) -> dict:
+    """Fewest steps per (solver, sway) that are 'within 5% of 32-step Euler', by two readings:
+    `within_5pct`: ground-truth mel L1 <= 1.05 x Euler-32's; `converged_5pct`: distance to the Euler-32 mel (same
+    noise) <= 5% of Euler-32's ground-truth L1. Few-step flows give smoother mels, which can *lower* the L1 to the
+    ground truth; the second reading asks when the sampler has converged to what 32 Euler steps produce."""
     target = next(r["mel_l1"] for r in rows if r["solver"] == "euler" and r["sway_coef"] is None and r["steps"] == 32)
-    best = {}
+    out = {"euler32_mel_l1": target, "within_5pct": {}, "converged_5pct": {}}
     for solver in ("euler", "midpoint"):
         for sway in (None, -1.0):
-            ok = [r for r in rows if r["solver"] == solver and r["sway_coef"] == sway and r["mel_l1"] <= 1.05 * target]
             key = f"{solver}{'+sway' if sway is not None else ''}"
-            best[key] = min(ok, key=lambda r: r["steps"]) if ok else None
-    cheapest = min((r for r in best.values() if r), key=lambda r: (r["nfe"], r["steps"]), default=None)
-    return dict(rows=rows, euler32_mel_l1=target, within_5pct=best, fewest_nfe_within_5pct=cheapest,
-                utterances=len(mels), frames=int(lengths.sum()))
+            mine = [r for r in rows if r["solver"] == solver and r["sway_coef"] == sway]
+            ok = [r for r in mine if r["mel_l1"] <= 1.05 * target]
+            conv = [r for r in mine if r["l1_to_euler32"] <= 0.05 * target and not (solver == "euler" and sway is None and r["steps"] == 32)]
+            out["within_5pct"][key] = min(ok, key=lambda r: r["steps"]) if ok else None
+            out["converged_5pct"][key] = min(conv, key=lambda r: r["steps"]) if conv else None
+    for k in ("within_5pct", "converged_5pct"):
+        out[f"fewest_nfe_{k}"] = min((r for r in out[k].values() if r), key=lambda r: (r["nfe"], r["steps"]), default=None)
+    return out
 
 
 @torch.no_grad()
@@ -82,7 +94,12 @@ def main(argv=None):
     ap.add_argument("--max-frames", type=int, default=256)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="results/bench/melvae.json")
+    ap.add_argument("--resummarize", action="store_true", help="only recompute the step-sweep summary of --out")
     a = ap.parse_args(argv)
+    if a.resummarize:
+        res = json.loads(Path(a.out).read_text()); sw = res["steps_sweep"]
+        sw.update(summarize(sw["rows"])); sw.pop("fewest_nfe_within_5pct_old", None)
+        save_json(a.out, res); print(json.dumps({k: v for k, v in sw.items() if k != "rows"}, indent=1)); return
     torch.set_num_threads(a.threads); torch.manual_seed(0)
     res = dict(machine=dict(platform=platform.platform(), processor=platform.processor(), torch=torch.__version__,
                             threads=torch.get_num_threads()), model=a.model)
@@ -92,7 +109,7 @@ def main(argv=None):
         ds = SpeechMels(a.data, [a.split], random_crop=False)
         res["steps_sweep"] = steps_sweep(vae, ds.mels[:a.utterances], a.max_frames)
         res["stream_trained"] = stream_latency(vae.encoder)
-        print(json.dumps({k: res["steps_sweep"][k] for k in ("euler32_mel_l1", "fewest_nfe_within_5pct")}, indent=1))
+        print(json.dumps({k: res["steps_sweep"][k] for k in ("euler32_mel_l1", "fewest_nfe_within_5pct", "fewest_nfe_converged_5pct")}, indent=1))
     else:
         res["steps_sweep"] = f"skipped: no trained model at {model_dir}"
     res["stream_full_random"] = stream_latency(ConvformerEncoder(MelVAEConfig()))   # the seed's encoder size

@@ -28,7 +28,7 @@ with atomic_write("result.txt", "w") as f:
     for i in range(n):
         f.write(f"{version} {i}\\n")
         if i == n // 2:
-            f.flush(); open("halfway", "w").close(); time.sleep(float(os.environ.get("SLOW_S", "0")))
+            f.flush(); open("half.tmp", "w").write(str(os.getpid())); os.replace("half.tmp", "halfway"); time.sleep(float(os.environ.get("SLOW_S", "0")))
     f.write("END\\n")
 '''
 DVC_YAML = f"""stages:
@@ -71,14 +71,27 @@ def kill_mid_stage(proj: Path, sig: int) -> None:
         t0 = time.monotonic()
         while not (proj / "halfway").exists():
             assert p.poll() is None, "dvc repro ended before the stage got half-way"
-            assert time.monotonic() - t0 < 45, "the stage never got half-way"
+            assert time.monotonic() - t0 < 90, "the stage never got half-way"
             time.sleep(0.1)
+        stage_pid = int((proj / "halfway").read_text())
         os.killpg(p.pid, sig)
         p.wait(timeout=30)
     finally:
         if p.poll() is None: os.killpg(p.pid, signal.SIGKILL); p.wait()
-    if sig == signal.SIGINT:                                     # Ctrl-C: give the stage's own cleanup a moment
-        time.sleep(0.5)
+    assert gone(stage_pid), "the stage process outlived the killed dvc repro"
+
+
+def gone(pid: int, wait_s: float = 15) -> bool:
+    "Whether process `pid` has ended (waiting up to `wait_s`); a survivor is killed so it cannot write later."
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < wait_s:
+        try:
+            os.kill(pid, 0)
+            if Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z": return True
+        except ProcessLookupError: return True
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    return False
 
 
 def repro_finishes(proj: Path, version: str, check_status: bool = True) -> None:
