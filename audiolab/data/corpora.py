@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib, time, traceback
 from pathlib import Path
 
-from fastcore.script import call_parse
+import argparse
 
 from ..core import ConfigError, load_section, save_json
 from .speech import SpeechCfg, make_speech_corpus
@@ -53,10 +53,16 @@ def build_corpora(out: str | Path = "data", params: str | Path = "params.yaml", 
     return report
 
 # %% ../../nbs/16_data.corpora.ipynb #a55da776
-@call_parse
-def main(params: str = "params.yaml",  # params file with a `corpora` section
-         out: str = "data",            # output folder
-         profile: str = None,          # tiny or full (default: the params file's `profile`)
-         only: str = None):            # comma-separated subset, e.g. "speech,kicks"
-    "Build the embedded corpora."
-    build_corpora(out, params, profile, only.split(",") if only else None)
+def main(argv: list[str] | None = None):
+    "Build the embedded corpora: `python -m audiolab.data.corpora --params params.yaml --out data [--profile tiny] [--only speech,kicks]`."
+    ap = argparse.ArgumentParser(description="Build the embedded corpora.")
+    ap.add_argument("--params", default="params.yaml", help="params file with a `corpora` section")
+    ap.add_argument("--out", default="data", help="output folder")
+    ap.add_argument("--profile", default=None, help="tiny or full (default: the params file's `profile`)")
+    ap.add_argument("--only", default=None, help='comma-separated subset, e.g. "speech,kicks"')
+    a = ap.parse_args(argv)
+    build_corpora(a.out, a.params, a.profile, a.only.split(",") if a.only else None)
+
+# %% ../../nbs/16_data.corpora.ipynb #e88bb7cf
+#| eval: false
+if __name__ == "__main__": main()
