@@ -160,8 +160,8 @@ def main():
     with tempfile.TemporaryDirectory() as fake:  # nbdev_proc_nbs wants quarto on PATH; give it a no-op one
         Path(fake, "quarto").write_text("#!/bin/sh\nexit 0\n"); Path(fake, "quarto").chmod(0o755)
         env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"}
-        pattern = "^(" + "|".join(map(re.escape, names)) + r")\.ipynb$"
-        r = subprocess.run(["nbdev_proc_nbs", "--file_re", pattern, "--skip_folder_re", "^(pipelines|[_.])"],
+        skip = r"^(?!(" + "|".join(map(re.escape, names)) + r")\.ipynb$)"  # nbdev 2.4 ignores --file_re: skip the rest
+        r = subprocess.run(["nbdev_proc_nbs", "--skip_file_re", skip, "--skip_folder_re", "^(pipelines|[_.])"],
                            cwd=ROOT, env=env, capture_output=True, text=True)
         if r.returncode: sys.exit(f"[docs] nbdev_proc_nbs failed:\n{r.stderr[-3000:]}")
     files = render(names, executed, Path(a.out))
