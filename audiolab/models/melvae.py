@@ -4,6 +4,7 @@
 
 # %% ../../nbs/42_models.melvae.ipynb #52115f04
 from __future__ import annotations
+from typing import Iterable
 import dataclasses, math
 from typing import Callable, NamedTuple, Sequence
 
