@@ -1,4 +1,4 @@
-"JupyterLab for real: start a server, open a notebook in headless Chromium, restart & run all, find the widgets."
+"JupyterLab for real: start a server, open a notebook in headless Chromium, run all cells, find the widgets."
 import json, os, socket, subprocess, sys, time, urllib.request
 from pathlib import Path
 
@@ -41,10 +41,10 @@ def test_notebook_runs_in_jupyterlab(lab):
     with chromium_page(1400, 1000) as page:
         page.goto(f"{lab}/lab/tree/02_viz.ipynb?token={TOKEN}")
         page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
-        page.wait_for_function("window.jupyterapp && window.jupyterapp.shell.currentWidget"
-                               " && window.jupyterapp.shell.currentWidget.sessionContext.session", timeout=90_000)
-        page.evaluate("() => { window.jupyterapp.commands.execute('notebook:restart-run-all'); }")  # don't await: it waits on the dialog
-        page.click(".jp-Dialog .jp-mod-accept", timeout=30_000)
+        page.wait_for_function("""() => { const nb = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+            const k = nb && nb.sessionContext && nb.sessionContext.session && nb.sessionContext.session.kernel;
+            return k && k.status === 'idle'; }""", timeout=120_000)   # a fresh kernel, started and idle
+        page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")  # no dialog to answer
         # done when the last cell has an execution count and the kernel is idle
         page.wait_for_function("""() => { const nb = window.jupyterapp.shell.currentWidget;
             const cells = nb.content.widgets.filter(c => c.model.type === 'code');
