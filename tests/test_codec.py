@@ -10,12 +10,7 @@ from audiolab.models.codec import LyraCodec, LyraCodecConfig, LyraCodecTask, Lyr
 from audiolab.nn.conv import Snake, random_chunks, step_sequential
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    "Tiny ops: one thread avoids OpenMP barrier waits on a loaded 2-core machine."
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_seed_size_on_meta():

@@ -10,12 +10,7 @@ from audiolab.nn.conv import (CausalConv1d, CausalConvTranspose1d, DecoderBlock,
                               StreamingState, random_chunks, step_sequential, stream)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    "Tiny ops: one thread avoids OpenMP barrier waits on a loaded 2-core machine (ms per op -> us per op)."
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class CausalStack(nn.Module):

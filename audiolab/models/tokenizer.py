@@ -14,6 +14,7 @@ import yaml
 from torch import nn, Tensor
 
 from ..core import Config, ConfigError, CheckpointError, atomic_path, save_json
+from ..eval.metrics import si_sdr
 from ..nn.losses import mr_stft_loss
 from ..train.checkpoint import Pretrained
 
@@ -23,9 +24,9 @@ with warnings.catch_warnings():
     from encodec.quantization import ResidualVectorQuantizer
 
 # %% auto #0
-__all__ = ['HF_CONFIG_MAP', 'TokenizerConfig', 'AudioTokenizer', 'encode_long', 'decode_long', 'training_step', 'si_sdr',
-           'mel_distance', 'recon_metrics', 'infer_config', 'load_encodec_checkpoint', 'to_hf_key', 'hf_config',
-           'load_hf_encodec', 'save_hf_encodec', 'fit_tokenizer']
+__all__ = ['HF_CONFIG_MAP', 'TokenizerConfig', 'AudioTokenizer', 'encode_long', 'decode_long', 'training_step', 'mel_distance',
+           'recon_metrics', 'infer_config', 'load_encodec_checkpoint', 'to_hf_key', 'hf_config', 'load_hf_encodec',
+           'save_hf_encodec', 'fit_tokenizer']
 
 # %% ../../nbs/46_models.tokenizer.ipynb #964fa0ba
 @dataclasses.dataclass
@@ -197,13 +198,6 @@ def training_step(self: AudioTokenizer, batch, phase: str | None = None, ctx: di
 AudioTokenizer.training_step = training_step
 
 # %% ../../nbs/46_models.tokenizer.ipynb #7628a98d
-def si_sdr(ref: Tensor, est: Tensor, eps: float = 1e-8) -> Tensor:
-    "Scale-invariant SDR in dB over the last axis (zero-mean); (..., L) -> (...)."
-    ref, est = ref - ref.mean(-1, keepdim=True), est - est.mean(-1, keepdim=True)
-    alpha = (est * ref).sum(-1, keepdim=True) / (ref.pow(2).sum(-1, keepdim=True) + eps)
-    target = alpha * ref
-    return 10 * torch.log10((target.pow(2).sum(-1) + eps) / ((est - target).pow(2).sum(-1) + eps))
-
 def mel_distance(ref: Tensor, est: Tensor, sr: int = 32000, n_mels: int = 80) -> Tensor:
     "Mean |log-mel(ref) - log-mel(est)| (natural log, clamp 1e-5) over mels and frames; (..., L) -> (...)."
     import torchaudio
@@ -216,7 +210,7 @@ def recon_metrics(tok: AudioTokenizer, wav: Tensor) -> dict:
     "SI-SDR, mel distance and code usage of `tok` on audio (B, C, L) (long inputs go through `encode_long`)."
     tok.eval(); codes = tok.encode_long(wav); y = tok.decode_long(codes)[..., :wav.shape[-1]]
     used = [codes[:, k].unique().numel() for k in range(codes.shape[1])]
-    return dict(si_sdr=si_sdr(wav, y).mean().item(), mel_distance=mel_distance(wav, y, tok.sample_rate).mean().item(),
+    return dict(si_sdr=si_sdr(y, wav), mel_distance=mel_distance(wav, y, tok.sample_rate).mean().item(),
                 codes_used=used, code_perplexity=[_perplexity(codes[:, k], tok.cfg.bins) for k in range(codes.shape[1])])
 
 def _perplexity(c: Tensor, bins: int) -> float:
