@@ -13,9 +13,9 @@ import torch
 import yaml
 
 # %% auto #0
-__all__ = ['PROFILES', 'AudiolabError', 'ConfigError', 'FileProblem', 'AudioFileError', 'CheckpointError', 'seed_everything',
-           'get_rng_state', 'set_rng_state', 'get_device', 'amp_dtype', 'autocast', 'Config', 'load_section',
-           'Registry', 'atomic_write', 'atomic_path', 'save_json']
+__all__ = ['PROFILES', 'AudiolabError', 'ConfigError', 'FileProblem', 'AudioFileError', 'CheckpointError', 'InputError',
+           'check_tensor', 'check_codes', 'seed_everything', 'get_rng_state', 'set_rng_state', 'get_device',
+           'amp_dtype', 'autocast', 'Config', 'load_section', 'Registry', 'atomic_write', 'atomic_path', 'save_json']
 
 # %% ../nbs/00_core.ipynb #d4a90e5b
 class AudiolabError(Exception):
@@ -35,6 +35,37 @@ class AudioFileError(FileProblem):
 
 class CheckpointError(FileProblem):
     "A checkpoint is missing, truncated, corrupted or unsafe to load."
+
+# %% ../nbs/00_core.ipynb #cfd90bd4
+class InputError(AudiolabError, ValueError):
+    "A tensor handed to an entry point is unusable: wrong shape, too short, non-finite, or codes out of range."
+
+def check_tensor(x: torch.Tensor, what: str, shape: str = "", ndim: int | tuple | None = None,
+                 sizes: dict[int, int] | None = None, min_len: int = 1, finite: bool = True) -> torch.Tensor:
+    "Check `x`: `ndim` (int or allowed tuple), fixed `sizes` {dim: size}, last dim >= `min_len`, finite values."
+    if not isinstance(x, torch.Tensor): raise InputError(f"{what}: expected a tensor {shape}, got {type(x).__name__}")
+    nd = (ndim,) if isinstance(ndim, int) else ndim
+    if nd is not None and x.ndim not in nd:
+        raise InputError(f"{what}: expected {' or '.join(map(str, nd))} dims {shape}, got shape {tuple(x.shape)}")
+    for d, n in (sizes or {}).items():
+        if x.shape[d] != n: raise InputError(f"{what}: expected size {n} at dim {d} {shape}, got shape {tuple(x.shape)}")
+    if x.ndim and x.shape[-1] < min_len:
+        raise InputError(f"{what}: too short, {x.shape[-1]} samples/frames, need at least {min_len} (got shape {tuple(x.shape)})")
+    if finite and x.is_floating_point() and not torch.isfinite(x).all():
+        raise InputError(f"{what}: contains NaN or Inf (non-finite) values")
+    return x
+
+def check_codes(codes: torch.Tensor, what: str, bins: int, n_q: int | None = None, q_dim: int = -2,
+                min_len: int = 1) -> torch.Tensor:
+    "Token codes: an integer tensor, `n_q` codebooks at `q_dim`, every id in [0, bins), at least `min_len` frames."
+    if not isinstance(codes, torch.Tensor) or codes.is_floating_point() or codes.dtype == torch.bool:
+        raise InputError(f"{what}: codes must be an integer (long) tensor, got dtype {getattr(codes, 'dtype', type(codes))}")
+    check_tensor(codes, what, min_len=min_len)
+    if n_q is not None and (codes.ndim < 2 or codes.shape[q_dim] != n_q):
+        raise InputError(f"{what}: expected {n_q} codebooks at dim {q_dim}, got shape {tuple(codes.shape)}")
+    lo, hi = int(codes.min()), int(codes.max())
+    if lo < 0 or hi >= bins: raise InputError(f"{what}: codes must lie in [0, {bins}), got range [{lo}, {hi}]")
+    return codes
 
 # %% ../nbs/00_core.ipynb #ede0e4c8
 def seed_everything(seed: int, deterministic: bool = False) -> torch.Generator:
