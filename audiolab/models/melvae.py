@@ -119,6 +119,8 @@ class Downsample2d(nn.Module):
 # %% ../../nbs/42_models.melvae.ipynb #1b7bc47c
 class StreamSequential(nn.ModuleList):
     "Modules applied in order, offline (`forward`) or chunk by chunk (`step`, one state per module)."
+    def __init__(self, modules: Iterable[nn.Module] = ()): super().__init__(modules)   # a signature docs can resolve
+
     def forward(self, x):
         for m in self: x = m(x)
         return x
