@@ -14,7 +14,9 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from ..core import Config, ConfigError, CheckpointError, FileProblem, atomic_write, get_device, save_json
+from ..core import (Config, ConfigError, CheckpointError, FileProblem, InputError, atomic_write, check_tensor,
+                           get_device, save_json)
+from ..eval.lm import frechet_distance
 from ..audio import fade, griffin_lim, mel_spectrogram, pad_or_trim, peak_normalize, get_preset
 from ..nn.conv2d import (ResBlock2d, CondResBlock2d, Downsample2d, Upsample2d, SelfAttention2d, UNetUp2d,
                                 group_norm)
@@ -32,9 +34,9 @@ __all__ = ['KICK_SR', 'KICK_SAMPLES', 'KICK_MEL_SHAPE', 'SAMPLERS', 'kick_wavefo
            'stage_sizes', 'KickVAE', 'vae_loss', 'encode_latents', 'parse_keywords', 'KeywordVocab', 'KeywordEncoder',
            'LatentUNetConfig', 'LatentUNet', 'NoiseSchedule', 'drop_keywords', 'diffusion_loss', 'make_ema',
            'guided_eps', 'trailing_timesteps', 'ddpm_sample', 'ddim_sample', 'dpmpp_2m_sample', 'active_frames',
-           'bake_weight_norm', 'KickLDM', 'mel_embedding', 'frechet_distance', 'KickConfig', 'VAETask', 'KLAnnealCB',
-           'DiffusionTask', 'split_indices', 'train_vae', 'train_diffusion', 'load_kick_corpus', 'train_kick_vae',
-           'encode_kick_corpus', 'train_kick_diffusion', 'sample_for_keywords', 'latent_embedding', 'evaluate_samplers',
+           'bake_weight_norm', 'KickLDM', 'mel_embedding', 'KickConfig', 'VAETask', 'KLAnnealCB', 'DiffusionTask',
+           'split_indices', 'train_vae', 'train_diffusion', 'load_kick_corpus', 'train_kick_vae', 'encode_kick_corpus',
+           'train_kick_diffusion', 'sample_for_keywords', 'latent_embedding', 'evaluate_samplers',
            'fewest_steps_within', 'kick_panel']
 
 # %% ../../nbs/43_models.kick.ipynb #2c20b671
@@ -43,7 +45,8 @@ KICK_MEL_SHAPE = (1, 128, 173)           # (C, n_mels, frames) for 2 s at hop 51
 
 def kick_waveform(wav: Tensor, sr: int = KICK_SR) -> Tensor:
     "(..., T) mono audio at `sr` -> (..., 88200): pad/trim to 2 s, peak -1 dBFS, 0.2 s fade-out."
-    if sr != KICK_SR: raise ValueError(f"kick audio must be {KICK_SR} Hz (resample first), got {sr}")
+    if sr != KICK_SR: raise InputError(f"kick audio must be {KICK_SR} Hz (resample first), got {sr}")
+    check_tensor(wav, "kick audio", "(T,) or (B, T) mono", ndim=(1, 2))
     wav = pad_or_trim(wav, KICK_SAMPLES)
     return fade(peak_normalize(wav, -1.0), KICK_SR, fade_out=0.2)
 
@@ -383,6 +386,8 @@ class KickLDM(nn.Module):
                        sampler: str = "dpm++") -> Tensor:
         "Unscaled VAE latents (n, *latent_shape) for one keyword query (text or list) and `sampler` in SAMPLERS."
         if sampler not in SAMPLERS: raise ConfigError(f"unknown sampler {sampler!r}; known: {sorted(SAMPLERS)}")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1: raise InputError(f"n (kicks to generate) must be an int >= 1, got {n!r}")
+        if not math.isfinite(guidance): raise InputError(f"guidance must be a finite number, got {guidance}")
         dev = next(self.unet.parameters()).device
         g = torch.Generator().manual_seed(seed)
         z = torch.randn((n, *self.vae.latent_shape), generator=g).to(dev)
@@ -443,17 +448,6 @@ def mel_embedding(mel: Tensor, bands: int = 16, blocks: int = 11) -> Tensor:
     "Log-mels (B, 1, n_mels, frames) -> (B, bands * blocks) average-pooled embedding."
     return F.adaptive_avg_pool2d(mel.float(), (bands, blocks)).flatten(1)
 
-def frechet_distance(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:
-    "Fréchet distance between Gaussians fitted to embeddings a (N, D) and b (M, D)."
-    a, b = (np.asarray(x.detach().cpu() if isinstance(x, Tensor) else x, dtype=np.float64) for x in (a, b))
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
-        raise ValueError(f"frechet_distance needs (N>=2, D) and (M>=2, D) embeddings, got {a.shape} and {b.shape}")
-    ca, cb = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
-    w, v = np.linalg.eigh(ca)
-    sa = (v * np.sqrt(w.clip(0))) @ v.T                                   # Σa^{1/2}
-    # tr((Σa Σb)^{1/2}) = Σ sqrt(eig(Σa^{1/2} Σb Σa^{1/2})), a symmetric PSD matrix: stable, no complex sqrtm
-    tr_covmean = np.sqrt(np.linalg.eigvalsh(sa @ cb @ sa).clip(0)).sum()
-    return float(((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(ca) + np.trace(cb) - 2 * tr_covmean)
 
 # %% ../../nbs/43_models.kick.ipynb #cad8927f
 @dataclasses.dataclass
