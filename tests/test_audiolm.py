@@ -1,13 +1,20 @@
 """AudioLM (VALL-E AR + NAR on audio prompts): masks, stage selection, EOS, shapes, KV cache, training."""
+import json
+import math
 import random
+import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
-from audiolab.core import ConfigError
+from audiolab.core import ConfigError, InputError
 from audiolab.models.audiolm import (AudioLM, AudioLMConfig, AudioLMTrainConfig, DurationBatchSampler, PromptTargetCollate,
                                      ar_attn_mask, ar_inputs_targets, cached_ar_logits, evaluate_audiolm, nar_attn_mask,
-                                     synthetic_codes, train_audiolm, unigram_baseline, _random_slice)
+                                     prepare_tokens, synthetic_codes, tokenize_items, train_audiolm, unigram_baseline,
+                                     _random_slice)
 
 torch.set_num_threads(1)  # tiny models: one thread is faster than two on the shared CPU
 
@@ -131,7 +138,18 @@ def test_bad_inputs():
     with pytest.raises(ConfigError, match="prefix_mode"): AudioLMConfig(prefix_mode=5)
     with pytest.raises(ConfigError, match="n_q"): AudioLMConfig(n_q=1)
     with pytest.raises(ConfigError, match="prompt_ratio"): PromptTargetCollate(prompt_ratio=1.2)
-    with pytest.raises(ValueError, match="prompt"): model().inference(torch.zeros(1, 3, 5, dtype=torch.long), 4)
+    m, p = model(), torch.randint(0, 16, (2, 4, 5))
+    with pytest.raises(InputError, match="prompt_tokens.*codebooks"): m.inference(p[:, :3], 4)
+    hi, neg = p.clone(), p.clone(); hi[0, 1, 2] = 16; neg[1, 3, 0] = -1
+    with pytest.raises(InputError, match=r"prompt_tokens.*\[0, 16\).*16\]"): m.inference(hi, 4)
+    with pytest.raises(InputError, match=r"\[0, 16\).*\[-1,"): m.inference(neg, 4)
+    with pytest.raises(InputError, match="integer"): m.inference(p.float(), 4)
+    with pytest.raises(InputError, match="dims"): m.inference(p[0], 4)
+    with pytest.raises(InputError, match="too short"): m.inference(p[..., :0], 4)
+    with pytest.raises(InputError, match="prompt_lens"): m.inference(p, 4, prompt_lens=torch.tensor([5, 6]))
+    with pytest.raises(InputError, match="max_new_tokens"): m.inference(p, -1)
+    with pytest.raises(InputError, match="temperature"): m.inference(p, 4, temperature=float("nan"))
+    with pytest.raises(InputError, match="top_p"): m.inference(p, 4, top_p=1.5)
     with pytest.raises(ConfigError, match="longest"): DurationBatchSampler([10, 50], 40)
 
 
@@ -193,3 +211,71 @@ def test_unigram_baseline_and_train_entry(tmp_path):
     toks = torch.load(tmp_path / "run" / "tokens.pt")
     res = evaluate_audiolm(m, toks["train"], toks["test"])
     assert 0 <= res["ar_acc"] <= 1 and res["unigram_ar_acc"] > 0 and "nar_vs_unigram" in res
+
+
+# ------------------------------------------------------------------------------------------ real speech tokens
+def tiny_tokenizer(tmp_path):
+    "A tiny 32 kHz / hop-640 tokenizer with k-means-initialised codebooks, saved like runs/tokenizer/model."
+    from audiolab.models.tokenizer import AudioTokenizer, TokenizerConfig
+    torch.manual_seed(0)
+    tok = AudioTokenizer(TokenizerConfig(n_filters=4, dimension=16, bins=32, lstm=0, kmeans_iters=3))
+    tok.train(); tok(0.1 * torch.randn(4, 1, 32000)); tok.eval()
+    tok.save_pretrained(tmp_path / "tok")
+    return tok
+
+
+def speech_corpus(root, speakers: dict, seconds=(0.6, 1.3, 0.9)):
+    "LibriTTS layout at 24 kHz: `{split: [speaker ids]}`, one chapter, one wav per length in `seconds`."
+    g = np.random.default_rng(0)
+    for split, spks in speakers.items():
+        for spk in spks:
+            d = Path(root) / split / spk / "100"; d.mkdir(parents=True)
+            for j, s in enumerate(seconds):
+                t = np.arange(int(s * 24000)) / 24000
+                sf.write(d / f"{spk}_100_{j:06d}_000000.wav", 0.3 * np.sin(2 * np.pi * (150 + 40 * j) * t) + 0.01 * g.standard_normal(t.size), 24000)
+                (d / f"{spk}_100_{j:06d}_000000.normalized.txt").write_text("hi")
+
+
+def test_tokenize_items_batched_resampled(tmp_path):
+    tok = tiny_tokenizer(tmp_path)
+    speech_corpus(tmp_path / "c", {"train-clean-100": ["11"]}, seconds=(0.6, 1.3, 0.9, 0.2))
+    from audiolab.data.speech import read_libritts
+    items = read_libritts(tmp_path / "c")
+    codes, kept = tokenize_items(tok, items, min_s=0.5, max_s=2.0, batch_s=2.0)      # batches of 2 padded utterances
+    assert [it["utt_id"] for it in kept] == [it["utt_id"] for it in items if not it["utt_id"].endswith("3_000000")]
+    for c, it in zip(codes, kept):
+        n = sf.info(it["path"]).frames * 32000 // 24000                            # resampled 24 -> 32 kHz
+        assert c.shape == (4, math.ceil(n / 640)) and c.dtype == torch.long and 0 <= int(c.min()) and int(c.max()) < 32
+        alone = tokenize_items(tok, [it])[0][0]                                      # no padding from a batch mate
+        assert alone.shape == c.shape and (alone == c).float().mean() > 0.8
+    sub = tokenize_items(tok, [dict(kept[1], start=0.25, duration=0.64)])[0][0]      # a lhotse cut inside a recording
+    assert sub.shape == (4, math.ceil(0.64 * 32000 / 640))
+
+
+def test_prepare_tokens_speech_and_train(tmp_path):
+    tok = tiny_tokenizer(tmp_path)
+    speech_corpus(tmp_path / "c", {"train-clean-100": ["11", "12"], "dev-clean": ["21"], "test-clean": ["31"]})
+    cfg = AudioLMTrainConfig(n_q=4, bins=1024, dim=32, heads=4, layers=1, dropout=0.0, source="speech", data_dir=str(tmp_path / "c"),
+                             tokenizer_dir=str(tmp_path / "tok"), min_utt_s=0.5, out_dir=str(tmp_path / "run"), max_frames=300,
+                             max_steps=3, valid_every=0, warmup_steps=0, precision="fp32")
+    toks = prepare_tokens(cfg)
+    assert toks["bins"] == 32 and [len(toks[s]) for s in ("train", "valid", "test")] == [6, 3, 3]
+    assert set(toks["speakers"]["train"]) == {"11", "12"} and set(toks["speakers"]["test"]) == {"31"}
+    assert all(c.shape[0] == 4 and int(c.max()) < 32 for c in toks["train"])
+    assert (tmp_path / "run" / "tokens.pt").exists() and prepare_tokens(cfg)["ids"] == toks["ids"]    # cached
+    train_audiolm(cfg)
+    m = AudioLM.from_pretrained(tmp_path / "run" / "model")
+    assert m.cfg.bins == 32                                                          # the tokenizer's codebook size
+    with pytest.raises(ConfigError, match="n_q"): prepare_tokens(cfg.replace(n_q=5, out_dir=str(tmp_path / "r2")))
+    with pytest.raises(Exception, match="no trained speech tokenizer"):
+        prepare_tokens(cfg.replace(tokenizer_dir=str(tmp_path / "none"), out_dir=str(tmp_path / "r3")))
+
+
+def test_bench_identical_tokens(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))
+    import audiolm_speed
+    res = audiolm_speed.main(["--dim", "32", "--layers", "1", "--heads", "4", "--prompt-s", "0.2", "--new-s", "0.4",
+                              "--full-nocache", "--out", str(tmp_path / "a.json")])
+    saved = json.loads((tmp_path / "a.json").read_text())
+    assert saved["identical_tokens_temperature0"] is True and saved["identical_checked_frames"] == 20
+    assert saved["machine"]["cpu_count"] >= 1 and res["new_frames"] == 20

@@ -14,18 +14,18 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..core import Config, ConfigError, FileProblem, save_json, atomic_path
+from ..core import Config, ConfigError, FileProblem, InputError, atomic_path, check_codes, check_tensor
 from ..nn.embed import MultiCodebookEmbedding, SinusoidalPositionalEmbedding
 from ..nn.transformer import TransformerEncoder
 from ..train.checkpoint import Pretrained
 
 # %% auto #0
-__all__ = ['PREFIX_MODES', 'IGNORE', 'ar_attn_mask', 'nar_attn_mask', 'sample_logits', 'AudioLMConfig', 'lengths_to_padding_mask',
-           'AudioLM', 'ar_inputs_targets', 'training_step', 'validation_step', 'generate_ar', 'generate_nar',
-           'inference', 'cached_ar_logits', 'TokenUtterances', 'split_prompt_target', 'pad_codes',
+__all__ = ['PREFIX_MODES', 'IGNORE', 'SPLITS', 'ar_attn_mask', 'nar_attn_mask', 'sample_logits', 'AudioLMConfig',
+           'lengths_to_padding_mask', 'AudioLM', 'ar_inputs_targets', 'training_step', 'validation_step', 'generate_ar',
+           'generate_nar', 'inference', 'cached_ar_logits', 'TokenUtterances', 'split_prompt_target', 'pad_codes',
            'PromptTargetCollate', 'DurationBatchSampler', 'read_lhotse_manifest', 'synthetic_codes', 'unigram_baseline',
-           'evaluate_audiolm', 'AudioLMTrainConfig', 'prepare_tokens', 'audiolm_loaders', 'train_audiolm',
-           'continue_audio']
+           'evaluate_audiolm', 'AudioLMTrainConfig', 'tokenize_items', 'prepare_tokens', 'audiolm_loaders',
+           'train_audiolm', 'continue_audio']
 
 # %% ../../nbs/45_models.audiolm.ipynb #9c7bd97f
 def ar_attn_mask(tp: int, tt: int, device=None) -> Tensor:
@@ -113,10 +113,15 @@ class AudioLM(nn.Module, Pretrained):
         self.nar_decoder = TransformerEncoder(cfg.layers, D, cond_dim=D, **layer)
         self.nar_heads = nn.ModuleList(nn.Linear(D, cfg.bins) for _ in range(K - 1))
 
-    def _check(self, codes: Tensor, name: str, k: int | None = None) -> Tensor:
-        if codes.dim() != 3 or (k is not None and codes.shape[1] != k):
-            raise ValueError(f"{name} must be (B, {k or 'K'}, T) tokens, got shape {tuple(codes.shape)}")
-        return codes
+    def check_prompt(self, prompt: Tensor, prompt_lens: Tensor | None = None, what: str = "prompt_tokens") -> Tensor:
+        "`prompt` must be `(B, n_q, Tp)` integer codes in `[0, bins)`, `Tp >= 1`; `prompt_lens` `(B,)` in `[1, Tp]`."
+        check_tensor(prompt, what, "(B, K, T)", ndim=3)
+        check_codes(prompt, what, self.cfg.bins, self.cfg.n_q, q_dim=1)
+        if prompt_lens is not None and (prompt_lens.shape != (prompt.shape[0],) or int(prompt_lens.min()) < 1
+                                        or int(prompt_lens.max()) > prompt.shape[-1]):
+            raise InputError(f"prompt_lens: expected (B,) = ({prompt.shape[0]},) lengths in [1, {prompt.shape[-1]}], "
+                             f"got {prompt_lens.tolist()}")
+        return prompt
 
 # %% ../../nbs/45_models.audiolm.ipynb #c5a6663c
 def _ar_logits(self: AudioLM, prompt: Tensor, prompt_lens: Tensor | None, q1_in: Tensor, in_lens: Tensor | None) -> Tensor:
@@ -222,7 +227,11 @@ def generate_ar(self: AudioLM, prompt: Tensor, max_new_tokens: int, temperature:
                 top_p: float | None = None, prompt_lens: Tensor | None = None, use_cache: bool = True,
                 min_new_tokens: int = 0, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
     "Quantizer-1 tokens `(B, T)` after `(B, K, Tp)` prompts, and their lengths `(B,)` (EOS excluded; T = max length)."
-    self._check(prompt, "prompt", self.cfg.n_q)
+    self.check_prompt(prompt, prompt_lens)
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise InputError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    if not temperature >= 0: raise InputError(f"temperature must be >= 0 (0: greedy), got {temperature}")
+    if top_p is not None and not 0 < top_p <= 1: raise InputError(f"top_p must be in (0, 1], got {top_p}")
     B, _, Tp = prompt.shape; dev = prompt.device; eos = self.cfg.eos
     out = prompt.new_zeros(B, max_new_tokens); lens = torch.full((B,), max_new_tokens, device=dev)
     done = torch.zeros(B, dtype=torch.bool, device=dev)
@@ -448,12 +457,13 @@ class AudioLMTrainConfig(AudioLMConfig):
     "The `audiolm` section of params.yaml: `AudioLMConfig` + token source + split/batching + optimisation."
     source: str = "speech"              # speech | synthetic
     data_dir: str = "data/speech"
-    manifest: str = ""                  # lhotse cuts .jsonl[.gz] (instead of data_dir); test split = `test_manifest`
-    test_manifest: str = ""
+    manifest: str = ""                  # lhotse cuts/recordings .jsonl[.gz] for train (instead of data_dir) ...
+    valid_manifest: str = ""            # ... valid ...
+    test_manifest: str = ""             # ... and test (held-out speakers)
     train_splits: tuple = ("train-clean-100",)
     valid_splits: tuple = ("dev-clean",)
     test_splits: tuple = ("test-clean",)
-    tokenizer_dir: str = "runs/speech_tokenizer/model"   # AudioTokenizer.save_pretrained dir (24 kHz, 4 × 50 Hz)
+    tokenizer_dir: str = "runs/tokenizer/model"   # AudioTokenizer.save_pretrained dir (32 kHz, 4 × 50 Hz); sets `bins`
     synthetic_n: int = 600              # synthetic: utterances (80/10/10 split)
     synthetic_frames: tuple = (40, 120)
     min_utt_s: float = 1.0              # drop utterances outside [min, max] seconds (seed: 5-15 s on real data)
@@ -483,20 +493,34 @@ class AudioLMTrainConfig(AudioLMConfig):
         return TrainConfig(**{k: v for k, v in self.to_dict().items() if k in names})
 
 # %% ../../nbs/45_models.audiolm.ipynb #585ecd05
-def _encode_items(tok, items: list[dict], min_s: float, max_s: float) -> tuple[list[Tensor], list[str]]:
-    "Tokenize `{path, start?, duration?}` items with `tok` -> codes `(K, T)` and ids (utterances outside [min_s, max_s] dropped)."
+SPLITS = ("train", "valid", "test")
+
+@torch.inference_mode()
+def tokenize_items(tok, items: list[dict], min_s: float = 0.0, max_s: float = math.inf,
+                   batch_s: float = 64.0) -> tuple[list[Tensor], list[dict]]:
+    "Encode `{path, start?, duration?}` items with `tok` (batched) -> codes `(K, ceil(L / hop))` and the kept items."
     from audiolab.audio import load_audio
-    codes, ids = [], []
+    wavs, kept = [], []
     for it in items:
-        wav, sr = load_audio(it["path"], sr=tok.sample_rate, mono=True)                # (1, L)
-        if it.get("duration") is not None and "start" in it:
+        wav, sr = load_audio(it["path"], sr=tok.sample_rate, mono=True)                 # (1, L), resampled
+        if it.get("duration") is not None and it.get("start") is not None:
             a = int(it["start"] * sr); wav = wav[:, a:a + int(it["duration"] * sr)]
-        if not min_s <= wav.shape[-1] / sr <= max_s: continue
-        codes.append(tok.encode_long(wav[None])[0].cpu()); ids.append(it.get("utt_id") or it.get("id"))
-    return codes, ids
+        if min_s <= wav.shape[-1] / sr <= max_s: wavs.append(wav); kept.append(it)
+    order = sorted(range(len(wavs)), key=lambda j: wavs[j].shape[-1])                   # similar lengths share a batch
+    codes, budget, start = [None] * len(wavs), int(batch_s * tok.sample_rate), 0
+    while start < len(order):
+        end = start + 1
+        while end < len(order) and (end + 1 - start) * wavs[order[end]].shape[-1] <= budget: end += 1
+        group = order[start:end]; L = wavs[group[-1]].shape[-1]
+        x = torch.stack([F.pad(wavs[j], (0, L - wavs[j].shape[-1])) for j in group])   # (B, 1, L)
+        c = tok.encode(x)                                                                 # (B, K, ceil(L / hop))
+        for j, row in zip(group, c): codes[j] = row[:, :math.ceil(wavs[j].shape[-1] / tok.hop_length)].clone()
+        start = end
+    return codes, kept
 
 def prepare_tokens(cfg: AudioLMTrainConfig, force: bool = False) -> dict:
-    "`{train, valid, test}` lists of codes `(K, T)`, cached in `<out_dir>/tokens.pt` (written atomically)."
+    """`{train, valid, test}` lists of codes `(K, T)` + `bins`, `ids` and `speakers` per split, cached in
+    `<out_dir>/tokens.pt` (written atomically). Speech: `bins` is the tokenizer's codebook size."""
     path = Path(cfg.out_dir) / "tokens.pt"
     if path.exists() and not force:
         from audiolab.train.checkpoint import load_state
@@ -504,25 +528,28 @@ def prepare_tokens(cfg: AudioLMTrainConfig, force: bool = False) -> dict:
     if cfg.source == "synthetic":
         lo, hi = cfg.synthetic_frames
         allc = synthetic_codes(cfg.synthetic_n, cfg.n_q, cfg.bins, lo, hi, seed=cfg.seed)
-        a, b = int(0.8 * len(allc)), int(0.9 * len(allc))
-        toks = dict(train=allc[:a], valid=allc[a:b], test=allc[b:])
+        cut = dict(train=(0, int(0.8 * len(allc))), valid=(int(0.8 * len(allc)), int(0.9 * len(allc))), test=(int(0.9 * len(allc)), len(allc)))
+        toks = {s: allc[a:b] for s, (a, b) in cut.items()}
+        toks.update(bins=cfg.bins, ids={s: [str(j) for j in range(a, b)] for s, (a, b) in cut.items()}, speakers={})
     elif cfg.source == "speech":
         from audiolab.models.tokenizer import AudioTokenizer
         from audiolab.data.speech import read_libritts
         if not (Path(cfg.tokenizer_dir) / "config.json").exists():
             raise FileProblem(cfg.tokenizer_dir, "no trained speech tokenizer here (AudioTokenizer.save_pretrained); "
-                              "train one or use source='synthetic'")
+                              "train one (dvc repro tokenizer) or use source='synthetic'")
         tok = AudioTokenizer.from_pretrained(cfg.tokenizer_dir).eval()
-        if tok.cfg.n_q < cfg.n_q or tok.cfg.bins != cfg.bins:
-            raise ConfigError(f"tokenizer has n_q={tok.cfg.n_q}, bins={tok.cfg.bins}; audiolm wants n_q={cfg.n_q}, bins={cfg.bins}")
-        toks = {}
-        for name, splits, man in (("train", cfg.train_splits, cfg.manifest), ("valid", cfg.valid_splits, ""),
-                                  ("test", cfg.test_splits, cfg.test_manifest)):
+        if tok.cfg.n_q < cfg.n_q:
+            raise ConfigError(f"tokenizer {cfg.tokenizer_dir} has n_q={tok.cfg.n_q} codebooks; audiolm wants n_q={cfg.n_q}")
+        toks = dict(bins=tok.cfg.bins, ids={}, speakers={})
+        for name, splits, man in zip(SPLITS, (cfg.train_splits, cfg.valid_splits, cfg.test_splits),
+                                     (cfg.manifest, cfg.valid_manifest, cfg.test_manifest)):
             items = read_lhotse_manifest(man) if man else read_libritts(cfg.data_dir, list(splits))
-            codes, _ = _encode_items(tok, items, cfg.min_utt_s, cfg.max_utt_s)
+            codes, kept = tokenize_items(tok, items, cfg.min_utt_s, cfg.max_utt_s)
             toks[name] = [c[:cfg.n_q] for c in codes]
+            toks["ids"][name] = [it.get("utt_id") or it.get("id") for it in kept]
+            toks["speakers"][name] = [it.get("speaker") for it in kept]
     else: raise ConfigError(f"source must be 'speech' or 'synthetic', got {cfg.source!r}")
-    if not toks["train"]: raise ConfigError(f"no training utterances from source={cfg.source!r} ({cfg.data_dir or cfg.manifest})")
+    if not toks["train"]: raise ConfigError(f"no training utterances from source={cfg.source!r} ({cfg.manifest or cfg.data_dir})")
     with atomic_path(path) as tmp: torch.save(toks, tmp)
     return toks
 
@@ -550,6 +577,7 @@ def train_audiolm(cfg: AudioLMTrainConfig) -> dict:
     if D.is_main(): prepare_tokens(cfg)
     D.barrier()
     toks = prepare_tokens(cfg)
+    cfg = cfg.replace(bins=toks["bins"])                                  # speech: the tokenizer's codebook size
     train_dl, valid_dl = audiolm_loaders(cfg, toks)
     out = Path(cfg.out_dir)
     learn = Learner(AudioLM(cfg.model_config()), train_dl, valid_dl, cfg.train_config(),
