@@ -7,7 +7,8 @@ import torch
 from audiolab.core import CheckpointError, ConfigError
 from audiolab.models.kick import (KICK_MEL_SHAPE, KickLDM, KickVAE, KickVAEConfig, KeywordEncoder, KeywordVocab,
                                   LatentUNet, LatentUNetConfig, NoiseSchedule, SAMPLERS, ddpm_sample, diffusion_loss,
-                                  guided_eps, kick_mel, make_ema, synth_kicks, trailing_timesteps, vae_loss)
+                                  evaluate_samplers, fewest_steps_within, guided_eps, kick_mel, make_ema, synth_kicks,
+                                  trailing_timesteps, vae_loss)
 
 TINY_VAE = KickVAEConfig(channels=(8, 8, 16, 16))
 
@@ -93,6 +94,26 @@ def test_cfg_scale_identities(vocab):
         torch.testing.assert_close(guided_eps(unet, ids, 4.0)(z, t), unc + 4 * (cond - unc), atol=1e-4, rtol=1e-4)
 
 
+def test_v_prediction_target_and_eps(vocab):
+    "A v-model's output v = √ᾱ ε - √(1-ᾱ) z0 becomes ε = √(1-ᾱ) z + √ᾱ v for the samplers; its loss regresses v."
+    torch.manual_seed(0)
+    sched = NoiseSchedule()
+    unet = randomize_out(LatentUNet(tiny_unet(len(vocab)).replace(prediction="v"))).eval()
+    z, ids, t = torch.randn(2, 4, 8, 11), vocab.encode([["deep"], ["long"]]), torch.tensor(600)
+    a = sched.abar(t).item()
+    with torch.no_grad():
+        v = unet(z, t, ids)
+        torch.testing.assert_close(guided_eps(unet, ids, 1.0, sched)(z, t), math.sqrt(1 - a) * z + math.sqrt(a) * v)
+        z0, noise = torch.randn(2, 4, 8, 11), torch.randn(2, 4, 8, 11)
+        g = torch.Generator().manual_seed(3); tt = torch.randint(0, sched.steps, (2,), generator=g)
+        noise = torch.randn(z0.shape, generator=g)
+        ab = sched.abar(tt).float().view(-1, 1, 1, 1)
+        want = torch.nn.functional.mse_loss(unet(sched.add_noise(z0, noise, tt), tt, ids), ab.sqrt() * noise - (1 - ab).sqrt() * z0)
+        torch.testing.assert_close(diffusion_loss(unet, sched, z0, ids, 0.0, torch.Generator().manual_seed(3)), want)
+    with pytest.raises(ConfigError, match="schedule"): guided_eps(unet, ids, 1.0)
+    with pytest.raises(ConfigError, match="prediction"): LatentUNetConfig(prediction="x0")
+
+
 @pytest.mark.parametrize("sampler", ["ddim", "dpm++"])
 def test_few_step_samplers_deterministic_and_exact(sampler):
     sched = NoiseSchedule()
@@ -174,3 +195,29 @@ def test_vocode_trims_silent_tail(vocab):
     assert trimmed.shape == full.shape == (1, 88200)
     assert trimmed[:, 58 * 512:].abs().max() == 0
     torch.testing.assert_close(trimmed[:, :50 * 512], full[:, :50 * 512])
+
+
+def test_generate_refuses_bad_arguments(vocab):
+    ldm = KickLDM(KickVAE(TINY_VAE), LatentUNet(tiny_unet(len(vocab))), vocab)
+    with pytest.raises(ValueError, match="n .* >= 1"): ldm.generate("deep", n=0)
+    with pytest.raises(ValueError, match="guidance"): ldm.generate("deep", guidance=float("nan"))
+    with pytest.raises(ValueError, match="mono"): kick_mel(torch.zeros(1, 2, 1000))
+
+
+def test_missing_vocoder_falls_back_to_griffin_lim(tmp_path, vocab):
+    KickLDM(KickVAE(TINY_VAE), LatentUNet(tiny_unet(len(vocab))), vocab).save_pretrained(tmp_path / "kick")
+    with pytest.warns(UserWarning, match="Griffin-Lim"):
+        assert KickLDM.from_pretrained(tmp_path / "kick", vocoder=tmp_path / "no_vocoder").vocoder is None
+
+
+def test_evaluate_samplers_scores_ddpm_at_its_own_n(vocab):
+    "DDPM generates only `ddpm_n` kicks; every row reports FAD on all its kicks and on its first `ddpm_n`."
+    torch.manual_seed(0)
+    ldm = KickLDM(KickVAE(TINY_VAE), randomize_out(LatentUNet(tiny_unet(len(vocab)))), vocab, sched=NoiseSchedule(20))
+    ref = torch.randn(8, 1, 128, 173) - 5
+    rows = evaluate_samplers(ldm, ref, [["deep"], ["long"], []] * 4, [("ddpm", 20), ("ddim", 3)], ddpm_n=5)
+    assert [(r["sampler"], r["n"]) for r in rows] == [("noise", 12), ("vae_recon", 8), ("ddpm", 5), ("ddim", 12)]
+    ddpm = rows[2]
+    assert ddpm["fad_mel"] == ddpm["fad_mel_k"] and rows[3]["fad_mel"] != rows[3]["fad_mel_k"]
+    best = fewest_steps_within(rows, tol=1e9)
+    assert best["sampler"] == "ddim" and fewest_steps_within(rows, tol=-1.0) is None

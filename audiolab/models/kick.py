@@ -217,10 +217,12 @@ class LatentUNetConfig(Config):
     vocab_size: int = 1                  # rows of the keyword table (len(KeywordVocab)), padding included
     heads: int = 4
     groups: int = 8
+    prediction: str = "eps"              # training target: "eps" (the seed's noise) or "v" (√ᾱ ε - √(1-ᾱ) z0)
 
     def __post_init__(self):
         if len(self.channels) < 2: raise ConfigError("LatentUNetConfig.channels needs >= 2 widths (a down path and a middle)")
         if self.vocab_size < 1: raise ConfigError("LatentUNetConfig.vocab_size counts the padding row, so it is >= 1")
+        if self.prediction not in ("eps", "v"): raise ConfigError(f"LatentUNetConfig.prediction must be 'eps' or 'v', got {self.prediction!r}")
 
 class LatentUNet(nn.Module):
     "Noise predictor ε(z_t, t, keywords): (B, latent_ch, h, w), (B,) steps, (B, L) keyword ids -> (B, latent_ch, h, w)."
@@ -277,12 +279,16 @@ def drop_keywords(ids: Tensor, p: float, generator: torch.Generator | None = Non
 
 def diffusion_loss(unet: LatentUNet, sched: NoiseSchedule, z0: Tensor, ids: Tensor, p_uncond: float = 0.15,
                    generator: torch.Generator | None = None) -> Tensor:
-    "ε-prediction MSE at uniform random steps, with classifier-free keyword dropout `p_uncond`."
+    "ε- (or v-, per `unet.cfg.prediction`) prediction MSE at uniform random steps, with classifier-free keyword dropout `p_uncond`."
     B = z0.shape[0]
     t = torch.randint(0, sched.steps, (B,), generator=generator).to(z0.device)
     noise = torch.randn(z0.shape, generator=generator).to(z0)
     zt = sched.add_noise(z0, noise, t)
-    return F.mse_loss(unet(zt, t, drop_keywords(ids, p_uncond, generator)), noise)
+    if unet.cfg.prediction == "v":
+        a = sched.abar(t).to(z0).view(-1, *[1] * (z0.dim() - 1))
+        target = a.sqrt() * noise - (1 - a).sqrt() * z0                  # v: the velocity of z_t along the noise circle
+    else: target = noise
+    return F.mse_loss(unet(zt, t, drop_keywords(ids, p_uncond, generator)), target)
 
 # %% ../../nbs/43_models.kick.ipynb #ea839f16
 def make_ema(model: nn.Module, decay: float = 0.9999) -> AveragedModel:
@@ -291,15 +297,21 @@ def make_ema(model: nn.Module, decay: float = 0.9999) -> AveragedModel:
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 # %% ../../nbs/43_models.kick.ipynb #19668685
-def guided_eps(unet: LatentUNet, ids: Tensor, guidance: float) -> Callable[[Tensor, Tensor], Tensor]:
-    "ε(z, t) for keyword ids (B, L) with classifier-free guidance `guidance` (one batched call for both branches)."
+def guided_eps(unet: LatentUNet, ids: Tensor, guidance: float, sched: NoiseSchedule | None = None) -> Callable[[Tensor, Tensor], Tensor]:
+    """ε(z, t) for keyword ids (B, L) with classifier-free guidance `guidance` (one batched call for both branches).
+    A v-prediction U-Net's output is turned into ε = √(1-ᾱ) z + √ᾱ v (guidance is linear, so it commutes)."""
     has_kw = bool((ids > 0).any())
     null = torch.zeros_like(ids)
+    if unet.cfg.prediction == "v" and sched is None: raise ConfigError("guided_eps: a v-prediction U-Net needs the noise schedule")
     def eps_fn(z: Tensor, t: Tensor) -> Tensor:
         tb = t.expand(z.shape[0]) if t.dim() == 0 else t
-        if not has_kw: return unet(z, tb, null)                       # no keywords: the unconditional branch only
-        e_c, e_u = unet(torch.cat([z, z]), torch.cat([tb, tb]), torch.cat([ids, null])).chunk(2)
-        return e_u + guidance * (e_c - e_u)
+        if not has_kw: out = unet(z, tb, null)                        # no keywords: the unconditional branch only
+        else:
+            o_c, o_u = unet(torch.cat([z, z]), torch.cat([tb, tb]), torch.cat([ids, null])).chunk(2)
+            out = o_u + guidance * (o_c - o_u)
+        if unet.cfg.prediction == "eps": return out
+        a = sched.abar(tb).to(z).view(-1, *[1] * (z.dim() - 1))
+        return (1 - a).sqrt() * z + a.sqrt() * out
     return eps_fn
 
 def trailing_timesteps(n: int, T: int = 1000) -> list[int]:
@@ -392,7 +404,7 @@ class KickLDM(nn.Module):
         g = torch.Generator().manual_seed(seed)
         z = torch.randn((n, *self.vae.latent_shape), generator=g).to(dev)
         ids = self.vocab.encode([parse_keywords(keywords)] * n).to(dev)
-        eps_fn = guided_eps(self.unet, ids, guidance)
+        eps_fn = guided_eps(self.unet, ids, guidance, self.sched)
         z = SAMPLERS[sampler](eps_fn, self.sched, z, steps=steps, generator=g, clip_x0=self.clip_x0) if sampler != "ddpm" \
             else ddpm_sample(eps_fn, self.sched, z, g, self.clip_x0)
         return z / self.latent_scale
@@ -416,12 +428,13 @@ class KickLDM(nn.Module):
         return self.vocode(self.vae.decode(self.sample_latents(keywords, n, steps, guidance, seed, sampler)))
 
 # %% ../../nbs/43_models.kick.ipynb #332a986c
-def _load_vocoder(path):
-    "HiFi-GAN from `models.vocoder` at `path` (imported lazily: the kick model works without it)."
-    try: from audiolab.models import vocoder as V
-    except ImportError as e: raise CheckpointError(path, f"cannot load a vocoder: audiolab.models.vocoder is unavailable ({e})") from None
-    cls = getattr(V, "HiFiGAN", None) or getattr(V, "HiFiGANGenerator")
-    return cls.from_pretrained(path).eval()
+def _load_vocoder(path) -> nn.Module | None:
+    "HiFi-GAN (`models.vocoder`, imported lazily) at `path`; None (Griffin-Lim, with a warning) when nothing is there yet."
+    if not (Path(path)/"model.safetensors").is_file():
+        import warnings; warnings.warn(f"no vocoder at {path} (no model.safetensors): kicks are vocoded by Griffin-Lim")
+        return None
+    from audiolab.models.vocoder import HiFiGAN
+    return HiFiGAN.from_pretrained(path).eval()
 
 def _save_ldm(self: KickLDM, path: str | os.PathLike) -> Path:
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
@@ -465,6 +478,7 @@ class KickConfig(Config):
     max_keywords: int = 8
     valid_frac: float = 0.1
     eval_n: int = 256                    # kicks generated per sampler setting for FAD
+    ddpm_n: int = 64                     # of which DDPM-1000 generates (and every row is also scored on) the first ddpm_n
     eval_steps: tuple = (10, 20, 50)
     guidance: float = 3.0
     seed: int = 0
@@ -611,7 +625,7 @@ def sample_for_keywords(ldm: KickLDM, keyword_lists: Sequence[Sequence[str]], sa
         kws = keyword_lists[i:i + batch]
         ids = ldm.vocab.encode(kws).to(dev)
         z = torch.randn((len(kws), *ldm.vae.latent_shape), generator=g).to(dev)
-        eps_fn = guided_eps(ldm.unet, ids, guidance)
+        eps_fn = guided_eps(ldm.unet, ids, guidance, ldm.sched)
         z = (ddpm_sample(eps_fn, ldm.sched, z, g, ldm.clip_x0) if sampler == "ddpm"
              else SAMPLERS[sampler](eps_fn, ldm.sched, z, steps, clip_x0=ldm.clip_x0)) / ldm.latent_scale
         zs.append(z.float().cpu()); mels.append(ldm.vae.decode(z).float().cpu())
@@ -625,30 +639,35 @@ def latent_embedding(z: Tensor) -> Tensor:
 def evaluate_samplers(ldm: KickLDM, ref_mels: Tensor, keyword_lists: Sequence[Sequence[str]],
                       settings: Sequence[tuple[str, int]] = (("ddpm", 1000), ("ddim", 10), ("ddim", 20), ("ddim", 50),
                                                             ("dpm++", 10), ("dpm++", 20), ("dpm++", 50)),
-                      guidance: float = 3.0, seed: int = 0, batch: int = 256, on_row: Callable | None = None) -> list[dict]:
+                      guidance: float = 3.0, seed: int = 0, batch: int = 256, ddpm_n: int | None = None,
+                      on_row: Callable | None = None) -> list[dict]:
     """FAD of generated vs reference kicks per (sampler, steps) in two embeddings -- `fad_mel` (`mel_embedding` of the
     decoded log-mels) and `fad_latent` (`latent_embedding` of the VAE latents vs the references' `mu`) -- plus a
-    `noise` row (N(0, I) latents, no denoising) and a `vae_recon` row (the references through the VAE)."""
+    `noise` row (N(0, I) latents, no denoising) and a `vae_recon` row (the references through the VAE).
+    DDPM (1000 U-Net calls per kick) generates only the first `ddpm_n` queries; since FAD is biased by the sample
+    size, every row also scores its first `ddpm_n` kicks (`fad_mel_k`, `fad_latent_k`) for the comparison with DDPM."""
     import time
     dev = next(ldm.unet.parameters()).device
+    k = min(ddpm_n or len(keyword_lists), len(keyword_lists))
     ref_mu = encode_latents(ldm.vae, ref_mels, batch)
     ref_m, ref_l = mel_embedding(ref_mels), latent_embedding(ref_mu)
     def row(sampler, steps, z, mels, secs):
-        r = dict(sampler=sampler, steps=steps, fad_mel=frechet_distance(mel_embedding(mels), ref_m),
-                 fad_latent=frechet_distance(latent_embedding(z), ref_l), seconds=round(secs, 3))
+        em, el = mel_embedding(mels), latent_embedding(z)                 # (n, 176), (n, 88)
+        r = dict(sampler=sampler, steps=steps, n=len(z), fad_mel=frechet_distance(em, ref_m), fad_latent=frechet_distance(el, ref_l),
+                 fad_mel_k=frechet_distance(em[:k], ref_m), fad_latent_k=frechet_distance(el[:k], ref_l), seconds=round(secs, 3))
         if on_row is not None: on_row(r)
         return r
+    decode = lambda z: torch.cat([ldm.vae.decode(z[i:i + batch].to(dev)).cpu() for i in range(0, len(z), batch)])
     z = torch.randn((len(keyword_lists), *ldm.vae.latent_shape), generator=torch.Generator().manual_seed(seed + 1)) / ldm.latent_scale
-    rows = [row("noise", 0, z, torch.cat([ldm.vae.decode(z[i:i + batch].to(dev)).cpu() for i in range(0, len(z), batch)]), 0.0)]
-    rows.append(row("vae_recon", 0, ref_mu, torch.cat([ldm.vae.decode(ref_mu[i:i + batch].to(dev)).cpu() for i in range(0, len(ref_mu), batch)]), 0.0))
+    rows = [row("noise", 0, z, decode(z), 0.0), row("vae_recon", 0, ref_mu, decode(ref_mu), 0.0)]
     for sampler, steps in settings:
         t0 = time.perf_counter()
-        z, mels = sample_for_keywords(ldm, keyword_lists, sampler, steps, guidance, seed, batch)
+        z, mels = sample_for_keywords(ldm, keyword_lists[:k] if sampler == "ddpm" else keyword_lists, sampler, steps, guidance, seed, batch)
         rows.append(row(sampler, steps, z, mels, time.perf_counter() - t0))
     return rows
 
-def fewest_steps_within(rows: list[dict], tol: float = 0.10, reference: str = "ddpm", key: str = "fad_mel") -> dict | None:
-    "The few-step row with the fewest steps whose FAD (`key`) is within `tol` (relative) of the `reference` sampler's."
+def fewest_steps_within(rows: list[dict], tol: float = 0.10, reference: str = "ddpm", key: str = "fad_mel_k") -> dict | None:
+    "The few-step row with the fewest steps whose FAD (`key`, by default at DDPM's sample size) is within `tol` (relative) of the `reference` sampler's."
     ref = next(r[key] for r in rows if r["sampler"] == reference)
     ok = [r for r in rows if r["sampler"] not in (reference, "noise", "vae_recon") and r[key] <= ref * (1 + tol)]
     return min(ok, key=lambda r: (r["steps"], r[key])) if ok else None
