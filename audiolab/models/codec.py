@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 
-from ..core import Config, ConfigError
+from ..core import Config, ConfigError, check_tensor
 from ..nn.conv import DecoderBlock, EncoderBlock, Snake, conv1d_same
 from ..nn.disc import MultiResolutionSTFTDiscriminator
 from ..nn.losses import KLSchedule, feature_matching_loss, kl_divergence, lsgan_d_loss, lsgan_g_loss, mr_stft_loss
@@ -84,9 +84,9 @@ class LyraCodec(Pretrained, nn.Module):
         self.hop = self.cfg.hop
 
     def _check_audio(self, x: Tensor) -> None:
-        if x.ndim != 3 or x.shape[1] != self.cfg.channels:
-            raise ValueError(f"LyraCodec expects audio (B, {self.cfg.channels}, T), got {tuple(x.shape)}")
-        if x.shape[-1] == 0: raise ValueError("LyraCodec: empty audio")
+        "Audio (B, channels, T>=1), finite (meta tensors, used to size the model, skip the value check)."
+        check_tensor(x, "LyraCodec audio", f"(B, {self.cfg.channels}, T)", ndim=3, sizes={1: self.cfg.channels},
+                     finite=not x.is_meta)
 
     def encode_dist(self, x: Tensor) -> tuple[Tensor, Tensor]:
         "Posterior parameters: mu, logvar (B, latent_dim, ceil(T/hop)), logvar clamped."
@@ -106,8 +106,8 @@ class LyraCodec(Pretrained, nn.Module):
 
     def decode(self, z: Tensor, length: int | None = None) -> Tensor:
         "Audio (B, C, length or frames*hop) from a latent (B, latent_dim, frames)."
-        if z.ndim != 3 or z.shape[1] != self.cfg.latent_dim:
-            raise ValueError(f"LyraCodec.decode expects a latent (B, {self.cfg.latent_dim}, frames), got {tuple(z.shape)}")
+        check_tensor(z, "LyraCodec.decode latent", f"(B, {self.cfg.latent_dim}, frames)", ndim=3,
+                     sizes={1: self.cfg.latent_dim}, finite=not z.is_meta)
         y = self.decoder(z)
         return y if length is None else y[..., :length]
 

@@ -13,10 +13,10 @@ import yaml
 from torch import nn, Tensor
 
 from ..audio import MelSpec, get_preset
-from ..core import CheckpointError, Config, ConfigError, atomic_path, atomic_write
+from ..core import CheckpointError, Config, ConfigError, atomic_path, atomic_write, check_tensor
 from ..nn.conv import ResidualUnit, WNConv1d, WNConvTranspose1d
 from ..nn.disc import CombinedDiscriminator, MultiPeriodDiscriminator, MultiResolutionSTFTDiscriminator, MultiScaleDiscriminator
-from ..nn.losses import MelL1Loss, feature_matching_loss, lsgan_d_loss, lsgan_g_loss
+from ..nn.losses import MelL1Loss, feature_matching_loss, lsgan_d_loss, lsgan_g_loss, mr_stft_loss
 from ..train.checkpoint import Pretrained, load_state
 
 # %% auto #0
@@ -35,6 +35,7 @@ class HiFiGANConfig(Config):
     resblock_dilations: tuple = ((1, 3, 5), (1, 3, 5), (1, 3, 5))
 
     def __post_init__(self):
+        self.resblock_dilations = tuple(tuple(d) for d in self.resblock_dilations)   # JSON gives nested lists back
         p = get_preset(self.preset)
         if math.prod(self.upsample_rates) != p.hop:
             raise ConfigError(f"HiFiGANConfig: upsampling {math.prod(self.upsample_rates)}x != hop {p.hop} of preset {self.preset!r}")
@@ -65,6 +66,7 @@ class HiFiGAN(Pretrained, nn.Module):
         self.hop = self.preset.hop
 
     def forward(self, mel: Tensor) -> Tensor:  # (B, n_mels, F) -> (B, 1, F*hop)
+        check_tensor(mel, "HiFiGAN log-mel", f"(B, {self.preset.n_mels}, frames)", ndim=3, sizes={1: self.preset.n_mels})
         x = self.conv_pre(mel)
         for up, mrf in zip(self.ups, self.mrfs):
             x = up(F.leaky_relu(x, 0.1))
@@ -97,13 +99,17 @@ class VocosVocoder(Pretrained, nn.Module):
         self.feature_extractor = MelSpectrogramFeatures(c.sample_rate, c.n_fft, c.hop_length, c.n_mels, c.padding)
         self.backbone = VocosBackbone(c.n_mels, c.dim, c.intermediate_dim, c.num_layers, c.layer_scale_init_value)
         self.head = ISTFTHead(c.dim, c.n_fft, c.hop_length, c.padding)
+        for m in (self.feature_extractor.mel_spec.spectrogram, self.head.istft):
+            m.window = m.window.clone()   # a periodic Hann window is a view of n_fft+1 floats: safetensors saves whole tensors
         self.hop = c.hop_length
 
     def mel(self, audio: Tensor) -> Tensor:
         "Vocos' own log-mel features of (B, T) or (B, 1, T) audio: (B, n_mels, frames)."
         return self.feature_extractor(audio.squeeze(1) if audio.ndim == 3 else audio)
 
-    def forward(self, mel: Tensor) -> Tensor:  # (B, n_mels, F) -> (B, 1, T)
+    def forward(self, mel: Tensor) -> Tensor:  # (B, n_mels, F>=2) -> (B, 1, (F-1)*hop)
+        check_tensor(mel, "VocosVocoder log-mel", f"(B, {self.cfg.n_mels}, frames)", ndim=3, sizes={1: self.cfg.n_mels},
+                     min_len=2)   # the centred ISTFT head trims half a window each side: 1 frame gives no audio
         return self.head(self.backbone(mel)).unsqueeze(1)
 
 # %% ../../nbs/41_models.vocoder.ipynb #3b333f6e
@@ -160,15 +166,18 @@ def save_vocos_dir(model: VocosVocoder, path: str | os.PathLike) -> Path:
 @dataclasses.dataclass
 class VocoderLossConfig(Config):
     "GAN vocoder objective and discriminators."
-    disc: str = "mpd+msd"                # 'mpd+msd' (HiFi-GAN) | 'mpd+mrstft' (Vocos-style)
+    disc: str = "mpd+msd"                # 'mpd+msd' (HiFi-GAN) | 'mpd+mrstft' (Vocos-style) | 'none' (no GAN: fast tiny runs)
     periods: tuple = (2, 3, 5, 7, 11)
     disc_width: float = 1.0              # multiplies discriminator widths (tiny runs shrink it)
     w_mel: float = 45.0
     w_fm: float = 2.0
     w_adv: float = 1.0
+    w_stft: float = 0.0                  # optional MR-STFT term (spectral convergence + log magnitude)
+    stft_sizes: tuple = (1024, 512, 256, 128)
 
-def make_discriminator(cfg: VocoderLossConfig) -> nn.Module:
-    "The discriminators named by `cfg.disc`, widths scaled by `cfg.disc_width`."
+def make_discriminator(cfg: VocoderLossConfig) -> nn.Module | None:
+    "The discriminators named by `cfg.disc`, widths scaled by `cfg.disc_width` (None for 'none')."
+    if cfg.disc == "none": return None
     w = lambda chs: tuple(max(4, int(c * cfg.disc_width)) for c in chs)
     mpd = MultiPeriodDiscriminator(cfg.periods, channels=w((32, 128, 512, 1024, 1024)))
     if cfg.disc == "mpd+msd":
@@ -177,7 +186,7 @@ def make_discriminator(cfg: VocoderLossConfig) -> nn.Module:
         return CombinedDiscriminator(mpd, MultiScaleDiscriminator(3, channels=chs, groups=groups))
     if cfg.disc == "mpd+mrstft":
         return CombinedDiscriminator(mpd, MultiResolutionSTFTDiscriminator((2048, 1024, 512), filters=max(4, int(32 * cfg.disc_width))))
-    raise ConfigError(f"unknown discriminator set {cfg.disc!r}; known: 'mpd+msd', 'mpd+mrstft'")
+    raise ConfigError(f"unknown discriminator set {cfg.disc!r}; known: 'mpd+msd', 'mpd+mrstft', 'none'")
 
 class VocoderTask(nn.Module):
     "A mel vocoder (HiFiGAN or VocosVocoder) + discriminators + losses, trained in 'disc' / 'gen' phases."
@@ -185,9 +194,12 @@ class VocoderTask(nn.Module):
         super().__init__()
         self.generator, self.lcfg = generator, loss or VocoderLossConfig()
         self.melspec, self.mel_loss = MelSpec(preset), MelL1Loss(preset)
+        self.stft_loss = mr_stft_loss(self.lcfg.stft_sizes) if self.lcfg.w_stft else None
         self.disc = make_discriminator(self.lcfg)
 
-    def phases(self) -> dict: return {"disc": self.disc, "gen": self.generator}
+    def phases(self) -> dict | None:
+        "The `Learner`'s phases: 'disc' then 'gen' for a GAN, None (one optimizer) without discriminators."
+        return {"disc": self.disc, "gen": self.generator} if self.disc is not None else None
 
     def generate(self, audio: Tensor) -> Tensor:
         "Copy-synthesis: vocode the mel of `audio` (B, 1, T) back to (B, 1, T)."
@@ -195,15 +207,20 @@ class VocoderTask(nn.Module):
         T = audio.shape[-1]
         return y[..., :T] if y.shape[-1] >= T else F.pad(y, (0, T - y.shape[-1]))
 
-    def training_step(self, batch, phase: str, ctx: dict) -> dict:
+    def training_step(self, batch, phase: str = "main", ctx: dict | None = None) -> dict:
         x = batch[0] if isinstance(batch, (list, tuple)) else batch          # (B, 1, T)
         if phase == "disc":
             ctx["fake"] = fake = self.generate(x)
             return dict(loss=lsgan_d_loss(self.disc(x)[0], self.disc(fake.detach())[0]))
-        fake, l = ctx["fake"], self.lcfg
-        (_, real_feats), (fake_logits, fake_feats) = self.disc(x), self.disc(fake)
-        logs = dict(adv=lsgan_g_loss(fake_logits), fm=feature_matching_loss(real_feats, fake_feats), mel=self.mel_loss(fake, x))
-        logs["loss"] = l.w_adv * logs["adv"] + l.w_fm * logs["fm"] + l.w_mel * logs["mel"]
+        fake, l = (ctx["fake"] if phase == "gen" else self.generate(x)), self.lcfg
+        logs = dict(mel=self.mel_loss(fake, x))
+        logs["loss"] = l.w_mel * logs["mel"]
+        if self.stft_loss is not None:
+            logs["stft"] = self.stft_loss(fake, x); logs["loss"] = logs["loss"] + l.w_stft * logs["stft"]
+        if phase == "gen":
+            (_, real_feats), (fake_logits, fake_feats) = self.disc(x), self.disc(fake)
+            logs["adv"], logs["fm"] = lsgan_g_loss(fake_logits), feature_matching_loss(real_feats, fake_feats)
+            logs["loss"] = logs["loss"] + l.w_adv * logs["adv"] + l.w_fm * logs["fm"]
         return logs
 
     @torch.no_grad()
