@@ -221,3 +221,16 @@ def test_evaluate_samplers_scores_ddpm_at_its_own_n(vocab):
     assert ddpm["fad_mel"] == ddpm["fad_mel_k"] and rows[3]["fad_mel"] != rows[3]["fad_mel_k"]
     best = fewest_steps_within(rows, tol=1e9)
     assert best["sampler"] == "ddim" and fewest_steps_within(rows, tol=-1.0) is None
+
+
+def test_panel_generates_a_player(vocab, capsys):
+    pytest.importorskip("ipywidgets")
+    from audiolab.models.kick import kick_panel
+    ldm = KickLDM(KickVAE(TINY_VAE), LatentUNet(tiny_unet(len(vocab))), vocab, vocoder=_FrameVocoder())
+    panel = kick_panel(ldm)
+    kw_box, seed = panel.children[0].children
+    steps, guidance = panel.children[1].children
+    kw_box.value, steps.value, guidance.value = "deep long", 3, 1.5
+    panel.generate()
+    assert len(ldm.vocoder.frames) == 1                                              # one kick generated and vocoded
+    assert "'deep long' · 3 steps · g=1.5" in capsys.readouterr().out                # its player shown (stdout outside Jupyter)
