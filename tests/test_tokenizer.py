@@ -5,8 +5,11 @@ import pytest
 import torch
 
 from audiolab.core import CheckpointError
+from audiolab.core import InputError
 from audiolab.models.tokenizer import (AudioTokenizer, TokenizerConfig, load_encodec_checkpoint, load_hf_encodec,
-                                       save_hf_encodec, _embed_long, infer_config)
+                                       save_hf_encodec, _embed_long, infer_config, codebook_stats, fit_tokenizer,
+                                       ReseedingCodebook)
+from audiolab.train.learner import TrainConfig
 
 pytestmark = [pytest.mark.filterwarnings("ignore:.*weight_norm"), pytest.mark.filterwarnings("ignore:.*not initialised")]
 
@@ -83,3 +86,56 @@ def test_infer_config_recovers_architecture():
     got = infer_config(AudioTokenizer(cfg).state_dict())
     for k in ("n_filters", "dimension", "ratios", "lstm", "true_skip", "n_q", "bins", "compress", "channels"):
         assert getattr(got, k) == getattr(cfg, k), k
+
+
+def _drift_case(codebook_cls):
+    "Codebook k-means'd on latents A, then trained on latents B (the encoder drifted): perplexity of its codes on B."
+    torch.manual_seed(0)
+    tok = AudioTokenizer(tiny(bins=32, kmeans_iters=10, threshold_ema_dead_code=1.0, decay=0.9))
+    cb = tok.quantizer.vq.layers[0]._codebook; cb.__class__ = codebook_cls; cb.train()
+    a, b = torch.randn(2048, 16), 0.5 * torch.randn(2048, 16) + 3.0          # (N, D) latents before / after the drift
+    cb(a[:256])                                                              # k-means init on the first batch
+    assert cb.encode(b).unique().numel() <= 3                                # B starts collapsed onto the nearest codes
+    for _ in range(60): cb(b[torch.randint(0, 2048, (256,))])
+    return codebook_stats(cb.encode(b)[None, None], 32)["perplexity"][0]
+
+def test_dead_codes_are_reseeded_after_latent_drift():
+    from encodec.quantization.core_vq import EuclideanCodebook
+    assert _drift_case(EuclideanCodebook) < 1.5                               # upstream: its re-seeding is a no-op, stays collapsed
+    assert _drift_case(ReseedingCodebook) > 24                                 # ours: dead codes move onto B, all 32 in use
+
+def _synthetic_audio(n, seconds, sr=32000, seed=0):
+    "n clips (1, L) of sine chords whose pitches, loudness and noise change every 0.1 s: plenty of distinct frames."
+    g = torch.Generator().manual_seed(seed); L = int(seconds * sr); seg = sr // 10
+    out = []
+    for _ in range(n):
+        f = 100 * 2 ** (4 * torch.rand(L // seg + 1, 2, generator=g))          # (segments, 2) Hz
+        a = 0.3 * torch.rand(L // seg + 1, 1, generator=g)
+        fs = f.repeat_interleave(seg, 0)[:L]; amps = a.repeat_interleave(seg, 0)[:L]
+        ph = 2 * math.pi * torch.cumsum(fs / sr, 0)                            # (L, 2) phases
+        out.append((amps * torch.sin(ph)).sum(-1)[None] + 0.02 * amps.T * torch.randn(1, L, generator=g))
+    return out
+
+def test_short_trained_run_does_not_collapse():
+    "Every quantizer of a briefly trained tokenizer spreads held-out frames over many codes (collapse: perplexity ~1)."
+    torch.manual_seed(0)
+    cfg = tiny(bins=32, kmeans_iters=10, threshold_ema_dead_code=1.0, decay=0.9, ae_warmup_steps=5, kmeans_frames=512)
+    tok = AudioTokenizer(cfg)
+    fit_tokenizer(tok, _synthetic_audio(8, 2.0), TrainConfig(max_steps=20, lr=2e-3, precision="fp32"), segment_s=0.4, batch_size=8)
+    assert tok.is_initialized and not tok.vq_bypass
+    codes = tok.eval().encode(torch.stack(_synthetic_audio(4, 2.0, seed=1)))   # (4, 4, 100) held-out
+    ppl = codebook_stats(codes, cfg.bins)["perplexity"]
+    assert min(ppl) > 6, ppl
+
+def test_init_codebooks_rescales_counts_to_one_batch():
+    tok = AudioTokenizer(tiny(bins=16))
+    tok.init_codebooks(0.3 * torch.randn(4, 1, 640 * 50), batch_frames=40)   # 200 frames of k-means, batches of 40
+    for l in tok.quantizer.vq.layers:
+        assert l._codebook.cluster_size.sum().item() == pytest.approx(40, rel=1e-4)
+
+def test_encode_decode_reject_bad_input():
+    tok = trained(tiny())
+    with pytest.raises(InputError, match="non-finite"): tok.encode(torch.full((1, 1, 640), float("nan")))
+    with pytest.raises(InputError, match="too short"): tok.encode(torch.zeros(1, 1, 0))
+    with pytest.raises(InputError, match="integer"): tok.decode(torch.zeros(1, 4, 3))
+    with pytest.raises(InputError, match="codebooks"): tok.decode(torch.zeros(1, 5, 3, dtype=torch.long))

@@ -13,20 +13,23 @@ import torch.nn.functional as F
 import yaml
 from torch import nn, Tensor
 
-from ..core import Config, ConfigError, CheckpointError, atomic_path, save_json
+from ..core import Config, ConfigError, CheckpointError, atomic_path, save_json, check_tensor, check_codes, InputError
 from ..eval.metrics import si_sdr
 from ..nn.losses import mr_stft_loss
 from ..train.checkpoint import Pretrained
+from ..train.learner import Callback
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from encodec.modules import SEANetEncoder, SEANetDecoder
     from encodec.quantization import ResidualVectorQuantizer
+    from encodec.quantization.core_vq import EuclideanCodebook, ema_inplace, laplace_smoothing
 
 # %% auto #0
-__all__ = ['HF_CONFIG_MAP', 'TokenizerConfig', 'AudioTokenizer', 'encode_long', 'decode_long', 'training_step', 'mel_distance',
-           'recon_metrics', 'infer_config', 'load_encodec_checkpoint', 'to_hf_key', 'hf_config', 'load_hf_encodec',
-           'save_hf_encodec', 'fit_tokenizer']
+__all__ = ['HF_CONFIG_MAP', 'TokenizerConfig', 'ReseedingCodebook', 'AudioTokenizer', 'encode_long', 'decode_long',
+           'training_step', 'mel_distance', 'recon_metrics', 'codebook_stats', 'infer_config',
+           'load_encodec_checkpoint', 'to_hf_key', 'hf_config', 'load_hf_encodec', 'save_hf_encodec', 'CodebookInit',
+           'fit_tokenizer']
 
 # %% ../../nbs/46_models.tokenizer.ipynb #964fa0ba
 @dataclasses.dataclass
@@ -52,8 +55,11 @@ class TokenizerConfig(Config):
     n_q: int = 4                        # codebooks
     bins: int = 2048                    # codebook size
     decay: float = 0.99                 # EMA decay of the codebooks
-    kmeans_iters: int = 50              # k-means iterations on the first training batch
-    threshold_ema_dead_code: int = 2
+    kmeans_iters: int = 50              # k-means iterations at initialisation
+    ae_warmup_steps: int = 0            # `fit_tokenizer`: train as a plain autoencoder (VQ bypassed) first ...
+    kmeans_frames: int = 4096           # ... then k-means-initialise on at least this many frames
+    kmeans_refit: bool = True           # `fit_tokenizer`: k-means again on the trained encoder's latents at the end
+    threshold_ema_dead_code: float = 2.0  # a code whose EMA count per batch falls below this is re-seeded from the batch
     chunk_len_s: float = 25.0           # encode long audio in chunks of this length ...
     chunk_context_s: float = 1.0        # ... each seeing this much audio either side
     w_l1: float = 1.0                   # training loss weights
@@ -66,6 +72,49 @@ class TokenizerConfig(Config):
     def hop_length(self) -> int: return int(np.prod(self.ratios))
     @property
     def frame_rate(self) -> float: return self.sample_rate / self.hop_length
+
+# %% ../../nbs/46_models.tokenizer.ipynb #a3c9e5f1
+def _kmeans(x: Tensor, k: int, iters: int) -> tuple[Tensor, Tensor]:
+    "k-means of x (N, D) into k centroids (k, D) and their counts (k,), with (N, k) distances instead of (N, k, D)."
+    means = x[torch.randperm(len(x), device=x.device)[:k]] if len(x) >= k else x[torch.randint(0, len(x), (k,), device=x.device)]
+    for _ in range(iters):
+        idx = torch.cdist(x, means).argmin(-1)                                   # (N,)
+        counts = torch.bincount(idx, minlength=k)
+        sums = torch.zeros_like(means).index_add_(0, idx, x)
+        means = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], means)
+    return means, counts.to(x.dtype)
+
+class ReseedingCodebook(EuclideanCodebook):
+    "The `encodec` EMA codebook, with k-means that fits in memory and dead codes that stay re-seeded (see above)."
+    @torch.jit.ignore
+    def init_embed_(self, data: Tensor):                                         # data (N, D)
+        if self.inited: return
+        embed, counts = _kmeans(data, self.codebook_size, self.kmeans_iters)
+        self.embed.data.copy_(embed); self.embed_avg.data.copy_(embed * counts[:, None]); self.cluster_size.data.copy_(counts)
+        self.inited.data.fill_(1)
+
+    def expire_codes_(self, x: Tensor):
+        "Re-seed codes whose EMA count is below the threshold with random frames of x (N, D), statistics reset."
+        t = self.threshold_ema_dead_code
+        dead = self.cluster_size < t
+        if not t or not dead.any(): return
+        new = x[torch.randint(0, len(x), (int(dead.sum()),), device=x.device)]
+        self.embed.data[dead] = new; self.embed_avg.data[dead] = new * t; self.cluster_size.data[dead] = t
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        shape = x.shape; x = self.preprocess(x)                                  # (..., D) -> (N, D)
+        self.init_embed_(x)
+        ind = self.quantize(x)
+        quantize = self.dequantize(self.postprocess_emb(ind, shape))
+        if self.training:                                                        # EMA update, then re-seed the dead
+            onehot = F.one_hot(ind, self.codebook_size).type(x.dtype)            # (N, bins)
+            ema_inplace(self.cluster_size, onehot.sum(0), self.decay)
+            ema_inplace(self.embed_avg, (x.t() @ onehot).t(), self.decay)
+            n = laplace_smoothing(self.cluster_size, self.codebook_size, self.epsilon) * self.cluster_size.sum()
+            self.embed.data.copy_(self.embed_avg / n.unsqueeze(1))
+            self.expire_codes_(x)
+        return quantize, self.postprocess_emb(ind, shape)
+
 
 # %% ../../nbs/46_models.tokenizer.ipynb #197dcf6d
 class AudioTokenizer(nn.Module, Pretrained):
@@ -88,6 +137,8 @@ class AudioTokenizer(nn.Module, Pretrained):
         self.quantizer = ResidualVectorQuantizer(dimension=cfg.dimension, n_q=cfg.n_q, bins=cfg.bins, decay=cfg.decay,
                                                  kmeans_init=True, kmeans_iters=cfg.kmeans_iters,
                                                  threshold_ema_dead_code=cfg.threshold_ema_dead_code)
+        for layer in self.quantizer.vq.layers: layer._codebook.__class__ = ReseedingCodebook   # same buffers, fixed updates
+        self.vq_bypass = False                               # True: the decoder sees unquantized latents (warm-up)
         self._stft = None                                    # loss modules, built on first training step
 
     hop_length = property(lambda self: self.cfg.hop_length)
@@ -99,11 +150,21 @@ class AudioTokenizer(nn.Module, Pretrained):
         "Whether every codebook has been k-means initialised (by a forward pass in training mode or loaded weights)."
         return all(bool(l._codebook.inited.item()) for l in self.quantizer.vq.layers)
 
-    def _check(self, wav: Tensor) -> Tensor:
-        if wav.ndim == 2: wav = wav[None]                    # (C, L) -> (1, C, L)
-        if wav.ndim != 3 or wav.shape[1] != self.cfg.channels:
-            raise ValueError(f"expected audio (B, {self.cfg.channels}, L), got {tuple(wav.shape)}")
-        return wav
+    def _check(self, wav: Tensor, what: str = "AudioTokenizer.encode: wav") -> Tensor:
+        check_tensor(wav, what, f"(B, {self.cfg.channels}, L) at {self.sample_rate} Hz", ndim=(2, 3), sizes={-2: self.cfg.channels})
+        return wav if wav.ndim == 3 else wav[None]           # (C, L) -> (1, C, L)
+
+    @torch.no_grad()
+    def init_codebooks(self, wav: Tensor, batch_frames: int | None = None, batch_size: int = 16) -> None:
+        "k-means-initialise every codebook on the latents of wav (B, C, L) (give it >= `cfg.kmeans_frames` frames)."
+        wav = self._check(wav, "AudioTokenizer.init_codebooks: wav")
+        z = torch.cat([self.encoder(w) for w in wav.split(batch_size)])       # (B, D, T)
+        for l in self.quantizer.vq.layers: l._codebook.inited.fill_(0)
+        was = self.training; self.train(); self.quantizer(z, self.frame_rate); self.train(was)
+        if batch_frames:                    # EMA counts are per training batch: rescale the k-means counts to one
+            for l in self.quantizer.vq.layers:
+                cb = l._codebook; s = batch_frames / z.shape[0] / z.shape[-1]
+                cb.cluster_size.mul_(s); cb.embed_avg.mul_(s)
 
     def embed(self, wav: Tensor) -> Tensor:
         "Continuous latents before quantization: (B, C, L) -> (B, D, T)."
@@ -121,16 +182,16 @@ class AudioTokenizer(nn.Module, Pretrained):
 
     def decode(self, codes: Tensor) -> Tensor:
         "Codes (B, K, T) -> audio (B, C, T * hop)."
+        check_codes(codes, "AudioTokenizer.decode: codes", self.cfg.bins)
         if codes.ndim != 3 or codes.shape[1] > self.cfg.n_q:
-            raise ValueError(f"expected codes (B, K<={self.cfg.n_q}, T), got {tuple(codes.shape)}")
-        if codes.min() < 0 or codes.max() >= self.cfg.bins:
-            raise ValueError(f"codes must lie in [0, {self.cfg.bins}), got [{int(codes.min())}, {int(codes.max())}]")
+            raise InputError(f"AudioTokenizer.decode: codes: expected (B, K<={self.cfg.n_q} codebooks, T), got shape {tuple(codes.shape)}")
         return self.decoder(self.quantizer.decode(codes.transpose(0, 1)))
 
     def forward(self, wav: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         "Training path: (recon (B, C, L), codes (B, K, T), commitment loss) with straight-through quantization."
-        wav = self._check(wav)
-        q = self.quantizer(self.encoder(wav), self.frame_rate)
+        wav = self._check(wav); z = self.encoder(wav)                          # (B, D, T)
+        if self.vq_bypass: return self.decoder(z)[..., :wav.shape[-1]], self.quantize(z.detach()), z.new_zeros(())
+        q = self.quantizer(z, self.frame_rate)
         return self.decoder(q.quantized)[..., :wav.shape[-1]], q.codes.transpose(0, 1), q.penalty
 
 # %% ../../nbs/46_models.tokenizer.ipynb #374964ed
@@ -211,11 +272,15 @@ def recon_metrics(tok: AudioTokenizer, wav: Tensor) -> dict:
     tok.eval(); codes = tok.encode_long(wav); y = tok.decode_long(codes)[..., :wav.shape[-1]]
     used = [codes[:, k].unique().numel() for k in range(codes.shape[1])]
     return dict(si_sdr=si_sdr(y, wav), mel_distance=mel_distance(wav, y, tok.sample_rate).mean().item(),
-                codes_used=used, code_perplexity=[_perplexity(codes[:, k], tok.cfg.bins) for k in range(codes.shape[1])])
+                codes_used=used, code_perplexity=codebook_stats(codes, tok.cfg.bins)["perplexity"])
 
-def _perplexity(c: Tensor, bins: int) -> float:
-    p = torch.bincount(c.flatten(), minlength=bins).float(); p = p[p > 0] / p.sum()
-    return float(torch.exp(-(p * p.log()).sum()))
+def codebook_stats(codes: Tensor, bins: int) -> dict:
+    "Per codebook of codes (B, K, T) or (K, T): 'perplexity' exp(entropy) of its code histogram, 'usage' = fraction of bins used."
+    c = codes.transpose(0, -2).reshape(codes.shape[-2], -1)                     # (K, B*T)
+    hist = torch.stack([torch.bincount(ck, minlength=bins) for ck in c]).float()  # (K, bins)
+    p = hist / hist.sum(-1, keepdim=True)
+    ent = -(p * p.clamp_min(1e-12).log()).sum(-1)
+    return dict(perplexity=ent.exp().tolist(), usage=((hist > 0).float().mean(-1)).tolist())
 
 # %% ../../nbs/46_models.tokenizer.ipynb #0bd850f0
 def _plain_weight_norm(sd: dict) -> dict:
@@ -351,21 +416,41 @@ def save_hf_encodec(tok: AudioTokenizer, path) -> Path:
     return d
 
 # %% ../../nbs/46_models.tokenizer.ipynb #d7b3824a
+class CodebookInit(Callback):
+    "Bypass the VQ for `steps` optimizer steps (autoencoder warm-up), then k-means on the latents of `init_wav` (B, C, L); again after fit if `refit`."
+    order = 0
+    def __init__(self, tok: AudioTokenizer, init_wav: Tensor, steps: int, batch_frames: int | None = None, refit: bool = False):
+        self.tok, self.init_wav, self.steps, self.batch_frames, self.refit = tok, init_wav, steps, batch_frames, refit
+    def before_fit(self, learn):
+        if self.tok.is_initialized: return                     # resumed after the warm-up, or loaded weights
+        self.tok.vq_bypass = learn.step < self.steps
+        if not self.tok.vq_bypass: self.tok.init_codebooks(self.init_wav, self.batch_frames)
+    def after_batch(self, learn):
+        if self.tok.vq_bypass and learn.step >= self.steps:
+            self.tok.vq_bypass = False; self.tok.init_codebooks(self.init_wav, self.batch_frames)
+    def after_fit(self, learn):
+        self.tok.vq_bypass = False
+        if self.refit or not self.tok.is_initialized: self.tok.init_codebooks(self.init_wav, self.batch_frames)
+
 def fit_tokenizer(tok: AudioTokenizer, train_waves: list[Tensor], train_cfg, out_dir=None, segment_s: float = 1.0,
                   batch_size: int = 8, valid_waves: list[Tensor] | None = None, disc: nn.Module | None = None,
                   progress: bool = False, cbs=()):
     "Train `tok` on random `segment_s` crops of `train_waves` ((C, L) each) with the Learner; returns the Learner."
     from torch.utils.data import DataLoader
-    from audiolab.train.learner import Learner, make_optimizer
+    from audiolab.train.learner import Learner
     from audiolab.train.callbacks import standard_cbs
     from audiolab.data.saxpipe import RandomCrops
     seg = int(segment_s * tok.sample_rate)
+    n_init = math.ceil(tok.cfg.kmeans_frames / math.ceil(seg / tok.hop_length))   # crops holding >= kmeans_frames frames
+    init = RandomCrops([(w,) for w in train_waves], seg, n_init, seed=train_cfg.seed + 2)
+    warm = CodebookInit(tok, torch.stack([init[i][0] for i in range(n_init)]), tok.cfg.ae_warmup_steps,
+                    batch_size * math.ceil(seg / tok.hop_length), tok.cfg.kmeans_refit)                  # init crops (n_init, C, seg)
     n_items = train_cfg.max_steps * batch_size * train_cfg.grad_accum
     dl = DataLoader(RandomCrops([(w,) for w in train_waves], seg, n_items, seed=train_cfg.seed), batch_size=batch_size)
     vdl = None
     if valid_waves:
         vdl = DataLoader(RandomCrops([(w,) for w in valid_waves], seg, 4 * batch_size, seed=train_cfg.seed + 1), batch_size=batch_size)
-    cbs = [*(standard_cbs(out_dir, progress=progress) if out_dir is not None else []), *cbs]
+    cbs = [warm, *(standard_cbs(out_dir, progress=progress) if out_dir is not None else []), *cbs]
     phases = None
     if disc is not None and tok.cfg.w_adv > 0:
         tok.disc = disc
@@ -374,3 +459,4 @@ def fit_tokenizer(tok: AudioTokenizer, train_waves: list[Tensor], train_cfg, out
     learn.fit()
     if phases is not None: del tok.disc                      # the tokenizer's checkpoint holds only the tokenizer
     return learn
+
