@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 
-from ..core import Config, ConfigError, CheckpointError
+from ..core import Config, ConfigError, CheckpointError, InputError, check_tensor
 from ..audio import resample, to_channels
 from ..train.checkpoint import Pretrained
 
@@ -19,7 +19,7 @@ from demucs.htdemucs import HTDemucs
 from demucs.apply import apply_model, BagOfModels
 
 # %% auto #0
-__all__ = ['LEAD_STEMS', 'BACKING_STEMS', 'stem_rule', 'SeparatorConfig', 'SeparatorNet', 'Separator', 'sdr',
+__all__ = ['LEAD_STEMS', 'BACKING_STEMS', 'MIN_SECONDS', 'stem_rule', 'SeparatorConfig', 'SeparatorNet', 'Separator', 'sdr',
            'evaluate_separator', 'fit_separator']
 
 # %% ../../nbs/47_models.separation.ipynb #c0062067
@@ -76,6 +76,8 @@ class SeparatorNet(nn.Module, Pretrained):
         return dict(loss=per.mean(), **{f"l1_{s}": v for s, v in zip(self.cfg.sources, per)})
 
 # %% ../../nbs/47_models.separation.ipynb #a0a9f7d0
+MIN_SECONDS = 0.01                                           # shorter audio is refused (Demucs asserts on it)
+
 class Separator:
     "A Demucs model (HTDemucs or a bag) + the stem rule: audio (C, L) at any rate -> {'lead', 'backing'}."
     def __init__(self, model: nn.Module, lead=LEAD_STEMS, backing=BACKING_STEMS):
@@ -105,6 +107,8 @@ class Separator:
     @torch.no_grad()
     def separate(self, wav: Tensor, sr: int, shifts: int = 0, split: bool = True, overlap: float = 0.25) -> dict[str, Tensor]:
         "Every stem for audio (C, L) at `sr`: {source: (C, L)} at `sr` with the input's channels (`shifts` > 0: random-shift averaging)."
+        if not isinstance(sr, int) or sr <= 0: raise InputError(f"Separator.separate: sr must be a positive int (Hz), got {sr!r}")
+        check_tensor(wav, "Separator.separate: wav", f"(C, L) at {sr} Hz", ndim=2, min_len=math.ceil(MIN_SECONDS * sr))
         C, L = wav.shape
         dev = next(self.model.parameters()).device
         x = to_channels(resample(wav, sr, self.samplerate), self.model.audio_channels).to(dev)
