@@ -1,7 +1,10 @@
 """SaxGPT speed (seed 001's figures): KV-cached vs uncached generation and the training step, per size.
 
     python bench/saxgpt_speed.py [--threads 2] [--size medium] [--steps 1500] [--uncached-steps 300]
-                                 [--train-sizes xsmall small medium] [--out results/bench/saxgpt.json]
+                                 [--train-sizes xsmall small medium] [--train-frames 1500] [--out results/bench/saxgpt.json]
+
+The bench stage's small run (<= 30 s on 2 cores): --size xsmall --steps 300 --uncached-steps 150
+--train-sizes tiny xsmall --train-frames 250 --train-steps 1
 
 Random weights, fp32, CPU, batch 1 for generation (greedy, so cached and uncached must give the same tokens),
 batch 4 of 1500-frame backing + lead windows for the train step (dropout 0.1, AdamW). The seed's own code
@@ -93,6 +96,8 @@ def main():
     ap.add_argument("--uncached-steps", type=int, default=300)
     ap.add_argument("--train-sizes", nargs="*", default=["xsmall", "small", "medium"])
     ap.add_argument("--train-steps", type=int, default=2)
+    ap.add_argument("--train-frames", type=int, default=1500, help="backing and lead frames per training window")
+    ap.add_argument("--train-batch", type=int, default=4)
     ap.add_argument("--out", default="results/bench/saxgpt.json")
     ap.add_argument("--keep-generate", action="store_true", help="reuse the `generate` results already in --out")
     a = ap.parse_args()
@@ -107,7 +112,7 @@ def main():
     save_json(a.out, res)
     res["train_step"] = []
     for s in a.train_sizes:
-        res["train_step"].append(bench_train_step(s, steps=a.train_steps))
+        res["train_step"].append(bench_train_step(s, batch=a.train_batch, frames=a.train_frames, steps=a.train_steps))
         print(json.dumps(res["train_step"][-1]), flush=True)
         save_json(a.out, res)
     res["machine"]["loadavg_end"] = os.getloadavg()

@@ -84,7 +84,7 @@ def test_knobs_and_errors():
     assert m.generate(back, temperature=0.8, top_k=4, top_p=0.9).shape == (1, 2, 5)
     with pytest.raises(ConfigError, match="unknown SaxGPT size"): SaxGPTConfig(size="giant")
     with pytest.raises(ConfigError, match="last index"): SaxGPTConfig(vocab_size=10, padding_idx=0)
-    with pytest.raises(ValueError, match="backing codes must be"): m(back[:, :1], lead)
+    with pytest.raises(ValueError, match="backing codes: expected size 2 at dim 1"): m(back[:, :1], lead)
     with pytest.raises(ValueError, match="use generate_long"): m.generate(back, n_frames=100)
 
 
@@ -132,3 +132,17 @@ def test_train_entry_point_from_params(tmp_path):
     m = SaxGPT.from_pretrained(tmp_path / "run" / "model")
     assert m.cfg.size == "tiny" and m.cfg.vocab_size == PAD + 1
     assert m.generate(items[0]["backing"][None, :, :8].long(), temperature=0).shape == (1, 4, 8)
+
+
+def test_bad_codes_are_refused_with_a_clear_error():
+    from audiolab.core import InputError
+    m = tiny(dropout=0.0).eval()
+    ok = torch.randint(0, PAD, (1, 4, 6))
+    hi, neg = ok.clone(), ok.clone(); hi[0, 1, 2] = PAD + 1; neg[0, 0, 0] = -1
+    for bad, words in ((hi, r"\[0, 33\)"), (neg, r"\[0, 33\)"), (ok.float(), "integer"), (ok[0], "dims"),
+                       (ok[:, :3], "expected size 4 at dim 1"), (ok[..., :0], "too short")):
+        with pytest.raises(InputError, match=words): m.generate(bad)
+        with pytest.raises(InputError, match=words): m(bad, delay(ok, PAD)[..., :-1])
+    with pytest.raises(InputError, match="prompt"): m.generate(ok, prompt=hi[..., :3])
+    padded = ok.clone(); padded[..., 4:] = PAD                                  # padding frames are legal input
+    assert m.generate(padded, temperature=0).shape == (1, 4, 6)

@@ -100,3 +100,36 @@ def test_augmentation_keeps_length_rate_alignment():
 def test_window_and_split_errors():
     with pytest.raises(ConfigError): window_starts(10, 5, 6)
     with pytest.raises(ConfigError): split_songs({"a": 1}, 0.5, 0.5)
+
+def test_auto_separation_uses_exact_stems_else_the_separator(tmp_path, corpus):
+    "separation='auto': song folders with lead/backing stems are read as they are; a loose mix goes through the model."
+    src = tmp_path / "src"; src.mkdir()
+    for d in corpus.iterdir():
+        if d.is_dir(): (src / d.name).symlink_to(d, target_is_directory=True)
+    save_audio(src / "loose.wav", tone(500, 2.0) + tone(120, 2.0, 0.2), SR, subtype="FLOAT")   # no stems: needs a model
+    cfg = cfg_for(tmp_path, src, separation="auto")
+    run_ingest(cfg)
+    with pytest.raises(ConfigError, match="separator"): run_separate(cfg)        # one song needs the missing model
+    net = SeparatorNet(SeparatorConfig(sample_rate=SR, channels=8, depth=2, nfft=256, t_layers=1, t_heads=2, segment_s=1.0))
+    net.save_pretrained(tmp_path / "sep")
+    rep = run_separate(cfg.replace(separator=str(tmp_path / "sep")))
+    assert rep["songs_by_mode"] == {"model": 1, "oracle": 3} and not rep["skipped"]
+    exact, _ = load_audio(corpus / "song1" / "lead.wav")
+    got, _ = load_audio(cfg.dir("2_stems") / "lead" / "song1.wav")
+    assert torch.allclose(got / got.abs().max(), exact / exact.abs().max(), atol=1e-4)   # oracle: the exact stem, rescaled
+    assert audio_info(cfg.dir("2_stems") / "backing" / "loose.wav").frames == 2 * SR
+
+def test_batched_tokenization_equals_one_wave_at_a_time(tmp_path, corpus):
+    "Encoding a clip's equal-length waves as one batch gives the codes of encoding each wave alone."
+    cfg = cfg_for(tmp_path, corpus, separation="oracle", tokenize_batch=8)
+    for step in (run_ingest, run_separate, run_select, run_augment): step(cfg)
+    tok = tiny_tokenizer()
+    rep = run_tokenize(cfg, tok)
+    assert rep["n_items"] == 9 and rep["audio_seconds"] > 0 and not rep["skipped"]
+    for name in ("song2__c00__orig", "song2__c00__p+2", "song2__c00__t0.8"):
+        item = torch.load(cfg.dir("6_codes") / f"{name}.pt", weights_only=True)
+        assert item["song_id"] == "song2" and item["lead"].dtype == torch.int16
+        for k in ("lead", "backing"):
+            wav, _ = load_audio(cfg.dir("5_aug_clips") / name / f"{k}.wav")
+            with torch.inference_mode(): alone = tok.encode_long(wav[None], cfg.chunk_len_s)[0]
+            assert torch.equal(item[k].long(), alone[:, :item[k].shape[-1]]), (name, k)

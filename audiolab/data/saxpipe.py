@@ -39,7 +39,7 @@ class SaxPipeConfig(Config):
     keep_clips: bool = True
     keep_aug_clips: bool = True
     keep_codes: bool = True
-    separation: str = "model"           # model: a Demucs separator | oracle: the corpus' exact stems
+    separation: str = "auto"            # auto: exact stems where a song has them, else the separator | model | oracle
     separator: str | None = None        # local path: our save_pretrained dir, a demucs .th, or a demucs repo dir
     separator_name: str | None = None   # model/bag name inside a demucs repo dir (e.g. htdemucs_6s)
     n_shifts: int = 0                   # Demucs random-shift averaging (0: none; the seed uses 2)
@@ -56,6 +56,7 @@ class SaxPipeConfig(Config):
     hop_length: int = 512
     tokenizer: str | None = None        # save_pretrained dir of an AudioTokenizer
     chunk_len_s: float = 25.0
+    tokenize_batch: int = 8             # equal-length waves encoded together (lead + backing + pitch copies)
     split_seed: int = 67
     val: float = 0.1
     test: float = 0.1
@@ -136,18 +137,22 @@ def run_separate(cfg: SaxPipeConfig, separator=None) -> dict:
     "Step 3: `2_stems/{lead,backing}/<song>.wav` for every ingested song; `separator` is a `Separator` (model mode)."
     t0, src, out = time.perf_counter(), cfg.dir("1_ingest"), cfg.dir("2_stems")
     index = json.loads((src / "index.json").read_text())
-    if cfg.separation == "model" and separator is None:
+    if cfg.separation not in ("auto", "model", "oracle"): raise ConfigError(f"saxpipe.separation must be auto|model|oracle, got {cfg.separation!r}")
+    has_stems = lambda paths: {"lead", "backing"} <= set(paths)
+    use_model = {sid: cfg.separation == "model" or (cfg.separation == "auto" and not has_stems(p)) for sid, p in index.items()}
+    if any(use_model.values()) and separator is None:
         from audiolab.models.separation import Separator
-        if not cfg.separator: raise ConfigError("saxpipe.separation='model' needs saxpipe.separator (a local model path)")
+        if not cfg.separator:
+            raise ConfigError(f"saxpipe.separation={cfg.separation!r}: songs without exact stems ({sum(use_model.values())}) "
+                              "need saxpipe.separator (a local model path)")
         separator = Separator.load(cfg.separator, name=cfg.separator_name)
-    elif cfg.separation not in ("model", "oracle"): raise ConfigError(f"saxpipe.separation must be model|oracle, got {cfg.separation!r}")
-    ok, skipped = [], []
+    ok, skipped, modes = [], [], {"model": 0, "oracle": 0}
     for sid, paths in index.items():
         dst = {k: out / k / f"{sid}.wav" for k in ("lead", "backing")}
         if all(p.exists() for p in dst.values()): ok.append(sid); continue
         try:
-            if cfg.separation == "oracle":
-                if "lead" not in paths: raise FileProblem(paths["mix"], "oracle separation needs lead.wav and backing.wav beside mix.wav")
+            if not use_model[sid]:
+                if not has_stems(paths): raise FileProblem(paths["mix"], "oracle separation needs lead.wav and backing.wav beside mix.wav")
                 stems = {k: load_audio(paths[k], sr=cfg.sample_rate, mono=True)[0] for k in ("lead", "backing")}
             else:
                 wav, _ = load_audio(src / f"{sid}.wav")
@@ -155,9 +160,9 @@ def run_separate(cfg: SaxPipeConfig, separator=None) -> dict:
                 stems = {k: v.mean(0, keepdim=True) for k, v in stems.items()}       # mono, as the tokenizer expects
             for k, w in stems.items():
                 _save(dst[k], normalize_volume(w, cfg.sample_rate, cfg.target_lufs) if cfg.normalize_after else w, cfg.sample_rate)
-            ok.append(sid)
+            ok.append(sid); modes["model" if use_model[sid] else "oracle"] += 1
         except (FileProblem, RuntimeError, ValueError) as e: skipped.append(dict(file=sid, reason=str(e)))
-    rep = _report("separate", t0, mode=cfg.separation, n_songs=len(ok), skipped=skipped)
+    rep = _report("separate", t0, mode=cfg.separation, n_songs=len(ok), songs_by_mode=modes, skipped=skipped)
     rep["discarded_ingest"] = discard(src, cfg.keep_dl)
     return _write_report(cfg, rep)
 
@@ -226,9 +231,12 @@ def augment_pair(lead: Tensor, backing: Tensor, sr: int, semitone_steps=(-2, 2),
                  n_fft: int = 4096, hop_length: int = 512) -> list[tuple[str, Tensor, Tensor]]:
     "[(tag, lead, backing)]: the original ('orig'), pitch copies ('p+2'...) and tempo copies ('t1.1'...)."
     if 0 in semitone_steps or 1 in tempo_ratios: raise ConfigError("semitone_steps must exclude 0 and tempo_ratios 1 (the original is always kept)")
+    if lead.shape != backing.shape: raise ValueError(f"lead {tuple(lead.shape)} and backing {tuple(backing.shape)} must have one shape")
+    both, C = torch.cat([lead, backing]), lead.shape[0]                  # (2C, L): one STFT pass for both stems
     out = [("orig", lead, backing)]
-    out += [(f"p{s:+g}", pitch_shift(lead, sr, s, n_fft, hop_length), pitch_shift(backing, sr, s, n_fft, hop_length)) for s in semitone_steps]
-    out += [(f"t{r:g}", time_stretch(lead, r, n_fft, hop_length), time_stretch(backing, r, n_fft, hop_length)) for r in tempo_ratios]
+    for tag, y in [(f"p{s:+g}", pitch_shift(both, sr, s, n_fft, hop_length)) for s in semitone_steps] + \
+                  [(f"t{r:g}", time_stretch(both, r, n_fft, hop_length)) for r in tempo_ratios]:
+        out.append((tag, y[:C], y[C:]))
     return out
 
 # %% ../../nbs/17_data.saxpipe.ipynb #c76e957a
@@ -250,9 +258,13 @@ def run_augment(cfg: SaxPipeConfig) -> dict:
 # %% ../../nbs/17_data.saxpipe.ipynb #61c66565
 def _song_of(clip_name: str) -> str: return clip_name.split("__")[0]
 
-@torch.no_grad()
+def _code_dtype(bins: int) -> torch.dtype: return torch.int16 if bins <= 2 ** 15 else torch.int32
+
+@torch.inference_mode()
 def run_tokenize(cfg: SaxPipeConfig, tokenizer=None) -> dict:
-    "Step 7: codes of every augmented clip; `tokenizer` is an `AudioTokenizer` (default: load `cfg.tokenizer`)."
+    """Step 7: codes of every augmented clip; `tokenizer` is an `AudioTokenizer` (default: load `cfg.tokenizer`).
+    One clip's copies at a time (bounded memory): its waves of equal length (lead and backing, pitch copies) are
+    encoded as batches of up to `tokenize_batch`, each in `chunk_len_s` chunks."""
     t0, src, out = time.perf_counter(), cfg.dir("5_aug_clips"), cfg.dir("6_codes")
     if tokenizer is None:
         from audiolab.models.tokenizer import AudioTokenizer
@@ -260,19 +272,31 @@ def run_tokenize(cfg: SaxPipeConfig, tokenizer=None) -> dict:
         tokenizer = AudioTokenizer.from_pretrained(cfg.tokenizer)
     tokenizer.eval()
     if not tokenizer.is_initialized: raise ConfigError("the tokenizer's codebooks are not initialised: train it first")
-    n, frames, skipped = 0, 0, []
-    for d in sorted(p for p in src.iterdir() if p.is_dir()):
-        dst = out / f"{d.name}.pt"
-        if dst.exists(): n += 1; continue
-        try:
-            codes = {k: tokenizer.encode_long(load_audio(d / f"{k}.wav", sr=tokenizer.sample_rate, mono=True)[0][None], cfg.chunk_len_s)[0]
-                     for k in ("lead", "backing")}                                    # (K, T) each
-            T = min(c.shape[-1] for c in codes.values())
-            item = dict(song_id=_song_of(d.name), clip=d.name, **{k: c[:, :T].to(torch.int16) for k, c in codes.items()})
-            with atomic_path(dst) as tmp: torch.save(item, tmp)
+    dirs = sorted(p for p in src.iterdir() if p.is_dir())
+    clips: dict[str, list[Path]] = {}                                         # clip -> its augmented copies' folders
+    for d in dirs: clips.setdefault(d.name.rsplit("__", 1)[0], []).append(d)
+    n, frames, audio_s, skipped, bs, dtype = 0, 0, 0.0, [], max(1, cfg.tokenize_batch), _code_dtype(tokenizer.cfg.bins)
+    for copies in clips.values():
+        waves = {}                                                            # length -> [(folder, stem, (1, L))]
+        for d in copies:
+            if (out / f"{d.name}.pt").exists(): n += 1; continue
+            try:
+                st = {k: load_audio(d / f"{k}.wav", sr=tokenizer.sample_rate, mono=True)[0] for k in ("lead", "backing")}
+            except (FileProblem, RuntimeError, ValueError) as e: skipped.append(dict(file=str(d), reason=str(e))); continue
+            for k, w in st.items(): waves.setdefault(w.shape[-1], []).append((d, k, w))
+        codes = {}                                                            # (folder, stem) -> (K, T)
+        for L, group in waves.items():
+            for i in range(0, len(group), bs):
+                part = group[i:i + bs]
+                c = tokenizer.encode_long(torch.stack([w for _, _, w in part]), cfg.chunk_len_s)   # (b, K, T)
+                for (d, k, _), ck in zip(part, c): codes[d, k] = ck
+                audio_s += L * len(part) / tokenizer.sample_rate
+        for d in dict.fromkeys(d for d, _ in codes):
+            T = min(codes[d, "lead"].shape[-1], codes[d, "backing"].shape[-1])
+            item = dict(song_id=_song_of(d.name), clip=d.name, **{k: codes[d, k][:, :T].to(dtype) for k in ("lead", "backing")})
+            with atomic_path(out / f"{d.name}.pt") as tmp: torch.save(item, tmp)
             n += 1; frames += T
-        except (FileProblem, RuntimeError, ValueError) as e: skipped.append(dict(file=str(d), reason=str(e)))
-    rep = _report("tokenize", t0, n_items=n, frames=frames, skipped=skipped)
+    rep = _report("tokenize", t0, n_items=n, frames=frames, audio_seconds=round(audio_s, 1), skipped=skipped)
     rep["discarded_aug_clips"] = discard(src, cfg.keep_aug_clips)
     return _write_report(cfg, rep)
 

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..core import Config, ConfigError, save_json
+from ..core import Config, ConfigError, check_codes, check_tensor, save_json
 from ..nn.embed import LearnedPositionalEmbedding, MultiCodebookEmbedding
 from ..nn.transformer import TransformerDecoder, TransformerEncoder
 from ..train.checkpoint import Pretrained
@@ -136,12 +136,19 @@ def _decode(self: SaxGPT, columns: Tensor, memory: Tensor, memory_mask: Tensor |
     B, T, _ = h.shape
     return self.heads(h).view(B, T, self.cfg.num_codebooks, -1).transpose(1, 2)   # (B, K, T, V)
 
+def _check(self: SaxGPT, codes: Tensor, what: str) -> Tensor:
+    "Refuse codes the embeddings cannot take: not `(B, K, T)` integers in [0, vocab_size) (padding allowed)."
+    K = self.cfg.num_codebooks
+    check_tensor(codes, what, f"(B, {K}, T)", ndim=3, sizes={1: K})
+    return codes if codes.is_meta else check_codes(codes, what, self.cfg.vocab_size, K, q_dim=1)   # meta: shapes only
+
 def _forward(self: SaxGPT, backing: Tensor, columns: Tensor) -> Tensor:
     "Teacher forcing: logits `(B, K, T, n_codes)` for delayed columns `(B, K, T)` over `(B, K, S)` backing."
+    self.check(backing, "SaxGPT backing codes"); self.check(columns, "SaxGPT lead columns")
     memory, mask = self.encode(backing)
     return self.decode(columns, memory, mask)
 
-SaxGPT.encode, SaxGPT.decode, SaxGPT.forward = _encode, _decode, _forward
+SaxGPT.encode, SaxGPT.decode, SaxGPT.forward, SaxGPT.check = _encode, _decode, _forward, _check
 
 # %% ../../nbs/44_models.saxgpt.ipynb #0e9ead3b
 def count_params(size: str, **overrides) -> int:
@@ -229,6 +236,8 @@ def _generate(self: SaxGPT, backing: Tensor, n_frames: int | None = None, prompt
     `prompt (B, K, P)` if given (the output starts with it). `return_logits`: also the `(B, K, L-1, V)` logits
     the step function produced (the logits column `t` was sampled from sit at index `t - 1`)."""
     c, K, pad = self.cfg, self.cfg.num_codebooks, self.cfg.padding_idx
+    self.check(backing, "SaxGPT.generate backing codes")
+    if prompt is not None: self.check(prompt, "SaxGPT.generate prompt")
     n = backing.shape[-1] if n_frames is None else n_frames
     P = 0 if prompt is None else prompt.shape[-1]
     if n > c.max_frames: raise ValueError(f"{n} frames exceed one window ({c.max_frames}); use generate_long")
