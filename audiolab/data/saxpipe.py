@@ -19,7 +19,7 @@ from ..core import Config, ConfigError, AudiolabError, FileProblem, atomic_path,
 from ..audio import AUDIO_SUFFIXES, load_audio, save_audio, loudness_normalize, peak_normalize, pad_or_trim
 
 # %% auto #0
-__all__ = ['SaxPipeConfig', 'find_songs', 'download_audio', 'normalize_volume', 'discard', 'run_ingest', 'run_separate',
+__all__ = ['SaxPipeConfig', 'find_songs', 'download_audio', 'normalize_volume', 'discard', 'reset', 'run_ingest', 'run_separate',
            'rms_envelope', 'rms_windows', 'run_select', 'time_stretch', 'pitch_shift', 'augment_pair', 'run_augment',
            'run_tokenize', 'split_songs', 'window_starts', 'CodeWindows', 'run_datasets', 'RandomCrops',
            'load_multitrack', 'holdout_songs']
@@ -111,6 +111,15 @@ def discard(path, keep: bool) -> bool:
     "Delete intermediate folder `path` unless `keep`; returns whether it was deleted."
     if keep or not Path(path).exists(): return False
     shutil.rmtree(path); return True
+
+def reset(cfg: SaxPipeConfig, *names: str) -> list[str]:
+    "Delete outputs `names` (e.g. '6_codes') under `cfg.root` so a re-run recomputes them; returns those that existed."
+    gone = []
+    for n in names:
+        p = cfg.dir(n)
+        if p.is_dir(): shutil.rmtree(p); gone.append(n)
+        elif p.exists(): p.unlink(); gone.append(n)
+    return gone
 
 def run_ingest(cfg: SaxPipeConfig) -> dict:
     "Steps 1–2: bring every song of `cfg.source` (or a download) to mono `sample_rate` float wav at `target_lufs`."
