@@ -128,7 +128,7 @@ def test_short_trained_run_does_not_collapse():
     assert min(ppl) > 6, ppl
 
 def test_init_codebooks_rescales_counts_to_one_batch():
-    tok = AudioTokenizer(tiny(bins=16))
+    tok = AudioTokenizer(tiny(bins=16, threshold_ema_dead_code=0))          # no re-seeding: counts only from k-means
     tok.init_codebooks(0.3 * torch.randn(4, 1, 640 * 50), batch_frames=40)   # 200 frames of k-means, batches of 40
     for l in tok.quantizer.vq.layers:
         assert l._codebook.cluster_size.sum().item() == pytest.approx(40, rel=1e-4)
