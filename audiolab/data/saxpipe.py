@@ -281,6 +281,8 @@ def run_tokenize(cfg: SaxPipeConfig, tokenizer=None) -> dict:
         tokenizer = AudioTokenizer.from_pretrained(cfg.tokenizer)
     tokenizer.eval()
     if not tokenizer.is_initialized: raise ConfigError("the tokenizer's codebooks are not initialised: train it first")
+    if cfg.padding_idx != tokenizer.cfg.bins:
+        raise ConfigError(f"saxpipe.padding_idx ({cfg.padding_idx}) must equal the tokenizer's codebook size ({tokenizer.cfg.bins})")
     dirs = sorted(p for p in src.iterdir() if p.is_dir())
     clips: dict[str, list[Path]] = {}                                         # clip -> its augmented copies' folders
     for d in dirs: clips.setdefault(d.name.rsplit("__", 1)[0], []).append(d)

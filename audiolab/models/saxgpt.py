@@ -340,6 +340,9 @@ def train_saxgpt(cfg: SaxGPTTrainConfig) -> dict:
     "Train SaxGPT with the shared Learner (torchrun-ready); writes `out_dir/{ckpt,live,model}`; returns validation metrics."
     torch.manual_seed(cfg.seed)
     train_ds = load_windows(cfg, "train")
+    if train_ds.padding_idx != cfg.padding_idx:
+        raise ConfigError(f"saxgpt.padding_idx ({cfg.padding_idx}) differs from the dataset's ({train_ds.padding_idx}, the tokenizer's "
+                          f"codebook size): set saxgpt vocab_size: {train_ds.padding_idx + 1}, padding_idx: {train_ds.padding_idx}")
     valid_ds = load_windows(cfg, "val") if (Path(cfg.data_dir) / "val.pt").exists() else None
     if valid_ds is not None and len(valid_ds) == 0: valid_ds = None
     train_dl = DataLoader(train_ds, cfg.batch_size, shuffle=True, drop_last=len(train_ds) >= cfg.batch_size,
