@@ -211,6 +211,8 @@ def test_unigram_baseline_and_train_entry(tmp_path):
     toks = torch.load(tmp_path / "run" / "tokens.pt")
     res = evaluate_audiolm(m, toks["train"], toks["test"])
     assert 0 <= res["ar_acc"] <= 1 and res["unigram_ar_acc"] > 0 and "nar_vs_unigram" in res
+    assert res["ar_acc"] <= res["ar_acc_top10"] and res["unigram_acc_q2"] <= res["unigram_acc_top10_q2"]
+    assert {"nar_top10_vs_unigram", "nar_acc_top10_q4", "unigram_nar_acc_top10"} <= set(res)
 
 
 # ------------------------------------------------------------------------------------------ real speech tokens

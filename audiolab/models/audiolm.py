@@ -20,7 +20,7 @@ from ..nn.transformer import TransformerEncoder
 from ..train.checkpoint import Pretrained
 
 # %% auto #0
-__all__ = ['PREFIX_MODES', 'IGNORE', 'SPLITS', 'ar_attn_mask', 'nar_attn_mask', 'sample_logits', 'AudioLMConfig',
+__all__ = ['PREFIX_MODES', 'IGNORE', 'TOPK', 'SPLITS', 'ar_attn_mask', 'nar_attn_mask', 'sample_logits', 'AudioLMConfig',
            'lengths_to_padding_mask', 'AudioLM', 'ar_inputs_targets', 'training_step', 'validation_step', 'generate_ar',
            'generate_nar', 'inference', 'cached_ar_logits', 'TokenUtterances', 'split_prompt_target', 'pad_codes',
            'PromptTargetCollate', 'DurationBatchSampler', 'read_lhotse_manifest', 'synthetic_codes', 'unigram_baseline',
@@ -169,8 +169,12 @@ def ar_inputs_targets(q1: Tensor, lens: Tensor, bos: int, eos: int) -> tuple[Ten
     return inp, tgt
 
 # %% ../../nbs/45_models.audiolm.ipynb #d261cd39
-def _acc(logits: Tensor, tgt: Tensor, keep: Tensor) -> Tensor:
-    return ((logits.argmax(-1) == tgt) & keep).sum().float() / keep.sum().clamp(min=1)
+TOPK = 10                               # VALL-E's training accuracy is top-10 (torchmetrics MulticlassAccuracy top_k=10)
+
+def _acc(logits: Tensor, tgt: Tensor, keep: Tensor, k: int = 1) -> Tensor:
+    "Fraction of `keep` positions whose target is among the `k` highest logits `(B, T, V)`."
+    hit = (logits.topk(k, -1).indices == tgt[..., None]).any(-1) if k > 1 else logits.argmax(-1) == tgt
+    return (hit & keep).sum().float() / keep.sum().clamp(min=1)
 
 def _random_slice(prompt: Tensor, lens: Tensor, min_ratio: float) -> tuple[Tensor, Tensor]:
     "A random contiguous slice (>= `min_ratio` of each row's length) of `(B, K, Tp)` prompts, left-aligned."
@@ -181,13 +185,16 @@ def _random_slice(prompt: Tensor, lens: Tensor, min_ratio: float) -> tuple[Tenso
     idx = (start[:, None] + torch.arange(int(new.max()), device=prompt.device)[None]).minimum(lens[:, None] - 1)
     return prompt.gather(2, idx[:, None].expand(B, K, -1)), new
 
-def _ar_loss(self: AudioLM, b: dict) -> tuple[Tensor, Tensor]:
+def _ar_loss(self: AudioLM, b: dict) -> tuple[Tensor, Tensor, Tensor]:
+    "AR loss, top-1 and top-10 accuracy on the target's quantizer-1 frames (EOS excluded from the accuracies)."
     inp, tgt = ar_inputs_targets(b["target"][:, 0], b["target_lens"], self.cfg.bos, self.cfg.eos)
     logits = self.ar_logits(b["prompt"], b["prompt_lens"], inp, b["target_lens"] + 1)   # (B, Tt+1, bins+1)
     loss = F.cross_entropy(logits.transpose(1, 2), tgt, ignore_index=IGNORE)
-    return loss, _acc(logits, tgt, (tgt != IGNORE) & (tgt != self.cfg.eos))             # accuracy on audio frames
+    keep = (tgt != IGNORE) & (tgt != self.cfg.eos)                                       # accuracy on audio frames
+    return loss, _acc(logits, tgt, keep), _acc(logits, tgt, keep, TOPK)
 
-def _nar_loss(self: AudioLM, b: dict, stage: int, prefix_mode: int = 0) -> tuple[Tensor, Tensor]:
+def _nar_loss(self: AudioLM, b: dict, stage: int, prefix_mode: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+    "NAR loss, top-1 and top-10 accuracy of quantizer `stage` (0-based) on the target (prefix frames excluded)."
     prompt, plens, target, tlens = b["prompt"], b["prompt_lens"], b["target"], b["target_lens"]
     prefix = 0
     if prefix_mode == 1: prefix = random.randint(0, max(0, int(int(tlens.min()) * self.cfg.prefix_max_ratio)))
@@ -195,26 +202,26 @@ def _nar_loss(self: AudioLM, b: dict, stage: int, prefix_mode: int = 0) -> tuple
     logits = self.nar_logits(prompt, plens, target, tlens, stage, prefix)                # (B, Tt, bins)
     tgt = target[:, stage].masked_fill(lengths_to_padding_mask(tlens, target.shape[-1]), IGNORE)
     tgt[:, :prefix] = IGNORE
-    return F.cross_entropy(logits.transpose(1, 2), tgt, ignore_index=IGNORE), _acc(logits, tgt, tgt != IGNORE)
+    keep = tgt != IGNORE
+    return F.cross_entropy(logits.transpose(1, 2), tgt, ignore_index=IGNORE), _acc(logits, tgt, keep), _acc(logits, tgt, keep, TOPK)
 
 def training_step(self: AudioLM, batch: dict, stage: int | None = None) -> dict:
     "Loss `(AR + NAR)/2` with one random NAR stage (or `stage`); logs AR/NAR losses and accuracies."
     stage = stage or random.randint(1, self.cfg.n_q - 1)
-    ar_loss, ar_acc = self._ar_loss(batch)
-    nar_loss, nar_acc = self._nar_loss(batch, stage, self.cfg.prefix_mode)
+    ar_loss, ar_acc, _ = self._ar_loss(batch)
+    nar_loss, nar_acc, _ = self._nar_loss(batch, stage, self.cfg.prefix_mode)
     return dict(loss=(ar_loss + nar_loss) / 2, ar_loss=ar_loss.detach(), nar_loss=nar_loss.detach(),
                 ar_acc=ar_acc, nar_acc=nar_acc, nar_stage=torch.tensor(float(stage + 1)))
 
 @torch.no_grad()
 def validation_step(self: AudioLM, batch: dict) -> dict:
-    "Deterministic held-out metrics: AR, and every NAR stage with the full prompt (`nar_acc_q{k}`, 1-based k)."
-    ar_loss, ar_acc = self._ar_loss(batch)
-    out = dict(ar_loss=ar_loss, ar_acc=ar_acc)
+    "Deterministic held-out metrics: AR, and every NAR stage with the full prompt (`nar_acc_q{k}`, 1-based k); top-1 and top-10."
+    ar_loss, ar_acc, ar_acc10 = self._ar_loss(batch)
+    out = dict(ar_loss=ar_loss, ar_acc=ar_acc, ar_acc_top10=ar_acc10)
     for s in range(1, self.cfg.n_q):
-        out[f"nar_loss_q{s + 1}"], out[f"nar_acc_q{s + 1}"] = self._nar_loss(batch, s)
-    nar = [out[f"nar_loss_q{s + 1}"] for s in range(1, self.cfg.n_q)]
-    out["nar_loss"] = torch.stack(nar).mean()
-    out["nar_acc"] = torch.stack([out[f"nar_acc_q{s + 1}"] for s in range(1, self.cfg.n_q)]).mean()
+        out[f"nar_loss_q{s + 1}"], out[f"nar_acc_q{s + 1}"], out[f"nar_acc_top10_q{s + 1}"] = self._nar_loss(batch, s)
+    for key in ("nar_loss", "nar_acc", "nar_acc_top10"):
+        out[key] = torch.stack([out[f"{key}_q{s + 1}"] for s in range(1, self.cfg.n_q)]).mean()
     out["loss"] = (ar_loss + out["nar_loss"]) / 2
     return out
 
@@ -419,12 +426,12 @@ def synthetic_codes(n: int, n_q: int = 4, bins: int = 64, min_frames: int = 40, 
     return out
 
 # %% ../../nbs/45_models.audiolm.ipynb #ee323a8f
-def unigram_baseline(train: list[Tensor], held_out: list[Tensor], prompt_ratio: float = 0.4) -> dict:
-    "Held-out target accuracy of predicting each quantizer's most frequent training token: `{q1: .., q2: ..}`."
+def unigram_baseline(train: list[Tensor], held_out: list[Tensor], prompt_ratio: float = 0.4, k: int = 1) -> dict:
+    "Held-out target accuracy of guessing each quantizer's `k` most frequent training tokens: `{q1: .., q2: ..}`."
     K = train[0].shape[0]
-    top = [int(torch.cat([c[k] for c in train]).bincount().argmax()) for k in range(K)]
+    top = [torch.cat([c[q] for c in train]).bincount().topk(k).indices for q in range(K)]
     tg = [split_prompt_target(c, prompt_ratio)[1] for c in held_out]
-    return {f"q{k + 1}": float(torch.cat([t[k] for t in tg]).eq(top[k]).float().mean()) for k in range(K)}
+    return {f"q{q + 1}": float(torch.isin(torch.cat([t[q] for t in tg]), top[q]).float().mean()) for q in range(K)}
 
 @torch.no_grad()
 def evaluate_audiolm(model: AudioLM, train: list[Tensor], held_out: list[Tensor], prompt_ratio: float = 0.4,
@@ -443,12 +450,14 @@ def evaluate_audiolm(model: AudioLM, train: list[Tensor], held_out: list[Tensor]
         n += w
     model.train(was)
     res = {k: v / n for k, v in sums.items()}
-    base = unigram_baseline(train, held_out, prompt_ratio)
-    res["unigram_ar_acc"] = base["q1"]
-    res["unigram_nar_acc"] = float(np.mean([base[f"q{k}"] for k in range(2, model.cfg.n_q + 1)]))
-    res.update({f"unigram_acc_q{k}": base[f"q{k}"] for k in range(1, model.cfg.n_q + 1)})
-    res["ar_vs_unigram"] = res["ar_acc"] / max(res["unigram_ar_acc"], 1e-9)
-    res["nar_vs_unigram"] = res["nar_acc"] / max(res["unigram_nar_acc"], 1e-9)
+    K = model.cfg.n_q
+    for sfx, k in (("", 1), ("_top10", TOPK)):                         # top-1, and VALL-E's top-10 accuracy
+        base = unigram_baseline(train, held_out, prompt_ratio, k)
+        res[f"unigram_ar_acc{sfx}"] = base["q1"]
+        res[f"unigram_nar_acc{sfx}"] = float(np.mean([base[f"q{q}"] for q in range(2, K + 1)]))
+        res.update({f"unigram_acc{sfx}_q{q}": base[f"q{q}"] for q in range(1, K + 1)})
+        res[f"ar{sfx}_vs_unigram"] = res[f"ar_acc{sfx}"] / max(res[f"unigram_ar_acc{sfx}"], 1e-9)
+        res[f"nar{sfx}_vs_unigram"] = res[f"nar_acc{sfx}"] / max(res[f"unigram_nar_acc{sfx}"], 1e-9)
     return res
 
 # %% ../../nbs/45_models.audiolm.ipynb #3e1bf28a
