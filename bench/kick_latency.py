@@ -1,13 +1,13 @@
 """End-to-end CPU latency of one 2 s kick from `models.kick` (keywords -> U-Net steps -> VAE decode -> vocoder).
 
     python bench/kick_latency.py [--model models/kick/ldm] [--vocoder runs/vocoder/kick/model] [--steps N]
-                                 [--sampler dpm++] [--threads 2] [--reps 5] [--out results/bench/kick.json]
+                                 [--sampler dpm++] [--threads 1] [--reps 5] [--out results/bench/kick.json]
 
 Sampler and steps default to the choice of the `kick_evaluate` stage (results/kick/fad.json: the fewest steps within
 10% of DDPM-1000's FAD), else DPM-Solver++ at 10 steps.
 
 Uses the trained KickLDM at --model when it exists, else an untrained one of the tiny profile's sizes; the HiFi-GAN at
---vocoder when it exists, else an untrained one of the seed's size (latency does not depend on the weights). The JSON
+--vocoder when it exists, else an untrained one of the tiny `vocoder_kick` size (latency does not depend on the weights). The JSON
 says which (`weights`, `vocoder`). `latency_s` is `KickLDM.generate` as served: inference mode, weight norm folded,
 and only the frames above the silence floor vocoded (the decayed tail is silence). The seed's setting (DDIM 50 steps
 with CFG, all 173 frames vocoded) is timed in the same process as a reference, since a shared machine's speed varies.
@@ -44,12 +44,13 @@ def load_model(model: str) -> tuple[KickLDM, str]:
 
 
 def load_vocoder(path: str):
-    "The kick HiFi-GAN at `path`, else an untrained seed-size one; None (Griffin-Lim) without `models.vocoder`."
+    "The kick HiFi-GAN at `path`, else an untrained one of the `vocoder_kick` stage's tiny size; None (Griffin-Lim) without `models.vocoder`."
     try: from audiolab.models.vocoder import HiFiGAN, HiFiGANConfig
     except ImportError as e: return None, f"griffin-lim 32 iterations (no models.vocoder: {e})"
     trained = (Path(path)/"model.safetensors").is_file()
-    voc = HiFiGAN.from_pretrained(path) if trained else HiFiGAN(HiFiGANConfig(preset="kick44k"))
-    what = f"trained ({path})" if trained else f"untrained seed-size (no HiFi-GAN at {path})"
+    tiny = HiFiGANConfig(preset="kick44k", upsample_initial_channel=64, resblock_kernel_sizes=(3,), resblock_dilations=((1, 3),))
+    voc = HiFiGAN.from_pretrained(path) if trained else HiFiGAN(tiny)
+    what = f"trained ({path})" if trained else f"untrained tiny (no HiFi-GAN at {path})"
     return bake_weight_norm(voc.eval()), f"HiFi-GAN V1 kick44k, {what}, {sum(p.numel() for p in voc.parameters()) / 1e6:.2f} M params"
 
 
@@ -61,7 +62,7 @@ def main():
     ap.add_argument("--steps", type=int, help="sampler steps (default: the evaluation's choice, else 10)")
     ap.add_argument("--sampler", help="sampler (default: the evaluation's choice, else dpm++)")
     ap.add_argument("--guidance", type=float, default=3.0)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: ops at batch 2 are too small to split)")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--out", default="results/bench/kick.json")
     a = ap.parse_args()
