@@ -19,7 +19,7 @@ from ..train.checkpoint import Pretrained
 
 # %% auto #0
 __all__ = ['LyraCodecConfig', 'tiny_codec_config', 'LyraEncoder', 'LyraDecoder', 'LyraCodec', 'LyraLossConfig', 'LyraCodecTask',
-           'audio_segments', 'train_codec']
+           'audio_segments', 'polarity_augment', 'train_codec']
 
 # %% ../../nbs/40_models.codec.ipynb #7d754238
 @dataclasses.dataclass
@@ -245,6 +245,11 @@ def audio_segments(wavs: Sequence[Tensor], length: int, hop: int | None = None) 
     segs = [w[..., i:i + length] for w in wavs for i in range(0, w.shape[-1] - length + 1, hop)]
     if not segs: raise ValueError(f"no clip is at least {length} samples long")
     return torch.stack(segs)
+
+def polarity_augment(x: Tensor) -> Tensor:
+    "Stereo segments (N, 2, T) -> (2N, 2, T): each as is and with its right channel's polarity inverted."
+    check_tensor(x, "polarity_augment segments", "(N, 2, T)", ndim=3, sizes={1: 2})
+    return torch.cat([x, x * x.new_tensor([1.0, -1.0])[:, None]])   # anti-phase stereo (L ~ -R) is as likely as in-phase
 
 def train_codec(train: Tensor, valid: Tensor, cfg: LyraCodecConfig, loss: LyraLossConfig, train_cfg, batch_size: int = 8,
                 cbs=()) -> tuple[LyraCodec, "Learner"]:
