@@ -6,7 +6,7 @@ Contract checked for each (entry point, hostile case):
   RuntimeError/IndexError from deep inside torch;
 * NaN/Inf samples and out-of-range token ids must be refused (an output computed from them is silently wrong);
 * any other accepted input must give a finite output of the documented shape (e.g. resampled / channel-mixed).
-Entry points that miss the contract are marked `xfail(strict=True)` with the reason, so fixing them flips the test."""
+Entry points check their inputs with `audiolab.core.check_tensor` / `check_codes` (`InputError`)."""
 import math
 import re
 from pathlib import Path
@@ -219,37 +219,6 @@ ENTRIES = dict(codec=_tiny_codec, hifigan=_tiny_hifigan, vocos=_tiny_vocos, melv
 PROBLEM_WORDS.update(wrong_rate=r"rate|hz|resample", unknown_keywords=r"keyword", zero_n=r"\bn\b|batch|at least|>= ?1|positive",
                      zero_steps=r"steps", nan_guidance=r"guidance|nan|finite", bad_sampler=r"sampler")
 
-# (entry, case) pairs that miss the contract today: strict xfails, filled in from a run; see the report of issue #11.
-NO_FINITE_CHECK = "no isfinite check: NaN/Inf input gives a NaN/Inf (or NaN-derived) output silently"
-BAD_INDEX = "codes are not range-checked: IndexError from nn.Embedding"
-FLOAT_CODES = "float codes reach nn.Embedding: RuntimeError about index dtype"
-XFAIL: dict[tuple[str, str], str] = {
-    ("codec", "nan"): NO_FINITE_CHECK, ("codec", "inf"): NO_FINITE_CHECK,
-    ("hifigan", "wrong_channels"): "wrong n_mels: RuntimeError from conv1d, no shape check in HiFiGAN.forward",
-    ("hifigan", "wrong_ndim"): "an unbatched (n_mels, F) mel is accepted and gives (1, T) instead of (B, 1, T) or an error",
-    ("hifigan", "empty"): "0 frames: RuntimeError from conv1d (kernel larger than input)",
-    ("hifigan", "nan"): NO_FINITE_CHECK, ("hifigan", "inf"): NO_FINITE_CHECK,
-    ("vocos", "wrong_channels"): "wrong n_mels: RuntimeError from conv1d, no shape check in VocosVocoder.forward",
-    ("vocos", "wrong_ndim"): "an unbatched mel: IndexError inside the ISTFT head",
-    ("vocos", "too_short"): "1 frame: RuntimeError (min() of an empty tensor) inside the ISTFT head",
-    ("vocos", "empty"): "0 frames: RuntimeError from conv1d (kernel larger than input)",
-    ("vocos", "nan"): NO_FINITE_CHECK, ("vocos", "inf"): NO_FINITE_CHECK,
-    ("kick_mel", "wrong_channels"): "a stereo (1, 2, T) kick is taken as a (1, 2) batch of mono kicks: no ndim/channel check",
-    ("kick_mel", "wrong_ndim"): "a 0-d tensor: IndexError inside pad_or_trim",
-    ("kick_mel", "nan"): NO_FINITE_CHECK, ("kick_mel", "inf"): NO_FINITE_CHECK,
-    ("kick_generate", "zero_n"): "n=0: RuntimeError from torch.istft (Griffin-Lim on an empty batch) instead of a ValueError or (0, 88200)",
-    ("kick_generate", "nan_guidance"): "guidance=nan: torch INTERNAL ASSERT in linalg.lstsq (Griffin-Lim on NaN mels), no argument check",
-    ("saxgpt", "out_of_range"): BAD_INDEX, ("saxgpt", "negative"): BAD_INDEX, ("saxgpt", "float_codes"): FLOAT_CODES,
-    ("audiolm", "out_of_range"): BAD_INDEX, ("audiolm", "negative"): BAD_INDEX, ("audiolm", "float_codes"): FLOAT_CODES,
-    ("tokenizer_encode", "empty"): "0 samples: RuntimeError from the SEANet conv (kernel larger than padded input)",
-    ("tokenizer_encode", "nan"): NO_FINITE_CHECK, ("tokenizer_encode", "inf"): NO_FINITE_CHECK,
-    ("tokenizer_decode", "empty"): "0 frames: RuntimeError (min() of an empty tensor) in decode's range check",
-    ("tokenizer_decode", "float_codes"): FLOAT_CODES,
-    ("separator", "too_short"): "1 sample: bare AssertionError inside demucs.apply_model",
-    ("separator", "empty"): "0 samples: crash inside demucs instead of a ValueError",
-    ("separator", "nan"): NO_FINITE_CHECK, ("separator", "inf"): NO_FINITE_CHECK,
-}
-
 
 def _cases():
     "All (entry, case) pairs, each case list known without building the models (names only)."
@@ -262,9 +231,7 @@ def _cases():
                tokenizer_decode=names["codes"], separator=names["waves"] + ["wrong_rate"])
     for entry, cases in per.items():
         for case in cases:
-            why = XFAIL.get((entry, case))
-            yield pytest.param(entry, case, id=f"{entry}-{case}",
-                               marks=[pytest.mark.xfail(strict=True, reason=why)] if why else [])
+            yield pytest.param(entry, case, id=f"{entry}-{case}")
 
 
 _built: dict = {}
