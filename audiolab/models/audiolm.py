@@ -4,7 +4,7 @@
 
 # %% ../../nbs/45_models.audiolm.ipynb #820cc164
 from __future__ import annotations
-import dataclasses, gzip, json, math, os, random, time
+import dataclasses, gzip, json, math, os, random
 from pathlib import Path
 
 import numpy as np
