@@ -8,7 +8,7 @@ from audiolab.core import CheckpointError
 from audiolab.core import InputError
 from audiolab.models.tokenizer import (AudioTokenizer, TokenizerConfig, load_encodec_checkpoint, load_hf_encodec,
                                        save_hf_encodec, _embed_long, infer_config, codebook_stats, fit_tokenizer,
-                                       ReseedingCodebook)
+                                       ReseedingCodebook, MultiScaleMelLoss)
 from audiolab.train.learner import TrainConfig
 
 pytestmark = [pytest.mark.filterwarnings("ignore:.*weight_norm"), pytest.mark.filterwarnings("ignore:.*not initialised")]
@@ -139,3 +139,19 @@ def test_encode_decode_reject_bad_input():
     with pytest.raises(InputError, match="too short"): tok.encode(torch.zeros(1, 1, 0))
     with pytest.raises(InputError, match="integer"): tok.decode(torch.zeros(1, 4, 3))
     with pytest.raises(InputError, match="codebooks"): tok.decode(torch.zeros(1, 5, 3, dtype=torch.long))
+
+def test_mel_loss_is_zero_on_equal_audio_and_grows_with_the_error():
+    "The multi-scale log-mel L1 is 0 for identical audio, and larger for a worse estimate (noise vs a slightly scaled copy)."
+    g = torch.Generator().manual_seed(0)
+    x = 0.3 * torch.randn(2, 1, 8000, generator=g)
+    loss = MultiScaleMelLoss(32000)
+    assert loss(x, x).item() == 0
+    close, far = loss(0.9 * x, x).item(), loss(0.3 * torch.randn(2, 1, 8000, generator=g), x).item()
+    assert 0 < close < far, (close, far)
+
+def test_training_step_uses_the_weighted_losses():
+    "w_mel turns the mel term on (and into the total), w_stft=0 leaves the MR-STFT out."
+    tok = trained(tiny(w_stft=0.0, w_mel=2.0, w_l1=0.0, w_commit=0.0)).train()
+    logs = tok.training_step(0.3 * torch.randn(2, 1, 3200))
+    assert "stft" not in logs and logs["mel"] > 0
+    assert logs["loss"].item() == pytest.approx(2.0 * logs["mel"].item(), rel=1e-5)

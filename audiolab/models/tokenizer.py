@@ -27,7 +27,7 @@ with warnings.catch_warnings():
 
 # %% auto #0
 __all__ = ['HF_CONFIG_MAP', 'TokenizerConfig', 'ReseedingCodebook', 'AudioTokenizer', 'encode_long', 'decode_long',
-           'training_step', 'mel_distance', 'recon_metrics', 'codebook_stats', 'infer_config',
+           'MultiScaleMelLoss', 'training_step', 'mel_distance', 'recon_metrics', 'codebook_stats', 'infer_config',
            'load_encodec_checkpoint', 'to_hf_key', 'hf_config', 'load_hf_encodec', 'save_hf_encodec', 'CodebookInit',
            'fit_tokenizer']
 
@@ -64,6 +64,7 @@ class TokenizerConfig(Config):
     chunk_context_s: float = 1.0        # ... each seeing this much audio either side
     w_l1: float = 1.0                   # training loss weights
     w_stft: float = 1.0
+    w_mel: float = 0.0                  # multi-scale log-mel L1 (EnCodec's frequency loss); trains fastest on CPU
     w_commit: float = 1.0
     w_adv: float = 0.0                  # > 0 turns on the adversarial phases (audiolab.nn.disc)
     w_feat: float = 0.0
@@ -232,12 +233,27 @@ def decode_long(self: AudioTokenizer, codes: Tensor, chunk_len_s: float | None =
 AudioTokenizer.encode_long, AudioTokenizer.decode_long = encode_long, decode_long
 
 # %% ../../nbs/46_models.tokenizer.ipynb #8a89fdb8
+class MultiScaleMelLoss(nn.Module):
+    "Mean over scales of |log-mel(input) - log-mel(target)| (power, clamp 1e-5, as `mel_distance`); (B, C, L) audio."
+    def __init__(self, sample_rate: int, fft_sizes=(2048, 1024, 512, 256), n_mels: int = 64):
+        super().__init__()
+        import torchaudio
+        self.mels = nn.ModuleList(torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=n, hop_length=n // 4,
+                                  n_mels=min(n_mels, n // 4)) for n in fft_sizes)     # fewer mels at small n_fft: none empty
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        lm = lambda m, x: m(x).clamp_min(1e-5).log()                              # (B, C, n_mels, frames)
+        return sum(F.l1_loss(lm(m, input), lm(m, target)) for m in self.mels) / len(self.mels)
+
 def _losses(self: AudioTokenizer, wav: Tensor) -> tuple[dict, Tensor]:
-    if self._stft is None: self._stft = [mr_stft_loss(fft_sizes=(2048, 1024, 512, 256), sample_rate=self.sample_rate).to(wav.device)]
-    y, _, commit = self(wav)
-    logs = dict(l1=F.l1_loss(y, wav), stft=self._stft[0](y, wav), commit=commit)
     c = self.cfg
-    logs["loss"] = c.w_l1 * logs["l1"] + c.w_stft * logs["stft"] + c.w_commit * logs["commit"]
+    if self._stft is None:                                   # in a list: not a submodule (not in the state dict)
+        self._stft = [mr_stft_loss(fft_sizes=(2048, 1024, 512, 256), sample_rate=self.sample_rate).to(wav.device),
+                      MultiScaleMelLoss(self.sample_rate).to(wav.device)]
+    y, _, commit = self(wav)
+    logs = dict(l1=F.l1_loss(y, wav), commit=commit)
+    if c.w_stft: logs["stft"] = self._stft[0](y, wav)
+    if c.w_mel: logs["mel"] = self._stft[1](y, wav)
+    logs["loss"] = c.w_l1 * logs["l1"] + c.w_stft * logs.get("stft", 0) + c.w_mel * logs.get("mel", 0) + c.w_commit * logs["commit"]
     return logs, y
 
 def training_step(self: AudioTokenizer, batch, phase: str | None = None, ctx: dict | None = None) -> dict:
