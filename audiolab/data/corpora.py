@@ -14,7 +14,7 @@ from .speech import SpeechCfg, make_speech_corpus
 from .kicks import KicksCfg, make_kick_pack
 
 # %% auto #0
-__all__ = ['build_corpora', 'main']
+__all__ = ['TIMING_KEYS', 'build_corpora', 'main']
 
 # %% ../../nbs/16_data.corpora.ipynb #a2b019d1
 def _builders() -> dict:
@@ -27,9 +27,12 @@ def _builders() -> dict:
         except (ImportError, AttributeError): pass
     return out
 
+TIMING_KEYS = ("wall_s", "x_realtime")   # machine-dependent: returned, never written into the corpus
+
 def build_corpora(out: str | Path = "data", params: str | Path = "params.yaml", profile: str | None = None,
                   only: list[str] | None = None, section: str = "corpora") -> dict:
-    "Build every configured corpus under `out/<name>`; write and return `out/REPORT.json`."
+    """Build every configured corpus under `out/<name>`; write `out/REPORT.json` and return it with the timings.
+    The file leaves out the wall times (`TIMING_KEYS`), so equal corpora give an identical file (and DVC hash)."""
     sec = load_section(section, profile, params)
     seed, builders, out = sec.pop("seed", 0), _builders(), Path(out)
     unknown = sorted(set(sec) - set(builders) - {"jazz", "music"})
@@ -49,7 +52,8 @@ def build_corpora(out: str | Path = "data", params: str | Path = "params.yaml", 
         print(f"[corpora] {name}: {rep.get('hours', 0) * 60:.1f} min of audio in {rep['wall_s']:.1f} s"
               + (f"  ERROR {rep['error']}" if "error" in rep else ""), flush=True)
     report["hours"] = sum(r.get("hours", 0) for r in report["corpora"].values())
-    save_json(out / "REPORT.json", report)
+    save_json(out / "REPORT.json", {**report, "corpora": {n: {k: v for k, v in r.items() if k not in TIMING_KEYS}
+                                                          for n, r in report["corpora"].items()}})
     return report
 
 # %% ../../nbs/16_data.corpora.ipynb #a55da776
