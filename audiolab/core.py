@@ -61,6 +61,7 @@ def check_codes(codes: torch.Tensor, what: str, bins: int, n_q: int | None = Non
     if not isinstance(codes, torch.Tensor) or codes.is_floating_point() or codes.dtype == torch.bool:
         raise InputError(f"{what}: codes must be an integer (long) tensor, got dtype {getattr(codes, 'dtype', type(codes))}")
     check_tensor(codes, what, min_len=min_len)
+    if codes.numel() == 0: raise InputError(f"{what}: empty codes, got shape {tuple(codes.shape)}")
     if n_q is not None and (codes.ndim < 2 or codes.shape[q_dim] != n_q):
         raise InputError(f"{what}: expected {n_q} codebooks at dim {q_dim}, got shape {tuple(codes.shape)}")
     lo, hi = int(codes.min()), int(codes.max())

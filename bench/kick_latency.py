@@ -44,9 +44,8 @@ def load_model(model: str) -> tuple[KickLDM, str]:
 
 
 def load_vocoder(path: str):
-    "The kick HiFi-GAN at `path`, else an untrained one of the `vocoder_kick` stage's tiny size; None (Griffin-Lim) without `models.vocoder`."
-    try: from audiolab.models.vocoder import HiFiGAN, HiFiGANConfig
-    except ImportError as e: return None, f"griffin-lim 32 iterations (no models.vocoder: {e})"
+    "The kick HiFi-GAN at `path`, else an untrained one of the `vocoder_kick` stage's tiny size."
+    from audiolab.models.vocoder import HiFiGAN, HiFiGANConfig
     trained = (Path(path)/"model.safetensors").is_file()
     tiny = HiFiGANConfig(preset="kick44k", upsample_initial_channel=64, resblock_kernel_sizes=(3,), resblock_dilations=((1, 3),))
     voc = HiFiGAN.from_pretrained(path) if trained else HiFiGAN(tiny)

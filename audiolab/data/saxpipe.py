@@ -299,10 +299,13 @@ def run_tokenize(cfg: SaxPipeConfig, tokenizer=None) -> dict:
         for L, group in waves.items():
             for i in range(0, len(group), bs):
                 part = group[i:i + bs]
-                c = tokenizer.encode_long(torch.stack([w for _, _, w in part]), cfg.chunk_len_s)   # (b, K, T)
+                try: c = tokenizer.encode_long(torch.stack([w for _, _, w in part]), cfg.chunk_len_s)   # (b, K, T)
+                except (RuntimeError, ValueError) as e:                       # InputError too: skip, report, go on
+                    skipped += [dict(file=str(d / f"{k}.wav"), reason=str(e)) for d, k, _ in part]; continue
                 for (d, k, _), ck in zip(part, c): codes[d, k] = ck
                 audio_s += L * len(part) / tokenizer.sample_rate
         for d in dict.fromkeys(d for d, _ in codes):
+            if (d, "lead") not in codes or (d, "backing") not in codes: continue    # one stem failed: skipped above
             T = min(codes[d, "lead"].shape[-1], codes[d, "backing"].shape[-1])
             item = dict(song_id=_song_of(d.name), clip=d.name, **{k: codes[d, k][:, :T].to(dtype) for k in ("lead", "backing")})
             with atomic_path(out / f"{d.name}.pt") as tmp: torch.save(item, tmp)

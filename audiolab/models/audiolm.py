@@ -429,7 +429,8 @@ def synthetic_codes(n: int, n_q: int = 4, bins: int = 64, min_frames: int = 40, 
 def unigram_baseline(train: list[Tensor], held_out: list[Tensor], prompt_ratio: float = 0.4, k: int = 1) -> dict:
     "Held-out target accuracy of guessing each quantizer's `k` most frequent training tokens: `{q1: .., q2: ..}`."
     K = train[0].shape[0]
-    top = [torch.cat([c[q] for c in train]).bincount().topk(k).indices for q in range(K)]
+    counts = [torch.cat([c[q] for c in train]).bincount() for q in range(K)]
+    top = [n.topk(min(k, len(n))).indices for n in counts]                 # fewer distinct codes than k: all of them
     tg = [split_prompt_target(c, prompt_ratio)[1] for c in held_out]
     return {f"q{q + 1}": float(torch.isin(torch.cat([t[q] for t in tg]), top[q]).float().mean()) for q in range(K)}
 
