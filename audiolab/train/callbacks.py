@@ -4,7 +4,7 @@
 
 # %% ../../nbs/31_train.callbacks.ipynb #19a107cf
 from __future__ import annotations
-import math, os, signal, sys, threading
+import math, os, signal, sys, threading, time
 from pathlib import Path
 from typing import Callable
 
@@ -16,7 +16,7 @@ from .checkpoint import CheckpointStore
 from . import distributed as D
 
 # %% auto #0
-__all__ = ['CheckpointCB', 'SignalCB', 'ProgressCB', 'log_audio', 'DVCLiveCB', 'standard_cbs']
+__all__ = ['CheckpointCB', 'SignalCB', 'ProgressCB', 'TimeBudget', 'log_audio', 'DVCLiveCB', 'standard_cbs']
 
 # %% ../../nbs/31_train.callbacks.ipynb #2fd08735
 class CheckpointCB(Callback):
@@ -83,6 +83,15 @@ class ProgressCB(Callback):
         if self.bar is not None: self.bar.write(f"step {learn.step}: " + " ".join(f"{k}={v:.4g}" for k, v in learn.metrics.items()))
     def cleanup_fit(self, learn: Learner):
         if self.bar is not None: self.bar.close(); self.bar = None
+
+# %% ../../nbs/31_train.callbacks.ipynb #1a012af2
+class TimeBudget(Callback):
+    "Ask the Learner to stop (checkpointed, like a SIGTERM) once `minutes` of wall time have passed; 0/None: no limit."
+    order = 0
+    def __init__(self, minutes: float | None): self.minutes, self.t0 = minutes, time.perf_counter()
+    def after_batch(self, learn):
+        if self.minutes and time.perf_counter() - self.t0 > 60 * self.minutes:
+            learn.request_stop(f"time budget {self.minutes} min")
 
 # %% ../../nbs/31_train.callbacks.ipynb #7ee9407e
 def log_audio(live, name: str, wave: torch.Tensor, sr: int, step: int) -> Path:
