@@ -143,6 +143,9 @@ class Config:
 
     def to_dict(self) -> dict: return dataclasses.asdict(self)
     def replace(self, **kw): return dataclasses.replace(self, **kw)
+    def select(self, cls):
+        "A `cls` config from this one's fields of the same names (a flat section = model knobs + training knobs)."
+        return cls(**{f.name: getattr(self, f.name) for f in dataclasses.fields(cls) if hasattr(self, f.name)})
 
 def load_section(section: str, profile: str | None = None, path: str | os.PathLike = "params.yaml") -> dict:
     "`section` of a params file with its `tiny`/`full` block merged over the shared keys."

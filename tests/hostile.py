@@ -21,7 +21,7 @@ import soundfile as sf
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_ingest import make_corpus, tone   # noqa: E402  (reuse the ingest corpus; that file is not ours to edit)
+from test_ingest import make_corpus, tone   # noqa: E402  (the hostile corpus extends the ingest corpus)
 
 
 def wav_header(channels: int, sr: int, bits: int = 16, n_bytes: int = 0) -> bytes:

@@ -61,14 +61,20 @@ def corpus(tmp_path_factory):
     return root, make_corpus(root)
 
 
-def test_scan_reports_every_bad_file(corpus):
-    root, exp = corpus
+def scan_and_check(root, exp: dict) -> dict:
+    "`scan_audio(root)`, asserting each usable file of `exp` is a row and each bad one is skipped with its reason."
     sc = scan_audio(root)
     good = {n for n, r in exp.items() if r is None}
     assert {r["path"] for r in sc["rows"]} == good
     reasons = {s["path"]: s["reason"] for s in sc["skipped"]}
     assert set(reasons) == set(exp) - good
     for name, why in reasons.items(): assert exp[name] in why, (name, why)
+    return sc
+
+
+def test_scan_reports_every_bad_file(corpus):
+    root, exp = corpus
+    sc = scan_and_check(root, exp)
     rows = {r["path"]: r for r in sc["rows"]}
     assert rows["kick_24_96k_3ch.wav"]["sr"] == 96000 and rows["kick_24_96k_3ch.wav"]["channels"] == 3
     assert rows["kick_32_48k_6ch.wav"]["channels"] == 6 and rows["kick_u8_8k_mono.wav"]["sr"] == 8000

@@ -495,12 +495,11 @@ class AudioLMTrainConfig(AudioLMConfig):
     seed: int = 0
 
     def model_config(self) -> AudioLMConfig:
-        return AudioLMConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(AudioLMConfig)})
+        return self.select(AudioLMConfig)
 
     def train_config(self):
         from audiolab.train.learner import TrainConfig
-        names = {f.name for f in dataclasses.fields(TrainConfig)}
-        return TrainConfig(**{k: v for k, v in self.to_dict().items() if k in names})
+        return self.select(TrainConfig)
 
 # %% ../../nbs/45_models.audiolm.ipynb #585ecd05
 SPLITS = ("train", "valid", "test")

@@ -430,11 +430,10 @@ class MelVAETrainConfig(MelVAEConfig):
     seed: int = 0
 
     def model_config(self) -> MelVAEConfig:
-        return MelVAEConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(MelVAEConfig)})
+        return self.select(MelVAEConfig)
 
     def train_config(self) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(TrainConfig)}
-        return TrainConfig(**{k: v for k, v in self.to_dict().items() if k in names})
+        return self.select(TrainConfig)
 
 # %% ../../nbs/42_models.melvae.ipynb #7b69140d
 class SpeechMels(Dataset):

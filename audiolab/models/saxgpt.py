@@ -324,11 +324,10 @@ class SaxGPTTrainConfig(SaxGPTConfig):
     seed: int = 0
 
     def model_config(self) -> SaxGPTConfig:
-        return SaxGPTConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(SaxGPTConfig)})
+        return self.select(SaxGPTConfig)
 
     def train_config(self) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(TrainConfig)}
-        return TrainConfig(**{k: v for k, v in self.to_dict().items() if k in names})
+        return self.select(TrainConfig)
 
 def load_windows(cfg: SaxGPTTrainConfig, split: str):
     "`data.saxpipe.CodeWindows` of `<data_dir>/<split>.pt` with the config's window overrides."
