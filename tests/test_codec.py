@@ -22,7 +22,7 @@ def test_seed_size_on_meta():
 
 
 @pytest.mark.parametrize("knobs", [dict(channels=1), dict(channels=2), dict(causal=True), dict(weight_norm=True),
-                                   dict(strides=(3, 5), c_mults=(1, 2)), dict(dilations=(1, 2))])
+                                   dict(strides=(3, 5), c_mults=(1, 2)), dict(dilations=(1, 2)), dict(per_channel=True)])
 def test_exact_lengths_for_any_length(knobs):
     torch.manual_seed(0)
     m = LyraCodec(tiny_codec_config(**knobs)).eval()
@@ -30,16 +30,16 @@ def test_exact_lengths_for_any_length(knobs):
         x = torch.randn(1, m.cfg.channels, T)
         with torch.no_grad():
             z = m.encode(x)
-            assert z.shape == (1, m.cfg.latent_dim, math.ceil(T / m.hop))
+            assert z.shape == (1, m.cfg.latent_channels, math.ceil(T / m.hop))
             assert m(x)["recon"].shape == x.shape
 
 
-@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("seed", range(4))
 def test_chunked_equals_whole(seed):
     "Stated tolerance: 1e-4 absolute on unit-variance input (the context covers the receptive field)."
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    m = LyraCodec(tiny_codec_config(channels=1 + seed % 2, causal=seed == 2)).eval()
+    m = LyraCodec(tiny_codec_config(channels=1 + seed % 2, causal=seed == 2, per_channel=seed == 3)).eval()
     T = m.hop * int(torch.randint(20, 60, (1,), generator=g)) + int(torch.randint(0, m.hop, (1,), generator=g))
     x = torch.randn(1, m.cfg.channels, T)
     chunk = int(torch.randint(3, 9, (1,), generator=g))

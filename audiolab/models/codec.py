@@ -35,6 +35,7 @@ class LyraCodecConfig(Config):
     logvar_clamp: float = 10.0
     causal: bool = False                 # causal convs everywhere (then `nn.conv` can stream the blocks)
     weight_norm: bool = False
+    per_channel: bool = False            # code each channel alone with one shared mono codec: no L/R prior to mislearn
 
     def __post_init__(self):
         if len(self.c_mults) != len(self.strides): raise ConfigError("LyraCodecConfig: c_mults and strides differ in length")
@@ -44,6 +45,10 @@ class LyraCodecConfig(Config):
     def hop(self) -> int: return math.prod(self.strides)
     @property
     def widths(self) -> list[int]: return [self.base_channels * m for m in (1, *self.c_mults)]
+    @property
+    def io_channels(self) -> int: return 1 if self.per_channel else self.channels          # what the conv stacks see
+    @property
+    def latent_channels(self) -> int: return self.latent_dim * (self.channels if self.per_channel else 1)
 
 def tiny_codec_config(**kw) -> LyraCodecConfig:
     "A CPU-test size: widths 8..32, hop 32, latent 8."
@@ -51,18 +56,18 @@ def tiny_codec_config(**kw) -> LyraCodecConfig:
 
 # %% ../../nbs/40_models.codec.ipynb #fcfbeecd
 class LyraEncoder(nn.Module):
-    "(B, channels, T) -> (B, 2*latent_dim, ceil(T/hop)): conv7, EncoderBlocks, Snake, conv3."
+    "(B, io_channels, T) -> (B, 2*latent_dim, ceil(T/hop)): conv7, EncoderBlocks, Snake, conv3."
     def __init__(self, cfg: LyraCodecConfig):
         super().__init__()
         w, c = cfg.widths, cfg
         self.net = nn.Sequential(
-            conv1d_same(c.channels, w[0], 7, causal=c.causal, weight_norm=c.weight_norm),
+            conv1d_same(c.io_channels, w[0], 7, causal=c.causal, weight_norm=c.weight_norm),
             *[EncoderBlock(w[i], w[i + 1], s, c.dilations, c.causal, weight_norm=c.weight_norm) for i, s in enumerate(c.strides)],
             Snake(w[-1]), conv1d_same(w[-1], 2 * c.latent_dim, 3, causal=c.causal, weight_norm=c.weight_norm))
     def forward(self, x: Tensor) -> Tensor: return self.net(x)
 
 class LyraDecoder(nn.Module):
-    "(B, latent_dim, F) -> (B, channels, F*hop): conv3, DecoderBlocks, Snake, conv7."
+    "(B, latent_dim, F) -> (B, io_channels, F*hop): conv3, DecoderBlocks, Snake, conv7."
     def __init__(self, cfg: LyraCodecConfig):
         super().__init__()
         w, c = cfg.widths, cfg
@@ -70,12 +75,13 @@ class LyraDecoder(nn.Module):
             conv1d_same(c.latent_dim, w[-1], 3, causal=c.causal, weight_norm=c.weight_norm),
             *[DecoderBlock(w[i + 1], w[i], s, c.dilations, c.causal, weight_norm=c.weight_norm)
               for i, s in reversed(list(enumerate(c.strides)))],
-            Snake(w[0]), conv1d_same(w[0], c.channels, 7, causal=c.causal, weight_norm=c.weight_norm))
+            Snake(w[0]), conv1d_same(w[0], c.io_channels, 7, causal=c.causal, weight_norm=c.weight_norm))
     def forward(self, z: Tensor) -> Tensor: return self.net(z)
 
 # %% ../../nbs/40_models.codec.ipynb #61e08582
 class LyraCodec(Pretrained, nn.Module):
-    "Snake waveform VAE: `encode` (B, C, T) -> latent (B, D, ceil(T/hop)); `decode` -> (B, C, T)."
+    """Snake waveform VAE: `encode` (B, C, T) -> latent (B, D, ceil(T/hop)); `decode` -> (B, C, T).
+    With `per_channel`, each channel is coded alone by the same mono stacks and D = C * latent_dim."""
     config_cls = LyraCodecConfig
     def __init__(self, cfg: LyraCodecConfig | None = None):
         super().__init__()
@@ -89,9 +95,11 @@ class LyraCodec(Pretrained, nn.Module):
                      finite=not x.is_meta)
 
     def encode_dist(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        "Posterior parameters: mu, logvar (B, latent_dim, ceil(T/hop)), logvar clamped."
+        "Posterior parameters: mu, logvar (B, latent_channels, ceil(T/hop)), logvar clamped."
         self._check_audio(x)
-        mu, logvar = self.encoder(x).chunk(2, dim=1)
+        B, C, T = x.shape
+        h = self.encoder(x.reshape(B * C, 1, T) if self.cfg.per_channel else x)    # (B*C or B, 2*latent_dim, F)
+        mu, logvar = (t.reshape(B, self.cfg.latent_channels, -1) for t in h.chunk(2, dim=1))
         return mu, logvar.clamp(-self.cfg.logvar_clamp, self.cfg.logvar_clamp)
 
     @staticmethod
@@ -105,10 +113,12 @@ class LyraCodec(Pretrained, nn.Module):
         return self.reparameterize(mu, logvar) if sample else mu
 
     def decode(self, z: Tensor, length: int | None = None) -> Tensor:
-        "Audio (B, C, length or frames*hop) from a latent (B, latent_dim, frames)."
-        check_tensor(z, "LyraCodec.decode latent", f"(B, {self.cfg.latent_dim}, frames)", ndim=3,
-                     sizes={1: self.cfg.latent_dim}, finite=not z.is_meta)
-        y = self.decoder(z)
+        "Audio (B, C, length or frames*hop) from a latent (B, latent_channels, frames)."
+        c = self.cfg
+        check_tensor(z, "LyraCodec.decode latent", f"(B, {c.latent_channels}, frames)", ndim=3,
+                     sizes={1: c.latent_channels}, finite=not z.is_meta)
+        B, F = z.shape[0], z.shape[-1]
+        y = self.decoder(z.reshape(B * c.channels, c.latent_dim, F) if c.per_channel else z).reshape(B, c.channels, -1)
         return y if length is None else y[..., :length]
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
