@@ -1,14 +1,14 @@
 """Inference speed of the codec and the vocoders, as x real time (seconds of audio per second of compute).
 
-- LyraCodec encode + decode of stereo 44.1 kHz audio: `tiny` on `--seconds`, the seed's size (255.9 M parameters) on
-  `--seed-seconds` (default: the same; it runs at well under real time on a CPU, so short inputs keep the bench short);
+- LyraCodec encode + decode of stereo audio: `tiny` (the `codec` stage's tiny profile from `--params`, 22.05 kHz) on
+  `--seconds`, the seed's size (255.9 M parameters, 44.1 kHz) on `--seed-seconds` (default: the same; it runs at well under real time on a CPU, so short inputs keep the bench short);
 - vocoders on the same log-mel (`vocos24k` preset, 100 mels, hop 256, from `--seconds` of 24 kHz audio):
   HiFi-GAN (seed 002 widths, upsampling 8,8,2,2 for hop 256) vs Vocos (the `charactr/vocos-mel-24khz` size).
 
 Random weights (speed does not depend on them). Machine load varies, so the script also measures fp32 matmul
 GFLOP/s in the same process as a yardstick. Writes JSON to results/bench/codec_speed.json (or `--out`).
 
-    python bench/codec_speed.py [--seconds 10] [--seed-seconds S] [--threads 2] [--device cpu] [--repeats 3] [--quick]
+    python bench/codec_speed.py [--params params.yaml] [--seconds 10] [--seed-seconds S] [--threads 2] [--device cpu] [--repeats 3] [--quick]
 """
 import argparse, json, math, os, platform, statistics, time
 from pathlib import Path
@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from audiolab.audio import mel_spectrogram
-from audiolab.core import save_json
-from audiolab.models.codec import LyraCodec, LyraCodecConfig, tiny_codec_config
+from audiolab.core import load_section, save_json
+from audiolab.models.codec import LyraCodec, LyraCodecConfig
 from audiolab.models.vocoder import HiFiGAN, HiFiGANConfig, VocosConfig, VocosVocoder
 
 
@@ -63,8 +63,14 @@ def bench_vocoder(model, mel, seconds, device, repeats):
                 x_real_time=seconds / t, output_samples=out_len)
 
 
+def profile_codec_config(params: str, profile: str = "tiny") -> LyraCodecConfig:
+    "The `codec` stage's model for `profile`, at that profile's sample rate."
+    p = load_section("codec", profile, params)
+    return LyraCodecConfig.from_dict({**p["model"], "sample_rate": p["sample_rate"]})
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--params", default="params.yaml", help="where the tiny codec's config comes from")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--device", default="cpu")
@@ -81,7 +87,7 @@ def main(argv=None):
                             cuda=torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                             load_avg=os.getloadavg()),
                matmul_gflops=matmul_gflops(device))
-    res["codec"] = {"tiny": bench_codec(tiny_codec_config(sample_rate=44100), a.seconds, device, a.repeats)}
+    res["codec"] = {"tiny": bench_codec(profile_codec_config(a.params), a.seconds, device, a.repeats)}
     if not a.quick:
         res["codec"]["seed"] = bench_codec(LyraCodecConfig(), a.seed_seconds or a.seconds, device, a.repeats)
     # vocoders on one mel
