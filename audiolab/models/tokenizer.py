@@ -14,7 +14,8 @@ import yaml
 from torch import nn, Tensor
 
 from ..core import Config, ConfigError, CheckpointError, atomic_path, save_json, check_tensor, check_codes, InputError
-from ..eval.metrics import si_sdr
+from ..audio import MelPreset
+from ..eval.metrics import mel_distance, si_sdr
 from ..nn.losses import mr_stft_loss
 from ..train.checkpoint import Pretrained
 from ..train.learner import Callback
@@ -27,7 +28,7 @@ with warnings.catch_warnings():
 
 # %% auto #0
 __all__ = ['HF_CONFIG_MAP', 'TokenizerConfig', 'ReseedingCodebook', 'AudioTokenizer', 'encode_long', 'decode_long',
-           'MultiScaleMelLoss', 'training_step', 'mel_distance', 'recon_metrics', 'codebook_stats', 'infer_config',
+           'MultiScaleMelLoss', 'training_step', 'tokenizer_mel', 'recon_metrics', 'codebook_stats', 'infer_config',
            'load_encodec_checkpoint', 'to_hf_key', 'hf_config', 'load_hf_encodec', 'save_hf_encodec', 'CodebookInit',
            'fit_tokenizer']
 
@@ -234,7 +235,7 @@ AudioTokenizer.encode_long, AudioTokenizer.decode_long = encode_long, decode_lon
 
 # %% ../../nbs/46_models.tokenizer.ipynb #8a89fdb8
 class MultiScaleMelLoss(nn.Module):
-    "Mean over scales of |log-mel(input) - log-mel(target)| (power, clamp 1e-5, as `mel_distance`); (B, C, L) audio."
+    "Mean over scales of |log-mel(input) - log-mel(target)| (power, clamp 1e-5, as `tokenizer_mel`); (B, C, L) audio."
     def __init__(self, sample_rate: int, fft_sizes=(2048, 1024, 512, 256), n_mels: int = 64):
         super().__init__()
         import torchaudio
@@ -275,19 +276,16 @@ def training_step(self: AudioTokenizer, batch, phase: str | None = None, ctx: di
 AudioTokenizer.training_step = training_step
 
 # %% ../../nbs/46_models.tokenizer.ipynb #7628a98d
-def mel_distance(ref: Tensor, est: Tensor, sr: int = 32000, n_mels: int = 80) -> Tensor:
-    "Mean |log-mel(ref) - log-mel(est)| (natural log, clamp 1e-5) over mels and frames; (..., L) -> (...)."
-    import torchaudio
-    mel = torchaudio.transforms.MelSpectrogram(sr, n_fft=2048, hop_length=sr // 100, n_mels=n_mels).to(ref.device)
-    lm = lambda x: mel(x).clamp_min(1e-5).log()
-    return (lm(ref) - lm(est)).abs().mean((-2, -1))
+def tokenizer_mel(sr: int = 32000) -> MelPreset:
+    "The log-mel the tokenizer is scored on (`eval.metrics.mel_distance`): 80 power mels, 2048-point FFT, 10 ms hop."
+    return MelPreset(sr=sr, n_fft=2048, hop=sr // 100, n_mels=80, power=2.0, clamp=1e-5)
 
 @torch.no_grad()
 def recon_metrics(tok: AudioTokenizer, wav: Tensor) -> dict:
     "SI-SDR, mel distance and code usage of `tok` on audio (B, C, L) (long inputs go through `encode_long`)."
     tok.eval(); codes = tok.encode_long(wav); y = tok.decode_long(codes)[..., :wav.shape[-1]]
     used = [codes[:, k].unique().numel() for k in range(codes.shape[1])]
-    return dict(si_sdr=si_sdr(y, wav), mel_distance=mel_distance(wav, y, tok.sample_rate).mean().item(),
+    return dict(si_sdr=si_sdr(y, wav), mel_distance=mel_distance(y, wav, tokenizer_mel(tok.sample_rate)),
                 codes_used=used, code_perplexity=codebook_stats(codes, tok.cfg.bins)["perplexity"])
 
 def codebook_stats(codes: Tensor, bins: int) -> dict:
