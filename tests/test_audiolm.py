@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from conftest import make_tiny_tokenizer
 from audiolab.core import ConfigError, InputError
 from audiolab.models.audiolm import (AudioLM, AudioLMConfig, AudioLMTrainConfig, DurationBatchSampler, PromptTargetCollate,
                                      ar_attn_mask, ar_inputs_targets, cached_ar_logits, evaluate_audiolm, nar_attn_mask,
@@ -217,11 +218,9 @@ def test_unigram_baseline_and_train_entry(tmp_path):
 
 # ------------------------------------------------------------------------------------------ real speech tokens
 def tiny_tokenizer(tmp_path):
-    "A tiny 32 kHz / hop-640 tokenizer with k-means-initialised codebooks, saved like runs/tokenizer/model."
-    from audiolab.models.tokenizer import AudioTokenizer, TokenizerConfig
+    "A tiny 32 kHz / hop-640 tokenizer, saved like runs/tokenizer/model."
     torch.manual_seed(0)
-    tok = AudioTokenizer(TokenizerConfig(n_filters=4, dimension=16, bins=32, lstm=0, kmeans_iters=3))
-    tok.train(); tok(0.1 * torch.randn(4, 1, 32000)); tok.eval()
+    tok = make_tiny_tokenizer(bins=32, init_s=2.0)
     tok.save_pretrained(tmp_path / "tok")
     return tok
 

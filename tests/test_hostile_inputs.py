@@ -19,6 +19,7 @@ from audiolab.audio import load_audio
 from audiolab.core import AudioFileError, AudiolabError
 from audiolab.data.ingest import read_manifest, write_manifest
 
+from conftest import make_tiny_tokenizer
 from hostile import PROBLEM_WORDS, hostile_codes, hostile_waves, make_hostile_files, mel_cases
 from test_ingest import scan_and_check
 
@@ -183,9 +184,7 @@ def _tiny_audiolm():
 
 
 def _tiny_tokenizer():
-    from audiolab.models.tokenizer import AudioTokenizer, TokenizerConfig
-    m = AudioTokenizer(TokenizerConfig(n_filters=4, dimension=16, bins=64, lstm=0, kmeans_iters=3)).eval()
-    m.train(); m(0.1 * torch.randn(2, 1, 6400)); m.eval()                          # k-means-initialise the codebooks
+    m = make_tiny_tokenizer()
     def ok(x, y): assert y.shape == (1, 4, math.ceil(x.shape[-1] / m.hop_length)) and (y >= 0).all() and (y < 64).all()
     return torch.no_grad()(m.encode), hostile_waves(1, 3200, long_length=32000 * 5), ok
 

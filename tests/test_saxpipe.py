@@ -9,7 +9,7 @@ from audiolab.core import ConfigError
 from audiolab.data.saxpipe import (SaxPipeConfig, CodeWindows, run_ingest, run_separate, run_select, run_augment,
                                    run_tokenize, run_datasets, rms_windows, augment_pair, window_starts, split_songs)
 from audiolab.models.separation import SeparatorConfig, SeparatorNet
-from audiolab.models.tokenizer import AudioTokenizer, TokenizerConfig
+from conftest import make_tiny_tokenizer
 
 warnings.filterwarnings("ignore", message=".*weight_norm.*")
 SR = 16000
@@ -37,9 +37,7 @@ def cfg_for(tmp_path, corpus, **kw):
 
 def tiny_tokenizer():
     torch.manual_seed(0)
-    tok = AudioTokenizer(TokenizerConfig(sample_rate=SR, ratios=(8, 5, 4, 2), n_filters=4, dimension=16, bins=64,
-                                         lstm=0, kmeans_iters=3))
-    tok.train()(0.3 * torch.randn(2, 1, 3200)); return tok.eval()
+    return make_tiny_tokenizer(init_amp=0.3, sample_rate=SR, ratios=(8, 5, 4, 2))
 
 def test_pipeline_with_model_separation_and_discarded_intermediates(tmp_path, corpus):
     net = SeparatorNet(SeparatorConfig(sample_rate=SR, channels=8, depth=2, nfft=256, t_layers=1, t_heads=2, segment_s=1.0))
