@@ -240,7 +240,7 @@ class MultiScaleMelLoss(nn.Module):
         super().__init__()
         import torchaudio
         self.mels = nn.ModuleList(torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=n, hop_length=n // 4,
-                                  n_mels=min(n_mels, n // 4)) for n in fft_sizes)     # fewer mels at small n_fft: none empty
+                                  n_mels=min(n_mels, n // 8)) for n in fft_sizes)     # fewer mels at small n_fft: none empty
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         lm = lambda m, x: m(x).clamp_min(1e-5).log()                              # (B, C, n_mels, frames)
         return sum(F.l1_loss(lm(m, input), lm(m, target)) for m in self.mels) / len(self.mels)
