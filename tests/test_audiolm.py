@@ -264,6 +264,9 @@ def test_prepare_tokens_speech_and_train(tmp_path):
     assert set(toks["speakers"]["train"]) == {"11", "12"} and set(toks["speakers"]["test"]) == {"31"}
     assert all(c.shape[0] == 4 and int(c.max()) < 32 for c in toks["train"])
     assert (tmp_path / "run" / "tokens.pt").exists() and prepare_tokens(cfg)["ids"] == toks["ids"]    # cached
+    make_tiny_tokenizer(bins=16, init_s=1.0).save_pretrained(tmp_path / "tok16")
+    assert prepare_tokens(cfg.replace(tokenizer_dir=str(tmp_path / "tok16")))["bins"] == 16         # a new tokenizer re-tokenizes
+    assert prepare_tokens(cfg)["bins"] == 32
     train_audiolm(cfg)
     m = AudioLM.from_pretrained(tmp_path / "run" / "model")
     assert m.cfg.bins == 32                                                          # the tokenizer's codebook size

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/45_models.audiolm.ipynb #820cc164
 from __future__ import annotations
-import dataclasses, gzip, json, math, os, random
+import dataclasses, gzip, hashlib, json, math, os, random
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +24,8 @@ __all__ = ['PREFIX_MODES', 'IGNORE', 'TOPK', 'SPLITS', 'ar_attn_mask', 'nar_attn
            'lengths_to_padding_mask', 'AudioLM', 'ar_inputs_targets', 'training_step', 'validation_step', 'generate_ar',
            'generate_nar', 'inference', 'cached_ar_logits', 'TokenUtterances', 'split_prompt_target', 'pad_codes',
            'PromptTargetCollate', 'DurationBatchSampler', 'read_lhotse_manifest', 'synthetic_codes', 'unigram_baseline',
-           'evaluate_audiolm', 'AudioLMTrainConfig', 'tokenize_items', 'prepare_tokens', 'audiolm_loaders',
-           'train_audiolm', 'continue_audio']
+           'evaluate_audiolm', 'AudioLMTrainConfig', 'tokenize_items', 'tokens_key', 'prepare_tokens',
+           'audiolm_loaders', 'train_audiolm', 'continue_audio']
 
 # %% ../../nbs/45_models.audiolm.ipynb #9c7bd97f
 def ar_attn_mask(tp: int, tt: int, device=None) -> Tensor:
@@ -527,13 +527,26 @@ def tokenize_items(tok, items: list[dict], min_s: float = 0.0, max_s: float = ma
         start = end
     return codes, kept
 
+def tokens_key(cfg: AudioLMTrainConfig) -> str:
+    "sha256 of what the tokens depend on: the source settings and, for speech, the tokenizer's files."
+    key = dict(source=cfg.source, n_q=cfg.n_q)
+    if cfg.source == "synthetic": key.update(bins=cfg.bins, synthetic=[cfg.synthetic_n, cfg.synthetic_frames, cfg.seed])
+    else:
+        key.update(data=[cfg.data_dir, cfg.train_splits, cfg.valid_splits, cfg.test_splits, cfg.manifest,
+                         cfg.valid_manifest, cfg.test_manifest, cfg.min_utt_s, cfg.max_utt_s],
+                   tokenizer={f.name: hashlib.sha256(f.read_bytes()).hexdigest()
+                              for f in sorted(Path(cfg.tokenizer_dir).glob("*")) if f.is_file()})
+    return hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()
+
 def prepare_tokens(cfg: AudioLMTrainConfig, force: bool = False) -> dict:
     """`{train, valid, test}` lists of codes `(K, T)` + `bins`, `ids` and `speakers` per split, cached in
-    `<out_dir>/tokens.pt` (written atomically). Speech: `bins` is the tokenizer's codebook size."""
-    path = Path(cfg.out_dir) / "tokens.pt"
+    `<out_dir>/tokens.pt` (written atomically) under `tokens_key(cfg)`: another tokenizer or source re-tokenizes.
+    Speech: `bins` is the tokenizer's codebook size."""
+    path, key = Path(cfg.out_dir) / "tokens.pt", tokens_key(cfg)
     if path.exists() and not force:
         from audiolab.train.checkpoint import load_state
-        return load_state(path)
+        toks = load_state(path)
+        if toks.get("key") == key: return toks
     if cfg.source == "synthetic":
         lo, hi = cfg.synthetic_frames
         allc = synthetic_codes(cfg.synthetic_n, cfg.n_q, cfg.bins, lo, hi, seed=cfg.seed)
@@ -558,6 +571,7 @@ def prepare_tokens(cfg: AudioLMTrainConfig, force: bool = False) -> dict:
             toks["ids"][name] = [it.get("utt_id") or it.get("id") for it in kept]
             toks["speakers"][name] = [it.get("speaker") for it in kept]
     else: raise ConfigError(f"source must be 'speech' or 'synthetic', got {cfg.source!r}")
+    toks["key"] = key
     if not toks["train"]: raise ConfigError(f"no training utterances from source={cfg.source!r} ({cfg.manifest or cfg.data_dir})")
     with atomic_path(path) as tmp: torch.save(toks, tmp)
     return toks
