@@ -4,14 +4,14 @@
 
 # %% ../../nbs/47_models.separation.ipynb #8f44cd7d
 from __future__ import annotations
-import dataclasses, math, warnings
+import dataclasses, json, math, warnings
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 
-from ..core import Config, ConfigError, CheckpointError, InputError, check_tensor
+from ..core import Config, ConfigError, CheckpointError, InputError, check_tensor, save_json
 from ..audio import resample, to_channels
 from ..train.checkpoint import Pretrained
 
@@ -90,9 +90,12 @@ class Separator:
 
     @classmethod
     def load(cls, path, name: str | None = None, **kw) -> "Separator":
-        "From our `save_pretrained` dir, a Demucs `.th` package, or a Demucs repo dir holding model `name`."
+        "From our `save_pretrained` dir, a `save_reference` dir, a Demucs `.th` package, or a Demucs repo dir holding model `name`."
         p = Path(path)
         if (p / "config.json").is_file(): return cls(SeparatorNet.from_pretrained(p), **kw)
+        if (p / "pretrained.json").is_file():
+            ref = json.loads((p / "pretrained.json").read_text())
+            return cls.load(ref["path"], ref.get("name"), **kw)
         if p.is_file():
             from demucs.states import load_model
             try: return cls(load_model(p), **kw)
@@ -103,6 +106,14 @@ class Separator:
             try: return cls(get_model(name, repo=p), **kw)
             except Exception as e: raise CheckpointError(p, f"cannot load Demucs model {name!r} ({type(e).__name__}: {e})") from None
         raise CheckpointError(p, "no such file or directory")
+
+    @staticmethod
+    def save_reference(out_dir, path, name: str | None = None) -> Path:
+        "Write `out_dir/pretrained.json` naming a Demucs `.th` or repo (+ model `name`): `load(out_dir)` loads that model."
+        check = Separator.load(path, name)                      # refuse a reference that does not load
+        out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+        save_json(out / "pretrained.json", dict(path=str(Path(path).resolve()), name=name, sources=check.sources))
+        return out
 
     @torch.no_grad()
     def separate(self, wav: Tensor, sr: int, shifts: int = 0, split: bool = True, overlap: float = 0.25) -> dict[str, Tensor]:
