@@ -65,7 +65,10 @@ def proj(tmp_path):
 def kill_mid_stage(proj: Path, sig: int) -> None:
     "Start `dvc repro` in its own process group, wait until the stage is half-way, send `sig` to the group."
     (proj / "halfway").unlink(missing_ok=True)
+    # SIGINT back to its default in the child: a test run started in the background of a non-interactive shell
+    # inherits SIGINT ignored, and dvc and the stage would inherit that too
     p = subprocess.Popen([DVC, "repro", "slow"], cwd=proj, env={**ENV, "SLOW_S": "120"}, start_new_session=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         t0 = time.monotonic()
@@ -75,7 +78,7 @@ def kill_mid_stage(proj: Path, sig: int) -> None:
             time.sleep(0.1)
         stage_pid = int((proj / "halfway").read_text())
         os.killpg(p.pid, sig)
-        p.wait(timeout=90)                                   # generous: dvc cleans up slowly on a loaded box
+        p.wait(timeout=30)
     finally:
         if p.poll() is None: os.killpg(p.pid, signal.SIGKILL); p.wait()
     assert gone(stage_pid), "the stage process outlived the killed dvc repro"
