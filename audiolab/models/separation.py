@@ -108,12 +108,13 @@ class Separator:
         raise CheckpointError(p, "no such file or directory")
 
     @staticmethod
-    def save_reference(out_dir, path, name: str | None = None) -> Path:
-        "Write `out_dir/pretrained.json` naming a Demucs `.th` or repo (+ model `name`): `load(out_dir)` loads that model."
-        check = Separator.load(path, name)                      # refuse a reference that does not load
+    def save_reference(out_dir, path, name: str | None = None) -> "Separator":
+        """Write `out_dir/pretrained.json` naming a Demucs `.th` or repo (+ model `name`), so `load(out_dir)` loads that
+        model; returns it (loaded first: a reference that does not load is refused)."""
+        sep = Separator.load(path, name)
         out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-        save_json(out / "pretrained.json", dict(path=str(Path(path).resolve()), name=name, sources=check.sources))
-        return out
+        save_json(out / "pretrained.json", dict(path=str(Path(path).resolve()), name=name, sources=sep.sources))
+        return sep
 
     @torch.no_grad()
     def separate(self, wav: Tensor, sr: int, shifts: int = 0, split: bool = True, overlap: float = 0.25) -> dict[str, Tensor]:

@@ -16,7 +16,7 @@ from torch import nn, Tensor
 from ..core import Config, ConfigError, CheckpointError, atomic_path, save_json, check_tensor, check_codes, InputError
 from ..audio import MelPreset
 from ..eval.metrics import mel_distance, si_sdr
-from ..nn.losses import mr_stft_loss
+from ..nn.losses import MelL1Loss, mr_stft_loss
 from ..train.checkpoint import Pretrained
 from ..train.learner import Callback
 
@@ -238,12 +238,11 @@ class MultiScaleMelLoss(nn.Module):
     "Mean over scales of |log-mel(input) - log-mel(target)| (power, clamp 1e-5, as `tokenizer_mel`); (B, C, L) audio."
     def __init__(self, sample_rate: int, fft_sizes=(2048, 1024, 512, 256), n_mels: int = 64):
         super().__init__()
-        import torchaudio
-        self.mels = nn.ModuleList(torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=n, hop_length=n // 4,
-                                  n_mels=min(n_mels, n // 8)) for n in fft_sizes)     # fewer mels at small n_fft: none empty
+        self.scales = nn.ModuleList(MelL1Loss(MelPreset(sr=sample_rate, n_fft=n, hop=n // 4, n_mels=min(n_mels, n // 8),
+                                                        power=2.0, clamp=1e-5))
+                                    for n in fft_sizes)                            # fewer mels at small n_fft: none empty
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        lm = lambda m, x: m(x).clamp_min(1e-5).log()                              # (B, C, n_mels, frames)
-        return sum(F.l1_loss(lm(m, input), lm(m, target)) for m in self.mels) / len(self.mels)
+        return sum(l1(input, target) for l1 in self.scales) / len(self.scales)
 
 def _losses(self: AudioTokenizer, wav: Tensor) -> tuple[dict, Tensor]:
     c = self.cfg
