@@ -9,8 +9,9 @@ import torch
 from audiolab.audio import mel_spectrogram
 from audiolab.core import InputError
 from audiolab.eval.metrics import lsd, mel_distance, mrstft_distance, si_sdr
+from audiolab.core import ConfigError
 from audiolab.models.vocoder import (HiFiGAN, HiFiGANConfig, VocoderLossConfig, VocoderTask, VocosConfig, VocosVocoder,
-                                     train_vocoder)
+                                     save_vocos_dir, train_vocoder)
 from audiolab.train.learner import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -36,7 +37,8 @@ def test_vocos_lengths_and_its_own_mel():
         with torch.no_grad(): assert v(torch.randn(1, 100, frames)).shape == (1, 1, (frames - 1) * 256)
 
 
-@pytest.mark.parametrize("cls,cfg", [(HiFiGAN, HiFiGANConfig(**TINY_HIFI)), (VocosVocoder, VocosConfig(**TINY_VOCOS))])
+@pytest.mark.parametrize("cls,cfg", [(HiFiGAN, HiFiGANConfig(**TINY_HIFI)), (VocosVocoder, VocosConfig(**TINY_VOCOS)),
+                                     (VocosVocoder, VocosConfig(**TINY_VOCOS, mag_prior=True))])
 def test_save_load_round_trip(tmp_path, cls, cfg):
     torch.manual_seed(0)
     m = cls(cfg).eval()
@@ -57,13 +59,33 @@ def test_bad_mels_are_refused_by_name(make, n_mels):
         with pytest.raises(InputError, match=words): m(x)
 
 
-def test_reconstruction_only_training_lowers_mel_l1():
+def test_mag_prior_head_reproduces_the_mel_and_keeps_the_state_dict(tmp_path):
+    """FreeV prior: with a zero residual |S| = max(pinv(fbᵀ) mel, 1e-7), whose mel is the input's (up to the clamp in a
+    few narrow low bands of a harmonic comb); no new parameters; no hub export."""
+    torch.manual_seed(0)
+    v = VocosVocoder(VocosConfig(**TINY_VOCOS, mag_prior=True)).eval()
+    torch.nn.init.zeros_(v.head.out.weight)
+    speechy = sum(torch.sin(2 * math.pi * 130 * k * torch.arange(12000) / 24000) / k for k in range(1, 30))[None] * 0.1
+    for x in (speechy, 0.05 * torch.randn(1, 12000)):
+        mel = v.mel(x)
+        with torch.no_grad(): mag = v.head.spectrum(v.backbone(mel), mel).abs()        # (1, 513, F)
+        fb = v.feature_extractor.mel_spec.mel_scale.fb                                  # (513, 100)
+        err = ((fb.T @ mag).clamp_min(1e-7).log() - mel).abs()                          # (1, 100, F)
+        assert err.median() < 1e-3 and err.mean() < (0.25 if x is speechy else 0.02), (err.median(), err.mean())
+        mag_plain = (fb.T.pinverse() @ mel.exp()).clamp_min(1e-7)
+        torch.testing.assert_close(mag, mag_plain, rtol=1e-4, atol=1e-6)
+    assert set(v.state_dict()) == set(VocosVocoder(VocosConfig(**TINY_VOCOS)).state_dict())
+    with pytest.raises(ConfigError, match="no magnitude-prior head"): save_vocos_dir(v, tmp_path / "hub")
+
+
+@pytest.mark.parametrize("mag_prior", [False, True])
+def test_reconstruction_only_training_lowers_mel_l1(mag_prior):
     "disc='none': one optimizer, mel L1 (+ MR-STFT) only; on a fixed batch of a tone the mel L1 falls by a fifth."
     torch.manual_seed(0)
     t = torch.arange(8192) / 24000
     wave = (0.3 * torch.sin(2 * math.pi * 220 * t) * torch.exp(-3 * t))[None, None]    # (1, 1, 8192)
     loss = VocoderLossConfig(disc="none", w_mel=1.0, w_stft=0.5)
-    task, learn = train_vocoder(VocosVocoder(VocosConfig(**TINY_VOCOS)), "vocos24k", wave, loss,
+    task, learn = train_vocoder(VocosVocoder(VocosConfig(**TINY_VOCOS, mag_prior=mag_prior)), "vocos24k", wave, loss,
                                 TrainConfig(max_steps=40, lr=3e-3, clip_grad=10.0), batch_size=1)
     assert task.phases() is None and set(learn.history[0]) >= {"mel", "stft", "loss"}
     first, last = learn.history[0]["mel"], learn.history[-1]["mel"]

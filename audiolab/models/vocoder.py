@@ -20,8 +20,9 @@ from ..nn.losses import MelL1Loss, feature_matching_loss, lsgan_d_loss, lsgan_g_
 from ..train.checkpoint import Pretrained, load_state
 
 # %% auto #0
-__all__ = ['HiFiGANConfig', 'ResBlock1', 'HiFiGAN', 'VocosConfig', 'VocosVocoder', 'vocos_config_from_yaml', 'load_vocos_dir',
-           'save_vocos_dir', 'VocoderLossConfig', 'make_discriminator', 'VocoderTask', 'train_vocoder']
+__all__ = ['HiFiGANConfig', 'ResBlock1', 'HiFiGAN', 'VocosConfig', 'MelPriorISTFTHead', 'VocosVocoder', 'vocos_config_from_yaml',
+           'load_vocos_dir', 'save_vocos_dir', 'VocoderLossConfig', 'make_discriminator', 'VocoderTask',
+           'train_vocoder']
 
 # %% ../../nbs/41_models.vocoder.ipynb #37cd533a
 @dataclasses.dataclass
@@ -86,6 +87,26 @@ class VocosConfig(Config):
     intermediate_dim: int = 1536
     num_layers: int = 8
     layer_scale_init_value: float | None = None
+    mag_prior: bool = False   # FreeV head: log|S| = log(pinv(mel filterbank) @ mel) + a predicted residual
+
+class MelPriorISTFTHead(nn.Module):
+    """Vocos' ISTFT head with the magnitude prior of FreeV (Lv et al. 2024): the network predicts a log-magnitude
+    *residual* on top of the pseudo-inverse of the mel filterbank applied to the mel, and the phase as Vocos does.
+    Parameters are those of `vocos.heads.ISTFTHead` (`out`, `istft`); the prior has none."""
+    def __init__(self, dim: int, n_fft: int, hop_length: int, padding: str, fb: Tensor):   # fb: (n_fft//2+1, n_mels)
+        super().__init__()
+        from vocos.spectral_ops import ISTFT
+        self.out = nn.Linear(dim, n_fft + 2)
+        self.istft = ISTFT(n_fft=n_fft, hop_length=hop_length, win_length=n_fft, padding=padding)
+        self.register_buffer("pinv", torch.linalg.pinv(fb.T), persistent=False)        # (n_fft//2+1, n_mels)
+        nn.init.zeros_(self.out.bias); self.out.weight.data.mul_(0.1)                   # starts at the prior magnitude
+
+    def spectrum(self, x: Tensor, logmel: Tensor) -> Tensor:  # (B, F, dim), (B, n_mels, F) -> complex (B, n_fft//2+1, F)
+        residual, phase = self.out(x).transpose(1, 2).chunk(2, dim=1)
+        prior = (self.pinv @ logmel.exp()).clamp_min(1e-7).log()                        # log |S| implied by the mel
+        return torch.polar((prior + residual).clamp(max=math.log(1e3)).exp(), phase)
+
+    def forward(self, x: Tensor, logmel: Tensor) -> Tensor: return self.istft(self.spectrum(x, logmel))   # (B, (F-1)*hop)
 
 class VocosVocoder(Pretrained, nn.Module):
     "Vocos from the `vocos` package: log-mel (B, n_mels, F) -> audio (B, 1, (F-1)*hop) (center padding)."
@@ -98,7 +119,8 @@ class VocosVocoder(Pretrained, nn.Module):
         self.cfg = c = cfg or VocosConfig()
         self.feature_extractor = MelSpectrogramFeatures(c.sample_rate, c.n_fft, c.hop_length, c.n_mels, c.padding)
         self.backbone = VocosBackbone(c.n_mels, c.dim, c.intermediate_dim, c.num_layers, c.layer_scale_init_value)
-        self.head = ISTFTHead(c.dim, c.n_fft, c.hop_length, c.padding)
+        self.head = (MelPriorISTFTHead(c.dim, c.n_fft, c.hop_length, c.padding, self.feature_extractor.mel_spec.mel_scale.fb)
+                     if c.mag_prior else ISTFTHead(c.dim, c.n_fft, c.hop_length, c.padding))
         for m in (self.feature_extractor.mel_spec.spectrogram, self.head.istft):
             m.window = m.window.clone()   # a periodic Hann window is a view of n_fft+1 floats: safetensors saves whole tensors
         self.hop = c.hop_length
@@ -110,7 +132,8 @@ class VocosVocoder(Pretrained, nn.Module):
     def forward(self, mel: Tensor) -> Tensor:  # (B, n_mels, F>=2) -> (B, 1, (F-1)*hop)
         check_tensor(mel, "VocosVocoder log-mel", f"(B, {self.cfg.n_mels}, frames)", ndim=3, sizes={1: self.cfg.n_mels},
                      min_len=2)   # the centred ISTFT head trims half a window each side: 1 frame gives no audio
-        return self.head(self.backbone(mel)).unsqueeze(1)
+        h = self.backbone(mel)                                                          # (B, F, dim)
+        return (self.head(h, mel) if self.cfg.mag_prior else self.head(h)).unsqueeze(1)
 
 # %% ../../nbs/41_models.vocoder.ipynb #3b333f6e
 _VOCOS_CLASSES = {"feature_extractor": "vocos.feature_extractors.MelSpectrogramFeatures",
@@ -152,6 +175,7 @@ def load_vocos_dir(path: str | os.PathLike, map_location="cpu") -> VocosVocoder:
 def save_vocos_dir(model: VocosVocoder, path: str | os.PathLike) -> Path:
     "Write `model` as config.yaml + pytorch_model.bin (the hub layout), atomically."
     c, path = model.cfg, Path(path)
+    if c.mag_prior: raise ConfigError("save_vocos_dir: the hub layout has no magnitude-prior head (mag_prior=True); use save_pretrained")
     cfg = {"feature_extractor": {"class_path": _VOCOS_CLASSES["feature_extractor"], "init_args": dict(
                sample_rate=c.sample_rate, n_fft=c.n_fft, hop_length=c.hop_length, n_mels=c.n_mels, padding=c.padding)},
            "backbone": {"class_path": _VOCOS_CLASSES["backbone"], "init_args": dict(
