@@ -3,14 +3,15 @@
 - LyraCodec encode + decode of stereo audio: `tiny` (the `codec` stage's tiny profile from `--params`, 22.05 kHz) on
   `--seconds`, the seed's size (255.9 M parameters, 44.1 kHz) on `--seed-seconds` (default: the same; it runs at well under real time on a CPU, so short inputs keep the bench short);
 - vocoders on the same log-mel (`vocos24k` preset, 100 mels, hop 256, from `--seconds` of 24 kHz audio):
-  HiFi-GAN (seed 002 widths, upsampling 8,8,2,2 for hop 256) vs Vocos (the `charactr/vocos-mel-24khz` size).
+  HiFi-GAN (seed 002 widths, upsampling 8,8,2,2 for hop 256) vs Vocos (the `charactr/vocos-mel-24khz` size), plain and
+  with the FreeV magnitude-prior head (`mag_prior`).
 
 Random weights (speed does not depend on them). Machine load varies, so the script also measures fp32 matmul
 GFLOP/s in the same process as a yardstick. Writes JSON to results/bench/codec_speed.json (or `--out`).
 
     python bench/codec_speed.py [--params params.yaml] [--seconds 10] [--seed-seconds S] [--threads 2] [--device cpu] [--repeats 3] [--quick]
 """
-import argparse, json, math, os, platform, statistics, time
+import argparse, dataclasses, json, math, os, platform, statistics, time
 from pathlib import Path
 
 import torch
@@ -97,7 +98,9 @@ def main(argv=None):
     voc_cfg = VocosConfig() if not a.quick else VocosConfig(dim=64, intermediate_dim=192, num_layers=2)
     res["vocoder"] = dict(mel_shape=list(mel.shape),
                           hifigan=bench_vocoder(HiFiGAN(hifi_cfg), mel, a.seconds, device, a.repeats),
-                          vocos=bench_vocoder(VocosVocoder(voc_cfg), mel, a.seconds, device, a.repeats))
+                          vocos=bench_vocoder(VocosVocoder(voc_cfg), mel, a.seconds, device, a.repeats),
+                          vocos_mag_prior=bench_vocoder(VocosVocoder(dataclasses.replace(voc_cfg, mag_prior=True)), mel, a.seconds,
+                                                        device, a.repeats))
     res["machine"]["load_avg_end"] = os.getloadavg()
     save_json(Path(a.out), res)
     print(json.dumps({k: v for k, v in res.items() if k != "machine"}, indent=1, default=str)[:3000])
