@@ -93,6 +93,19 @@ def test_nar_stage_sees_only_coarser_levels():
         assert not torch.allclose(m.nar_logits(b["prompt"], None, b["target"], None, 3), m.nar_logits(b["prompt"], None, t2, None, 3))
 
 
+@pytest.mark.parametrize("nar_rope", [False, True])
+def test_nar_logits_do_not_depend_on_batch_padding(nar_rope):
+    "Rotary positions restart at the target (as the sinusoids do): an utterance scores the same alone or padded in a batch."
+    m = model(TINY.replace(nar_rope=nar_rope))
+    b = batch(lens=[40, 13, 22])
+    for stage in (1, 3):
+        with torch.no_grad(): full = m.nar_logits(b["prompt"], b["prompt_lens"], b["target"], b["target_lens"], stage)
+        for i in range(3):
+            pl, tl = int(b["prompt_lens"][i]), int(b["target_lens"][i])
+            with torch.no_grad(): alone = m.nar_logits(b["prompt"][i:i + 1, :, :pl], None, b["target"][i:i + 1, :, :tl], None, stage)
+            torch.testing.assert_close(full[i:i + 1, :tl], alone, atol=1e-5, rtol=1e-4)
+
+
 def test_eos_targets_and_generation():
     inp, tgt = ar_inputs_targets(torch.tensor([[3, 4, 5], [6, 7, 0]]), torch.tensor([3, 1]), bos=17, eos=16)
     assert inp[:, 0].eq(17).all() and tgt.tolist() == [[3, 4, 5, 16], [6, 16, -100, -100]]
@@ -188,9 +201,10 @@ def test_duration_batches():
     assert sum(len(b) for b in bs) / len(bs) > 3           # buckets of similar lengths pack several per batch
 
 
-def test_loss_falls_on_one_batch():
+@pytest.mark.parametrize("nar_rope", [False, True])
+def test_loss_falls_on_one_batch(nar_rope):
     torch.manual_seed(0); random.seed(0)
-    m = AudioLM(TINY)
+    m = AudioLM(TINY.replace(nar_rope=nar_rope))
     b = PromptTargetCollate()(synthetic_codes(6, bins=16, min_frames=20, max_frames=30, seed=1))
     opt = torch.optim.AdamW(m.parameters(), 3e-3)
     losses = []

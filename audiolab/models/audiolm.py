@@ -74,6 +74,7 @@ class AudioLMConfig(Config):
     prefix_mode: int = 0                # NAR training: 0 prompt as is | 1 + random target prefix with all levels | 2 random prompt slice
     prefix_max_ratio: float = 0.5       # mode 1: prefix up to this fraction of the shortest target; mode 2: slice >= this fraction
     frame_rate: float = 50.0            # tokens per second (bookkeeping: seconds <-> frames)
+    nar_rope: bool = False              # NAR: rotary relative positions too (per segment), so attention finds neighbour frames
 
     def __post_init__(self):
         if self.prefix_mode not in PREFIX_MODES: raise ConfigError(f"prefix_mode must be one of {PREFIX_MODES}, got {self.prefix_mode}")
@@ -110,7 +111,7 @@ class AudioLM(nn.Module, Pretrained):
         self.nar_pos_prompt = SinusoidalPositionalEmbedding(D, learn_scale=True, dropout=cfg.dropout)
         self.nar_pos_target = SinusoidalPositionalEmbedding(D, learn_scale=True, dropout=cfg.dropout)
         self.stage_emb = nn.Embedding(K - 1, D)
-        self.nar_decoder = TransformerEncoder(cfg.layers, D, cond_dim=D, **layer)
+        self.nar_decoder = TransformerEncoder(cfg.layers, D, cond_dim=D, rope=cfg.nar_rope, **layer)
         self.nar_heads = nn.ModuleList(nn.Linear(D, cfg.bins) for _ in range(K - 1))
 
     def check_prompt(self, prompt: Tensor, prompt_lens: Tensor | None = None, what: str = "prompt_tokens") -> Tensor:
@@ -150,7 +151,8 @@ def _nar_logits(self: AudioLM, prompt: Tensor, prompt_lens: Tensor | None, targe
                    self.nar_pos_target(self._nar_target_emb(target, stage, prefix_len))], 1)   # (B, Tp + Tt, D)
     kpm = torch.cat([lengths_to_padding_mask(prompt_lens, Tp, B, x.device), lengths_to_padding_mask(target_lens, Tt, B, x.device)], 1)
     cond = self.stage_emb(torch.full((B,), stage - 1, device=x.device))         # (B, D)
-    h = self.nar_decoder(x, key_padding_mask=kpm if kpm.any() else None, attn_mask=nar_attn_mask(Tp, Tt, x.device), cond=cond)
+    pos = torch.cat([torch.arange(Tp), torch.arange(Tt)]) if self.cfg.nar_rope else None   # (Tp + Tt,): as the sinusoids, per segment
+    h = self.nar_decoder(x, key_padding_mask=kpm if kpm.any() else None, attn_mask=nar_attn_mask(Tp, Tt, x.device), cond=cond, pos=pos)
     return self.nar_heads[stage - 1](h[:, Tp:])                                 # (B, Tt, bins)
 
 AudioLM.ar_logits, AudioLM._nar_target_emb, AudioLM.nar_logits = _ar_logits, _nar_target_emb, _nar_logits

@@ -122,14 +122,15 @@ def attend(q: Tensor, k: Tensor, v: Tensor, causal: bool = False, key_padding_ma
 
 # %% ../../nbs/20_nn.attention.ipynb #b9546281
 class RotaryEmbedding(nn.Module):
-    "Rotate `(B, H, T, Dh)` queries/keys by their absolute positions `offset, offset+1, ...`."
+    "Rotate `(B, H, T, Dh)` queries/keys by their positions: `offset, offset+1, ...`, or a `(T,)` tensor of positions."
     def __init__(self, head_dim: int, base: float = 10000.0):
         super().__init__()
         if head_dim % 2: raise ConfigError(f"rotary embeddings need an even head dim, got {head_dim}")
         self.register_buffer("inv_freq", base ** (-torch.arange(0, head_dim, 2).float() / head_dim), persistent=False)
 
-    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
-        pos = torch.arange(offset, offset + x.shape[-2], device=x.device, dtype=torch.float32)
+    def forward(self, x: Tensor, offset: int | Tensor = 0) -> Tensor:
+        pos = (offset.to(x.device, torch.float32) if torch.is_tensor(offset)
+               else torch.arange(offset, offset + x.shape[-2], device=x.device, dtype=torch.float32))   # (T,)
         ang = torch.outer(pos, self.inv_freq)                 # (T, Dh/2)
         cos, sin = ang.cos(), ang.sin()
         x1, x2 = x.float().chunk(2, dim=-1)
@@ -223,7 +224,8 @@ def _mha_forward(self: MultiHeadAttention, x: Tensor, context: Tensor | None = N
                  key_padding_mask: Tensor | None = None, attn_mask: Tensor | None = None,
                  cache: KVCache | None = None, pos: int | None = None) -> Tensor:
     """x: `(B, T, D)` queries. Self-attention: keys are `x` (plus the cache). Cross-attention: keys are
-    `context` `(B, S, Dc)`, or the cached memory when `cache` is filled. Returns `(B, T, D)`."""
+    `context` `(B, S, Dc)`, or the cached memory when `cache` is filled. RoPE positions: `pos` (an offset or a `(T,)`
+    tensor), else the cache length, else 0. Returns `(B, T, D)`."""
     p = self.dropout if self.training else 0.0
     mode = self.dropout_mode if self.dropout_mode != "auto" else ("probs" if x.is_cuda else "output")
     if self.cross:

@@ -73,7 +73,7 @@ class TransformerEncoderLayer(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, key_padding_mask: Tensor | None = None, attn_mask: Tensor | None = None,
-                cond: Tensor | None = None, cache: KVCache | None = None, pos: int | None = None) -> Tensor:
+                cond: Tensor | None = None, cache: KVCache | None = None, pos: int | Tensor | None = None) -> Tensor:
         h = apply_norm(self.norm1, x, cond)
         x = x + self.drop(self.attn(h, causal=self.causal, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
                                     cache=cache, pos=pos))
@@ -108,7 +108,7 @@ class TransformerDecoderLayer(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, memory: Tensor | None, cache: DecoderLayerCache | None = None,
-                pos: int | None = None, key_padding_mask: Tensor | None = None,
+                pos: int | Tensor | None = None, key_padding_mask: Tensor | None = None,
                 memory_key_padding_mask: Tensor | None = None, attn_mask: Tensor | None = None,
                 cond: Tensor | None = None) -> Tensor:
         "`memory` may be None once `cache.cross_attn` is filled."
@@ -142,7 +142,7 @@ class TransformerEncoder(_Stack):
         return [KVCache(max_len) for _ in self.layers]
 
     def forward(self, x: Tensor, key_padding_mask: Tensor | None = None, attn_mask: Tensor | None = None,
-                cond: Tensor | None = None, cache: list[KVCache] | None = None, pos: int | None = None) -> Tensor:
+                cond: Tensor | None = None, cache: list[KVCache] | None = None, pos: int | Tensor | None = None) -> Tensor:
         for i, layer in enumerate(self.layers):
             x = self._run(layer, x, key_padding_mask=key_padding_mask, attn_mask=attn_mask, cond=cond,
                           cache=None if cache is None else cache[i], pos=pos)
@@ -157,7 +157,7 @@ class TransformerDecoder(_Stack):
         return [DecoderLayerCache(KVCache(max_len), KVCache()) for _ in self.layers]
 
     def forward(self, x: Tensor, memory: Tensor | None, cache: list[DecoderLayerCache] | None = None,
-                pos: int | None = None, key_padding_mask: Tensor | None = None,
+                pos: int | Tensor | None = None, key_padding_mask: Tensor | None = None,
                 memory_key_padding_mask: Tensor | None = None, attn_mask: Tensor | None = None,
                 cond: Tensor | None = None) -> Tensor:
         for i, layer in enumerate(self.layers):
