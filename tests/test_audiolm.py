@@ -95,7 +95,7 @@ def test_nar_stage_sees_only_coarser_levels():
 
 @pytest.mark.parametrize("nar_rope", [False, True])
 def test_nar_logits_do_not_depend_on_batch_padding(nar_rope):
-    "Rotary positions restart at the target (as the sinusoids do): an utterance scores the same alone or padded in a batch."
+    "Rotary positions follow each prompt's true length: an utterance scores the same alone or padded in a batch."
     m = model(TINY.replace(nar_rope=nar_rope))
     b = batch(lens=[40, 13, 22])
     for stage in (1, 3):

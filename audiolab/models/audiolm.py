@@ -74,7 +74,7 @@ class AudioLMConfig(Config):
     prefix_mode: int = 0                # NAR training: 0 prompt as is | 1 + random target prefix with all levels | 2 random prompt slice
     prefix_max_ratio: float = 0.5       # mode 1: prefix up to this fraction of the shortest target; mode 2: slice >= this fraction
     frame_rate: float = 50.0            # tokens per second (bookkeeping: seconds <-> frames)
-    nar_rope: bool = False              # NAR: rotary relative positions too (per segment), so attention finds neighbour frames
+    nar_rope: bool = False              # NAR: rotary relative positions too (target continues the prompt): attention finds neighbours
 
     def __post_init__(self):
         if self.prefix_mode not in PREFIX_MODES: raise ConfigError(f"prefix_mode must be one of {PREFIX_MODES}, got {self.prefix_mode}")
@@ -151,7 +151,10 @@ def _nar_logits(self: AudioLM, prompt: Tensor, prompt_lens: Tensor | None, targe
                    self.nar_pos_target(self._nar_target_emb(target, stage, prefix_len))], 1)   # (B, Tp + Tt, D)
     kpm = torch.cat([lengths_to_padding_mask(prompt_lens, Tp, B, x.device), lengths_to_padding_mask(target_lens, Tt, B, x.device)], 1)
     cond = self.stage_emb(torch.full((B,), stage - 1, device=x.device))         # (B, D)
-    pos = torch.cat([torch.arange(Tp), torch.arange(Tt)]) if self.cfg.nar_rope else None   # (Tp + Tt,): as the sinusoids, per segment
+    pos = None
+    if self.cfg.nar_rope:   # the target continues the prompt: positions 0..Lp-1 | Lp..Lp+Tt-1 with each prompt's true length Lp
+        plens = prompt_lens if prompt_lens is not None else torch.full((B,), Tp)
+        pos = torch.cat([torch.arange(Tp).expand(B, Tp), plens.cpu()[:, None] + torch.arange(Tt)], 1)   # (B, Tp + Tt)
     h = self.nar_decoder(x, key_padding_mask=kpm if kpm.any() else None, attn_mask=nar_attn_mask(Tp, Tt, x.device), cond=cond, pos=pos)
     return self.nar_heads[stage - 1](h[:, Tp:])                                 # (B, Tt, bins)
 

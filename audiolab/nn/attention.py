@@ -122,7 +122,7 @@ def attend(q: Tensor, k: Tensor, v: Tensor, causal: bool = False, key_padding_ma
 
 # %% ../../nbs/20_nn.attention.ipynb #b9546281
 class RotaryEmbedding(nn.Module):
-    "Rotate `(B, H, T, Dh)` queries/keys by their positions: `offset, offset+1, ...`, or a `(T,)` tensor of positions."
+    "Rotate `(B, H, T, Dh)` queries/keys by their positions: `offset, offset+1, ...`, or a `(T,)` or `(B, T)` tensor."
     def __init__(self, head_dim: int, base: float = 10000.0):
         super().__init__()
         if head_dim % 2: raise ConfigError(f"rotary embeddings need an even head dim, got {head_dim}")
@@ -131,7 +131,8 @@ class RotaryEmbedding(nn.Module):
     def forward(self, x: Tensor, offset: int | Tensor = 0) -> Tensor:
         pos = (offset.to(x.device, torch.float32) if torch.is_tensor(offset)
                else torch.arange(offset, offset + x.shape[-2], device=x.device, dtype=torch.float32))   # (T,)
-        ang = torch.outer(pos, self.inv_freq)                 # (T, Dh/2)
+        ang = pos[..., None] * self.inv_freq                  # ([B,] T, Dh/2)
+        if ang.ndim == 3: ang = ang[:, None]                  # (B, 1, T, Dh/2): per-sequence positions
         cos, sin = ang.cos(), ang.sin()
         x1, x2 = x.float().chunk(2, dim=-1)
         return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
