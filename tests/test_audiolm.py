@@ -83,6 +83,12 @@ def test_nar_stage_selection():
         assert got == [i == stage - 1 for i in range(3)]
         assert m.ar_head.weight.grad.abs().sum() > 0      # AR always trains
     with pytest.raises(ValueError, match="stage"): m.nar_logits(b["prompt"], None, b["target"], None, 4)
+    every = AudioLM(TINY.replace(nar_stages_per_step=3))                # every stage each step: every head learns
+    out = every.training_step(b)
+    assert "nar_stage" not in out
+    out["loss"].backward()
+    assert all(h.weight.grad.abs().sum() > 0 for h in every.nar_heads)
+    with pytest.raises(ConfigError, match="nar_stages_per_step"): TINY.replace(nar_stages_per_step=4)
 
 
 def test_nar_stage_sees_only_coarser_levels():

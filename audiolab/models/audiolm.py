@@ -74,11 +74,14 @@ class AudioLMConfig(Config):
     prefix_mode: int = 0                # NAR training: 0 prompt as is | 1 + random target prefix with all levels | 2 random prompt slice
     prefix_max_ratio: float = 0.5       # mode 1: prefix up to this fraction of the shortest target; mode 2: slice >= this fraction
     frame_rate: float = 50.0            # tokens per second (bookkeeping: seconds <-> frames)
+    nar_stages_per_step: int = 1        # NAR stages trained per step (VALL-E: 1 random; n_q - 1: all of them)
     nar_rope: bool = False              # NAR: rotary relative positions too (target continues the prompt): attention finds neighbours
 
     def __post_init__(self):
         if self.prefix_mode not in PREFIX_MODES: raise ConfigError(f"prefix_mode must be one of {PREFIX_MODES}, got {self.prefix_mode}")
         if self.n_q < 2: raise ConfigError(f"AudioLM needs n_q >= 2 (AR + at least one NAR stage), got {self.n_q}")
+        if not 1 <= self.nar_stages_per_step <= self.n_q - 1:
+            raise ConfigError(f"nar_stages_per_step must be in [1, {self.n_q - 1}] (n_q - 1 NAR stages), got {self.nar_stages_per_step}")
         if self.dim % self.heads: raise ConfigError(f"dim={self.dim} is not divisible by heads={self.heads}")
 
     eos = property(lambda self: self.bins)
@@ -211,12 +214,15 @@ def _nar_loss(self: AudioLM, b: dict, stage: int, prefix_mode: int = 0) -> tuple
     return F.cross_entropy(logits.transpose(1, 2), tgt, ignore_index=IGNORE), _acc(logits, tgt, keep), _acc(logits, tgt, keep, TOPK)
 
 def training_step(self: AudioLM, batch: dict, stage: int | None = None) -> dict:
-    "Loss `(AR + NAR)/2` with one random NAR stage (or `stage`); logs AR/NAR losses and accuracies."
-    stage = stage or random.randint(1, self.cfg.n_q - 1)
+    """Loss `(AR + NAR)/2`: NAR on `stage`, else on `nar_stages_per_step` random stages (VALL-E: one), averaged;
+    logs AR/NAR losses and accuracies (and the stage when there is one)."""
+    stages = [stage] if stage else random.sample(range(1, self.cfg.n_q), self.cfg.nar_stages_per_step)
     ar_loss, ar_acc, _ = self._ar_loss(batch)
-    nar_loss, nar_acc, _ = self._nar_loss(batch, stage, self.cfg.prefix_mode)
-    return dict(loss=(ar_loss + nar_loss) / 2, ar_loss=ar_loss.detach(), nar_loss=nar_loss.detach(),
-                ar_acc=ar_acc, nar_acc=nar_acc, nar_stage=torch.tensor(float(stage + 1)))
+    nar = [self._nar_loss(batch, s, self.cfg.prefix_mode)[:2] for s in stages]
+    nar_loss, nar_acc = (torch.stack(v).mean() for v in zip(*nar))
+    out = dict(loss=(ar_loss + nar_loss) / 2, ar_loss=ar_loss.detach(), nar_loss=nar_loss.detach(), ar_acc=ar_acc, nar_acc=nar_acc)
+    if len(stages) == 1: out["nar_stage"] = torch.tensor(float(stages[0] + 1))
+    return out
 
 @torch.no_grad()
 def validation_step(self: AudioLM, batch: dict) -> dict:
