@@ -7,9 +7,8 @@ import pytest
 import torch
 
 from audiolab.audio import mel_spectrogram
-from audiolab.core import InputError
 from audiolab.eval.metrics import lsd, mel_distance, mrstft_distance, si_sdr
-from audiolab.core import ConfigError
+from audiolab.core import ConfigError, InputError
 from audiolab.models.vocoder import (HiFiGAN, HiFiGANConfig, VocoderLossConfig, VocoderTask, VocosConfig, VocosVocoder,
                                      save_vocos_dir, train_vocoder)
 from audiolab.train.learner import TrainConfig

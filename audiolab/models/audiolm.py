@@ -156,8 +156,8 @@ def _nar_logits(self: AudioLM, prompt: Tensor, prompt_lens: Tensor | None, targe
     cond = self.stage_emb(torch.full((B,), stage - 1, device=x.device))         # (B, D)
     pos = None
     if self.cfg.nar_rope:   # the target continues the prompt: positions 0..Lp-1 | Lp..Lp+Tt-1 with each prompt's true length Lp
-        plens = prompt_lens if prompt_lens is not None else torch.full((B,), Tp)
-        pos = torch.cat([torch.arange(Tp).expand(B, Tp), plens.cpu()[:, None] + torch.arange(Tt)], 1)   # (B, Tp + Tt)
+        plens = prompt_lens if prompt_lens is not None else torch.full((B,), Tp, device=x.device)
+        pos = torch.cat([torch.arange(Tp, device=x.device).expand(B, Tp), plens[:, None] + torch.arange(Tt, device=x.device)], 1)   # (B, Tp + Tt)
     h = self.nar_decoder(x, key_padding_mask=kpm if kpm.any() else None, attn_mask=nar_attn_mask(Tp, Tt, x.device), cond=cond, pos=pos)
     return self.nar_heads[stage - 1](h[:, Tp:])                                 # (B, Tt, bins)
 

@@ -225,8 +225,8 @@ def _mha_forward(self: MultiHeadAttention, x: Tensor, context: Tensor | None = N
                  key_padding_mask: Tensor | None = None, attn_mask: Tensor | None = None,
                  cache: KVCache | None = None, pos: int | None = None) -> Tensor:
     """x: `(B, T, D)` queries. Self-attention: keys are `x` (plus the cache). Cross-attention: keys are
-    `context` `(B, S, Dc)`, or the cached memory when `cache` is filled. RoPE positions: `pos` (an offset or a `(T,)`
-    tensor), else the cache length, else 0. Returns `(B, T, D)`."""
+    `context` `(B, S, Dc)`, or the cached memory when `cache` is filled. RoPE positions: `pos` (an offset, a `(T,)` or a
+    `(B, T)` tensor), else the cache length, else 0. Returns `(B, T, D)`."""
     p = self.dropout if self.training else 0.0
     mode = self.dropout_mode if self.dropout_mode != "auto" else ("probs" if x.is_cuda else "output")
     if self.cross:
