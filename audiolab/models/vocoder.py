@@ -16,7 +16,7 @@ from ..audio import MelSpec, get_preset
 from ..core import CheckpointError, Config, ConfigError, atomic_path, atomic_write, check_tensor
 from ..nn.conv import ResidualUnit, WNConv1d, WNConvTranspose1d
 from ..nn.disc import CombinedDiscriminator, MultiPeriodDiscriminator, MultiResolutionSTFTDiscriminator, MultiScaleDiscriminator
-from ..nn.losses import ComplexSTFTLoss, MelL1Loss, feature_matching_loss, lsgan_d_loss, lsgan_g_loss, mr_stft_loss
+from ..nn.losses import MelL1Loss, feature_matching_loss, lsgan_d_loss, lsgan_g_loss, mr_stft_loss
 from ..train.checkpoint import Pretrained, load_state
 
 # %% auto #0
@@ -198,7 +198,6 @@ class VocoderLossConfig(Config):
     w_adv: float = 1.0
     w_stft: float = 0.0                  # optional MR-STFT term (spectral convergence + log magnitude)
     stft_sizes: tuple = (1024, 512, 256, 128)
-    w_complex: float = 0.0               # optional compressed complex STFT term at the preset's n_fft/hop (phase-aware)
 
 def make_discriminator(cfg: VocoderLossConfig) -> nn.Module | None:
     "The discriminators named by `cfg.disc`, widths scaled by `cfg.disc_width` (None for 'none')."
@@ -220,8 +219,6 @@ class VocoderTask(nn.Module):
         self.generator, self.lcfg = generator, loss or VocoderLossConfig()
         self.melspec, self.mel_loss = MelSpec(preset), MelL1Loss(preset)
         self.stft_loss = mr_stft_loss(self.lcfg.stft_sizes) if self.lcfg.w_stft else None
-        p = get_preset(preset)
-        self.complex_loss = ComplexSTFTLoss(p.n_fft, p.hop) if self.lcfg.w_complex else None
         self.disc = make_discriminator(self.lcfg)
 
     def phases(self) -> dict | None:
@@ -244,8 +241,6 @@ class VocoderTask(nn.Module):
         logs["loss"] = l.w_mel * logs["mel"]
         if self.stft_loss is not None:
             logs["stft"] = self.stft_loss(fake, x); logs["loss"] = logs["loss"] + l.w_stft * logs["stft"]
-        if self.complex_loss is not None:
-            logs["complex"] = self.complex_loss(fake, x); logs["loss"] = logs["loss"] + l.w_complex * logs["complex"]
         if phase == "gen":
             (_, real_feats), (fake_logits, fake_feats) = self.disc(x), self.disc(fake)
             logs["adv"], logs["fm"] = lsgan_g_loss(fake_logits), feature_matching_loss(real_feats, fake_feats)
