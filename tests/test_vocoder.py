@@ -77,6 +77,21 @@ def test_mag_prior_head_reproduces_the_mel_and_keeps_the_state_dict(tmp_path):
     with pytest.raises(ConfigError, match="no magnitude-prior head"): save_vocos_dir(v, tmp_path / "hub")
 
 
+def test_mag_prior_head_starts_with_frame_centred_pulses():
+    """The phase bias pi*(k mod 2) makes the untrained head emit one pulse at the centre t*hop of every frame; a zero
+    phase puts each pulse at the frame's edge, where the synthesis window is zero, and the output nearly vanishes."""
+    v = VocosVocoder(VocosConfig(**TINY_VOCOS, mag_prior=True)).eval()
+    torch.nn.init.zeros_(v.head.out.weight)
+    mel = torch.full((1, TINY_VOCOS.get("n_mels", 100), 12), -2.0)
+    with torch.no_grad():
+        y = v.head(v.backbone(mel), mel)[0]                                            # (11 * hop,)
+        hop = v.hop; peaks = y.abs().reshape(-1, hop).argmax(1)
+        assert (peaks[1:-1] == 0).all(), peaks                                          # maxima at the frame centres
+        torch.nn.init.zeros_(v.head.out.bias)
+        y0 = v.head(v.backbone(mel), mel)[0]
+    assert y0.abs().max() < 0.1 * y.abs().max()
+
+
 @pytest.mark.parametrize("mag_prior", [False, True])
 def test_reconstruction_only_training_lowers_mel_l1(mag_prior):
     "disc='none': one optimizer, mel L1 (+ MR-STFT) only; on a fixed batch of a tone the mel L1 falls by a fifth."

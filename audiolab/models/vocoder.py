@@ -92,14 +92,18 @@ class VocosConfig(Config):
 class MelPriorISTFTHead(nn.Module):
     """Vocos' ISTFT head with the magnitude prior of FreeV (Lv et al. 2024): the network predicts a log-magnitude
     *residual* on top of the pseudo-inverse of the mel filterbank applied to the mel, and the phase as Vocos does.
-    Parameters are those of `vocos.heads.ISTFTHead` (`out`, `istft`); the prior has none."""
+    Parameters are those of `vocos.heads.ISTFTHead` (`out`, `istft`); the prior has none. The phase bias starts at
+    pi*(k mod 2), the phase of a frame-centred pulse (the DFT origin is the frame start, the window's centre n_fft/2)."""
     def __init__(self, dim: int, n_fft: int, hop_length: int, padding: str, fb: Tensor):   # fb: (n_fft//2+1, n_mels)
         super().__init__()
         from vocos.spectral_ops import ISTFT
         self.out = nn.Linear(dim, n_fft + 2)
         self.istft = ISTFT(n_fft=n_fft, hop_length=hop_length, win_length=n_fft, padding=padding)
         self.register_buffer("pinv", torch.linalg.pinv(fb.T), persistent=False)        # (n_fft//2+1, n_mels)
-        nn.init.zeros_(self.out.bias); self.out.weight.data.mul_(0.1)                   # starts at the prior magnitude
+        K = n_fft // 2 + 1
+        nn.init.zeros_(self.out.bias); self.out.weight.data.mul_(0.1)                   # starts at the prior magnitude ...
+        self.out.bias.data[K:] = math.pi * (torch.arange(K) % 2)                        # ... and phase (-1)^k: a pulse at each
+                                                                                        # frame's centre, not at its edges
 
     def spectrum(self, x: Tensor, logmel: Tensor) -> Tensor:  # (B, F, dim), (B, n_mels, F) -> complex (B, n_fft//2+1, F)
         residual, phase = self.out(x).transpose(1, 2).chunk(2, dim=1)
