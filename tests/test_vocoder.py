@@ -82,7 +82,7 @@ def test_mag_prior_head_starts_with_frame_centred_pulses():
     phase puts each pulse at the frame's edge, where the synthesis window is zero, and the output nearly vanishes."""
     v = VocosVocoder(VocosConfig(**TINY_VOCOS, mag_prior=True)).eval()
     torch.nn.init.zeros_(v.head.out.weight)
-    mel = torch.full((1, TINY_VOCOS.get("n_mels", 100), 12), -2.0)
+    mel = torch.full((1, v.cfg.n_mels, 12), -2.0)
     with torch.no_grad():
         y = v.head(v.backbone(mel), mel)[0]                                            # (11 * hop,)
         hop = v.hop; peaks = y.abs().reshape(-1, hop).argmax(1)

@@ -101,9 +101,8 @@ class MelPriorISTFTHead(nn.Module):
         self.istft = ISTFT(n_fft=n_fft, hop_length=hop_length, win_length=n_fft, padding=padding)
         self.register_buffer("pinv", torch.linalg.pinv(fb.T), persistent=False)        # (n_fft//2+1, n_mels)
         K = n_fft // 2 + 1
-        nn.init.zeros_(self.out.bias); self.out.weight.data.mul_(0.1)                   # starts at the prior magnitude ...
-        self.out.bias.data[K:] = math.pi * (torch.arange(K) % 2)                        # ... and phase (-1)^k: a pulse at each
-                                                                                        # frame's centre, not at its edges
+        self.out.weight.data.mul_(0.1)                                                  # starts at the prior magnitude and at
+        self.out.bias.data = torch.cat([torch.zeros(K), math.pi * (torch.arange(K) % 2)])   # phase (-1)^k: frame-centred pulses
 
     def spectrum(self, x: Tensor, logmel: Tensor) -> Tensor:  # (B, F, dim), (B, n_mels, F) -> complex (B, n_fft//2+1, F)
         residual, phase = self.out(x).transpose(1, 2).chunk(2, dim=1)
