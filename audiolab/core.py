@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #0d8aac24
 from __future__ import annotations
-import contextlib, dataclasses, json, os, random, tempfile, types, typing
+import contextlib, dataclasses, json, os, random, shutil, tempfile, types, typing
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -197,16 +197,18 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[typing.I
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    "A temp path (same suffix) beside `path` for libraries that write by name; renamed over `path` on success."
+    """A temp path beside `path` for libraries that write by name; renamed over `path` on success.
+    The temp file has `path`'s own name inside a hidden temp folder: writers that record the file name (torch.save
+    names its zip archive after it) then give the same bytes on every run, so DVC hashes are reproducible."""
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix); os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)
+    tmp_dir = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    tmp = tmp_dir/path.name
     try:
-        yield Path(tmp)
+        yield tmp
+        if tmp.exists(): os.chmod(tmp, 0o666 & ~_UMASK)     # same permissions as a plain open()
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
-        raise
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
 
 def save_json(path: str | os.PathLike, obj: Any) -> None:
     "Atomically write `obj` as indented JSON."
