@@ -205,7 +205,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = tmp_dir/path.name
     try:
         yield tmp
-        if tmp.exists(): os.chmod(tmp, 0o666 & ~_UMASK)     # same permissions as a plain open()
+        os.chmod(tmp, 0o666 & ~_UMASK)                      # same permissions as a plain open()
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
