@@ -4,7 +4,11 @@
 
 # %% ../nbs/01_audio.ipynb #1f775dd5
 from __future__ import annotations
-import dataclasses, functools, math, os, struct
+import dataclasses
+import functools
+import math
+import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +27,26 @@ __all__ = ['AUDIO_SUFFIXES', 'MEL_PRESETS', 'AudioInfo', 'audio_info', 'to_chann
            'MelPreset', 'get_preset', 'MelSpec', 'mel_spectrogram', 'griffin_lim']
 
 # %% ../nbs/01_audio.ipynb #dd48d5fd
-AUDIO_SUFFIXES = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".oga": "OGG", ".opus": "OGG", ".mp3": "MP3",
-                  ".aif": "AIFF", ".aiff": "AIFF", ".au": "AU", ".caf": "CAF", ".w64": "W64", ".rf64": "RF64"}
+AUDIO_SUFFIXES = {
+    ".wav": "WAV",
+    ".flac": "FLAC",
+    ".ogg": "OGG",
+    ".oga": "OGG",
+    ".opus": "OGG",
+    ".mp3": "MP3",
+    ".aif": "AIFF",
+    ".aiff": "AIFF",
+    ".au": "AU",
+    ".caf": "CAF",
+    ".w64": "W64",
+    ".rf64": "RF64",
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class AudioInfo:
     "What a file header says: sample rate, frames, channels, duration (s), subtype and container format."
+
     sr: int
     frames: int
     channels: int
@@ -36,81 +54,111 @@ class AudioInfo:
     subtype: str
     format: str
 
+
 def _wav_declared_frames(path: Path) -> int | None:
     "Frames the RIFF/WAVE `data` chunk header promises (None when unknown or not a plain RIFF file)."
     with open(path, "rb") as f:
         head = f.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE": return None
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
         block_align = None
         while True:
             ck = f.read(8)
-            if len(ck) < 8: return None
+            if len(ck) < 8:
+                return None
             cid, size = ck[:4], struct.unpack("<I", ck[4:])[0]
             if cid == b"fmt ":
-                fmt = f.read(size); block_align = struct.unpack("<H", fmt[12:14])[0] if len(fmt) >= 14 else None
+                fmt = f.read(size)
+                block_align = struct.unpack("<H", fmt[12:14])[0] if len(fmt) >= 14 else None
                 f.seek(size % 2, 1)
             elif cid == b"data":
-                if not block_align or size in (0, 0xFFFFFFFF): return None  # streaming writers leave it unset
+                if not block_align or size in (0, 0xFFFFFFFF):
+                    return None  # streaming writers leave it unset
                 return size // block_align
-            else: f.seek(size + size % 2, 1)
+            else:
+                f.seek(size + size % 2, 1)
+
 
 def _check_path(path: Path) -> None:
     "Raise `AudioFileError` for a missing, empty or unsupported-suffix file."
-    if not path.exists(): raise AudioFileError(path, "no such file")
-    if path.is_dir(): raise AudioFileError(path, "is a directory, not an audio file")
-    if path.stat().st_size == 0: raise AudioFileError(path, "empty file (0 bytes)")
+    if not path.exists():
+        raise AudioFileError(path, "no such file")
+    if path.is_dir():
+        raise AudioFileError(path, "is a directory, not an audio file")
+    if path.stat().st_size == 0:
+        raise AudioFileError(path, "empty file (0 bytes)")
     if path.suffix.lower() not in AUDIO_SUFFIXES:
         raise AudioFileError(path, f"unsupported format {path.suffix!r}; supported: {' '.join(sorted(AUDIO_SUFFIXES))}")
 
+
 def audio_info(path: str | os.PathLike) -> AudioInfo:
     "Header of an audio file as `AudioInfo`; raises `AudioFileError` for anything unusable."
-    path = Path(path); _check_path(path)
-    try: i = sf.info(str(path))
+    path = Path(path)
+    _check_path(path)
+    try:
+        i = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError) as e:
         msg = getattr(e, "error_string", None) or str(e)
-        if "channel count is zero" in msg.lower(): raise AudioFileError(path, "zero channels") from None
+        if "channel count is zero" in msg.lower():
+            raise AudioFileError(path, "zero channels") from None
         raise AudioFileError(path, f"not a readable audio file, truncated or corrupt ({msg})") from None
-    if i.channels == 0: raise AudioFileError(path, "zero channels")
-    if i.frames == 0: raise AudioFileError(path, "empty (0 frames)")
-    if i.samplerate <= 0: raise AudioFileError(path, f"invalid sample rate {i.samplerate}")
+    if i.channels == 0:
+        raise AudioFileError(path, "zero channels")
+    if i.frames == 0:
+        raise AudioFileError(path, "empty (0 frames)")
+    if i.samplerate <= 0:
+        raise AudioFileError(path, f"invalid sample rate {i.samplerate}")
     return AudioInfo(i.samplerate, i.frames, i.channels, i.frames / i.samplerate, i.subtype, i.format)
 
 # %% ../nbs/01_audio.ipynb #2aff3f9f
 def to_channels(wav: torch.Tensor, n: int) -> torch.Tensor:
     "Up/down-mix (..., C, T) to n channels: mean for mono, copy from mono, else fold (mean of i≡j mod n) / tile."
     C = wav.shape[-2]
-    if n < 1: raise ValueError(f"channels must be >= 1, got {n}")
-    if C == n: return wav
-    if n == 1: return wav.mean(-2, keepdim=True)                           # (..., 1, T)
-    if C == 1: return wav.expand(*wav.shape[:-2], n, wav.shape[-1]).clone()  # (..., n, T)
-    if C < n: return wav[..., [j % C for j in range(n)], :]
+    if n < 1:
+        raise ValueError(f"channels must be >= 1, got {n}")
+    if C == n:
+        return wav
+    if n == 1:
+        return wav.mean(-2, keepdim=True)  # (..., 1, T)
+    if C == 1:
+        return wav.expand(*wav.shape[:-2], n, wav.shape[-1]).clone()  # (..., n, T)
+    if C < n:
+        return wav[..., [j % C for j in range(n)], :]
     return torch.stack([wav[..., j::n, :].mean(-2) for j in range(n)], -2)
+
 
 def resample(wav: torch.Tensor, sr_in: int, sr_out: int) -> torch.Tensor:
     "Band-limited sinc resampling (torchaudio) along the last axis; identity when rates match."
-    if sr_in == sr_out: return wav
+    if sr_in == sr_out:
+        return wav
     return AF.resample(wav, int(sr_in), int(sr_out))
 
 # %% ../nbs/01_audio.ipynb #24914c1e
-def load_audio(path: str | os.PathLike, sr: int | None = None, mono: bool = False,
-               channels: int | None = None) -> tuple[torch.Tensor, int]:
+def load_audio(
+    path: str | os.PathLike, sr: int | None = None, mono: bool = False, channels: int | None = None
+) -> tuple[torch.Tensor, int]:
     "Read `path` as float32 (C, T) in [-1, 1], resampled to `sr` and mixed to `channels` (or mono) when given."
     path = Path(path)
-    if mono and channels not in (None, 1): raise ValueError(f"mono=True conflicts with channels={channels}")
+    if mono and channels not in (None, 1):
+        raise ValueError(f"mono=True conflicts with channels={channels}")
     info = audio_info(path)
-    try: data, file_sr = sf.read(str(path), dtype="float32", always_2d=True)  # (T, C)
+    try:
+        data, file_sr = sf.read(str(path), dtype="float32", always_2d=True)  # (T, C)
     except (sf.LibsndfileError, RuntimeError) as e:
         raise AudioFileError(path, f"truncated or corrupt ({getattr(e, 'error_string', None) or e})") from None
     if info.format == "WAV" and (want := _wav_declared_frames(path)) is not None and data.shape[0] < want:
         raise AudioFileError(path, f"truncated: header promises {want} frames, file holds {data.shape[0]}")
     if info.format not in ("MP3", "OGG") and data.shape[0] < info.frames:
         raise AudioFileError(path, f"truncated: header promises {info.frames} frames, decoded {data.shape[0]}")
-    if data.shape[0] == 0: raise AudioFileError(path, "empty (0 frames)")
+    if data.shape[0] == 0:
+        raise AudioFileError(path, "empty (0 frames)")
     if not np.isfinite(data).all():
         raise AudioFileError(path, f"{int((~np.isfinite(data)).sum())} non-finite samples (NaN/Inf)")
     wav = torch.from_numpy(np.ascontiguousarray(data.T))  # (C, T)
-    if sr is not None: wav, file_sr = resample(wav, file_sr, sr), sr
-    if mono or channels is not None: wav = to_channels(wav, 1 if mono else channels)
+    if sr is not None:
+        wav, file_sr = resample(wav, file_sr, sr), sr
+    if mono or channels is not None:
+        wav = to_channels(wav, 1 if mono else channels)
     return wav, int(file_sr)
 
 # %% ../nbs/01_audio.ipynb #9d745011
@@ -119,40 +167,51 @@ def save_audio(path: str | os.PathLike, wav: torch.Tensor | np.ndarray, sr: int,
     Byte-reproducible: libsndfile's PEAK chunk (it holds the write time, in float WAV/AIFF) is switched off."""
     path = Path(path)
     fmt = AUDIO_SUFFIXES.get(path.suffix.lower())
-    if fmt is None: raise AudioFileError(path, f"unsupported format {path.suffix!r}; supported: {' '.join(sorted(AUDIO_SUFFIXES))}")
+    if fmt is None:
+        raise AudioFileError(path, f"unsupported format {path.suffix!r}; supported: {' '.join(sorted(AUDIO_SUFFIXES))}")
     x = wav.detach().cpu().float().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav, dtype=np.float32)
-    if x.ndim == 1: x = x[None]
-    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0: raise AudioFileError(path, f"expected (C, T) audio, got shape {x.shape}")
-    if not np.isfinite(x).all(): raise AudioFileError(path, f"refusing to write {int((~np.isfinite(x)).sum())} non-finite samples")
+    if x.ndim == 1:
+        x = x[None]
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise AudioFileError(path, f"expected (C, T) audio, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise AudioFileError(path, f"refusing to write {int((~np.isfinite(x)).sum())} non-finite samples")
     with atomic_path(path) as tmp_path:
         with sf.SoundFile(str(tmp_path), "w", int(sr), x.shape[0], subtype=subtype, format=fmt) as f:
-            sf._snd.sf_command(f._file, 0x1050, sf._ffi.NULL, 0)     # SFC_SET_ADD_PEAK_CHUNK = SF_FALSE
+            sf._snd.sf_command(f._file, 0x1050, sf._ffi.NULL, 0)  # SFC_SET_ADD_PEAK_CHUNK = SF_FALSE
             f.write(np.ascontiguousarray(x.T))
     return path
 
 # %% ../nbs/01_audio.ipynb #2f3b1083
-def _level_dims(wav): return tuple(range(-min(wav.ndim, 2), 0))  # (T,) -> (-1,), (..., C, T) -> (-2, -1)
+def _level_dims(wav):
+    return tuple(range(-min(wav.ndim, 2), 0))  # (T,) -> (-1,), (..., C, T) -> (-2, -1)
+
 
 def rms_db(wav: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     "RMS level in dBFS over channels and time; (T,) or (C, T) -> scalar, (B, C, T) -> (B,)."
     return 10 * torch.log10(wav.pow(2).mean(_level_dims(wav)) + eps)
+
 
 def peak_normalize(wav: torch.Tensor, peak_db: float = -1.0) -> torch.Tensor:
     "Scale so the absolute peak (over channels and time) is `peak_db` dBFS; silence is returned unchanged."
     peak = wav.abs().amax(_level_dims(wav), keepdim=True)
     return torch.where(peak > 0, wav * (10 ** (peak_db / 20) / peak.clamp_min(1e-30)), wav)
 
+
 def loudness_normalize(wav: torch.Tensor, sr: int, lufs: float = -23.0) -> torch.Tensor:
     "Gain (..., C, T) to integrated loudness `lufs` (ITU-R BS.1770, torchaudio); silence is returned unchanged."
-    if wav.shape[-1] < int(0.4 * sr): raise ValueError(f"loudness needs >= 0.4 s of audio, got {wav.shape[-1] / sr:.3f} s")
+    if wav.shape[-1] < int(0.4 * sr):
+        raise ValueError(f"loudness needs >= 0.4 s of audio, got {wav.shape[-1] / sr:.3f} s")
     x = wav[None] if wav.ndim == 1 else wav
-    measured = AF.loudness(x, sr)                                 # (...,)
+    measured = AF.loudness(x, sr)  # (...,)
     gain = torch.where(torch.isfinite(measured), lufs - measured, torch.zeros_like(measured))
     return (x * 10 ** (gain[..., None, None] / 20)).reshape(wav.shape)
 
-def fade(wav: torch.Tensor, sr: int, fade_in: float = 0., fade_out: float = 0.) -> torch.Tensor:
+
+def fade(wav: torch.Tensor, sr: int, fade_in: float = 0.0, fade_out: float = 0.0) -> torch.Tensor:
     "Linear fade-in/out of `fade_in`/`fade_out` seconds (first and last samples become 0)."
     return AT.Fade(int(round(fade_in * sr)), int(round(fade_out * sr)), fade_shape="linear")(wav)
+
 
 def pad_or_trim(wav: torch.Tensor, length: int) -> torch.Tensor:
     "Zero-pad at the end or trim the last axis to `length` samples."
@@ -164,11 +223,21 @@ def stft_mag(wav: torch.Tensor, n_fft: int = 1024, hop: int = 256, win: int | No
     "|STFT| with a Hann window, centered frames: (..., T) -> (..., n_fft//2+1, 1 + T//hop)."
     win = win or n_fft
     shape = wav.shape
-    spec = torch.stft(wav.reshape(-1, shape[-1]), n_fft, hop, win, torch.hann_window(win, device=wav.device),
-                      center=True, return_complex=True).abs()
+    spec = torch.stft(
+        wav.reshape(-1, shape[-1]),
+        n_fft,
+        hop,
+        win,
+        torch.hann_window(win, device=wav.device),
+        center=True,
+        return_complex=True,
+    ).abs()
     return spec.reshape(*shape[:-1], *spec.shape[-2:])
 
-def multires_stft(wav: torch.Tensor, resolutions=((2048, 512, 2048), (1024, 256, 1024), (512, 128, 512))) -> list[torch.Tensor]:
+
+def multires_stft(
+    wav: torch.Tensor, resolutions=((2048, 512, 2048), (1024, 256, 1024), (512, 128, 512))
+) -> list[torch.Tensor]:
     "`stft_mag` at each (n_fft, hop, win) resolution."
     return [stft_mag(wav, *r) for r in resolutions]
 
@@ -176,39 +245,57 @@ def multires_stft(wav: torch.Tensor, resolutions=((2048, 512, 2048), (1024, 256,
 @dataclasses.dataclass(frozen=True)
 class MelPreset:
     "A log-mel front end: torchaudio `MelSpectrogram` arguments plus padding mode and log clamp."
+
     sr: int
     n_fft: int
     hop: int
     n_mels: int
     win: int | None = None
-    f_min: float = 0.
+    f_min: float = 0.0
     f_max: float | None = None
-    power: float = 1.
-    padding: str = "center"        # "center" (torch.stft centering) or "same" (reflect (win-hop)/2, no centering)
+    power: float = 1.0
+    padding: str = "center"  # "center" (torch.stft centering) or "same" (reflect (win-hop)/2, no centering)
     clamp: float = 1e-5
     norm: str | None = None
     mel_scale: str = "htk"
 
+
 MEL_PRESETS = {
-    "vocos24k": MelPreset(sr=24000, n_fft=1024, hop=256, n_mels=100, power=1., padding="center", clamp=1e-7),
-    "kick44k": MelPreset(sr=44100, n_fft=2048, hop=512, n_mels=128, power=1., padding="center", clamp=1e-5),
+    "vocos24k": MelPreset(sr=24000, n_fft=1024, hop=256, n_mels=100, power=1.0, padding="center", clamp=1e-7),
+    "kick44k": MelPreset(sr=44100, n_fft=2048, hop=512, n_mels=128, power=1.0, padding="center", clamp=1e-5),
 }
+
 
 def get_preset(preset: str | MelPreset) -> MelPreset:
     "A `MelPreset` by name (or as given)."
-    if isinstance(preset, MelPreset): return preset
-    if preset not in MEL_PRESETS: raise KeyError(f"unknown mel preset {preset!r}; known: {sorted(MEL_PRESETS)}")
+    if isinstance(preset, MelPreset):
+        return preset
+    if preset not in MEL_PRESETS:
+        raise KeyError(f"unknown mel preset {preset!r}; known: {sorted(MEL_PRESETS)}")
     return MEL_PRESETS[preset]
+
 
 class MelSpec(nn.Module):
     "Log-mel spectrogram for a preset: (..., T) -> (..., n_mels, frames)."
+
     def __init__(self, preset: str | MelPreset = "vocos24k"):
         super().__init__()
         self.preset = p = get_preset(preset)
-        if p.padding not in ("center", "same"): raise ValueError(f"padding must be 'center' or 'same', got {p.padding!r}")
-        self.mel = AT.MelSpectrogram(sample_rate=p.sr, n_fft=p.n_fft, win_length=p.win, hop_length=p.hop,
-                                     f_min=p.f_min, f_max=p.f_max, n_mels=p.n_mels, power=p.power,
-                                     center=p.padding == "center", norm=p.norm, mel_scale=p.mel_scale)
+        if p.padding not in ("center", "same"):
+            raise ValueError(f"padding must be 'center' or 'same', got {p.padding!r}")
+        self.mel = AT.MelSpectrogram(
+            sample_rate=p.sr,
+            n_fft=p.n_fft,
+            win_length=p.win,
+            hop_length=p.hop,
+            f_min=p.f_min,
+            f_max=p.f_max,
+            n_mels=p.n_mels,
+            power=p.power,
+            center=p.padding == "center",
+            norm=p.norm,
+            mel_scale=p.mel_scale,
+        )
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         p = self.preset
@@ -217,8 +304,11 @@ class MelSpec(nn.Module):
             wav = nn.functional.pad(wav, (pad // 2, pad // 2), mode="reflect")
         return torch.log(self.mel(wav).clamp(min=p.clamp))  # (..., n_mels, frames)
 
+
 @functools.lru_cache(maxsize=16)
-def _melspec(preset: MelPreset, device: torch.device) -> MelSpec: return MelSpec(preset).to(device)
+def _melspec(preset: MelPreset, device: torch.device) -> MelSpec:
+    return MelSpec(preset).to(device)
+
 
 def mel_spectrogram(wav: torch.Tensor, preset: str | MelPreset = "vocos24k") -> torch.Tensor:
     "Functional `MelSpec(preset)(wav)` (filterbanks cached per preset and device)."
@@ -228,9 +318,18 @@ def mel_spectrogram(wav: torch.Tensor, preset: str | MelPreset = "vocos24k") -> 
 def griffin_lim(logmel: torch.Tensor, preset: str | MelPreset = "vocos24k", n_iter: int = 32) -> torch.Tensor:
     "Invert a log-mel (..., n_mels, frames) of `preset` to audio (..., T) with InverseMelScale + GriffinLim."
     p = get_preset(preset)
-    inv = AT.InverseMelScale(n_stft=p.n_fft // 2 + 1, n_mels=p.n_mels, sample_rate=p.sr, f_min=p.f_min,
-                             f_max=p.f_max, norm=p.norm, mel_scale=p.mel_scale).to(logmel.device)
-    gl = AT.GriffinLim(n_fft=p.n_fft, n_iter=n_iter, win_length=p.win, hop_length=p.hop, power=p.power).to(logmel.device)
-    spec = inv(logmel.exp()).clamp_min(0)                           # (..., n_fft//2+1, frames)
-    wav = gl(spec)                                                  # (..., (frames-1)*hop)
+    inv = AT.InverseMelScale(
+        n_stft=p.n_fft // 2 + 1,
+        n_mels=p.n_mels,
+        sample_rate=p.sr,
+        f_min=p.f_min,
+        f_max=p.f_max,
+        norm=p.norm,
+        mel_scale=p.mel_scale,
+    ).to(logmel.device)
+    gl = AT.GriffinLim(n_fft=p.n_fft, n_iter=n_iter, win_length=p.win, hop_length=p.hop, power=p.power).to(
+        logmel.device
+    )
+    spec = inv(logmel.exp()).clamp_min(0)  # (..., n_fft//2+1, frames)
+    wav = gl(spec)  # (..., (frames-1)*hop)
     return wav

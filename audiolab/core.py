@@ -4,7 +4,15 @@
 
 # %% ../nbs/00_core.ipynb #0d8aac24
 from __future__ import annotations
-import contextlib, dataclasses, json, os, random, shutil, tempfile, types, typing
+import contextlib
+import dataclasses
+import json
+import os
+import random
+import shutil
+import tempfile
+import types
+import typing
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -21,17 +29,22 @@ __all__ = ['PROFILES', 'AudiolabError', 'ConfigError', 'FileProblem', 'AudioFile
 class AudiolabError(Exception):
     "Root of every error audiolab raises on purpose."
 
+
 class ConfigError(AudiolabError, ValueError):
     "A config or `params.yaml` section is malformed (unknown keys, wrong types, missing profile)."
 
+
 class FileProblem(AudiolabError, ValueError):
     "A file exists but cannot be used; the message names the file and the problem."
+
     def __init__(self, path, problem: str):
         self.path, self.problem = Path(path), problem
         super().__init__(f"{path}: {problem}")
 
+
 class AudioFileError(FileProblem):
     "An audio file is unreadable, empty, non-finite or otherwise unusable."
+
 
 class CheckpointError(FileProblem):
     "A checkpoint is missing, truncated, corrupted or unsafe to load."
@@ -40,69 +53,102 @@ class CheckpointError(FileProblem):
 class InputError(AudiolabError, ValueError):
     "A tensor handed to an entry point is unusable: wrong shape, too short, non-finite, or codes out of range."
 
-def check_tensor(x: torch.Tensor, what: str, shape: str = "", ndim: int | tuple | None = None,
-                 sizes: dict[int, int] | None = None, min_len: int = 1, finite: bool = True) -> torch.Tensor:
+
+def check_tensor(
+    x: torch.Tensor,
+    what: str,
+    shape: str = "",
+    ndim: int | tuple | None = None,
+    sizes: dict[int, int] | None = None,
+    min_len: int = 1,
+    finite: bool = True,
+) -> torch.Tensor:
     "Check `x`: `ndim` (int or allowed tuple), fixed `sizes` {dim: size}, last dim >= `min_len`, finite values."
-    if not isinstance(x, torch.Tensor): raise InputError(f"{what}: expected a tensor {shape}, got {type(x).__name__}")
+    if not isinstance(x, torch.Tensor):
+        raise InputError(f"{what}: expected a tensor {shape}, got {type(x).__name__}")
     nd = (ndim,) if isinstance(ndim, int) else ndim
     if nd is not None and x.ndim not in nd:
         raise InputError(f"{what}: expected {' or '.join(map(str, nd))} dims {shape}, got shape {tuple(x.shape)}")
     for d, n in (sizes or {}).items():
-        if x.shape[d] != n: raise InputError(f"{what}: expected size {n} at dim {d} {shape}, got shape {tuple(x.shape)}")
+        if x.shape[d] != n:
+            raise InputError(f"{what}: expected size {n} at dim {d} {shape}, got shape {tuple(x.shape)}")
     if x.ndim and x.shape[-1] < min_len:
-        raise InputError(f"{what}: too short, {x.shape[-1]} samples/frames, need at least {min_len} (got shape {tuple(x.shape)})")
+        raise InputError(
+            f"{what}: too short, {x.shape[-1]} samples/frames, need at least {min_len} (got shape {tuple(x.shape)})"
+        )
     if finite and x.is_floating_point() and not torch.isfinite(x).all():
         raise InputError(f"{what}: contains NaN or Inf (non-finite) values")
     return x
 
-def check_codes(codes: torch.Tensor, what: str, bins: int, n_q: int | None = None, q_dim: int = -2,
-                min_len: int = 1) -> torch.Tensor:
+
+def check_codes(
+    codes: torch.Tensor, what: str, bins: int, n_q: int | None = None, q_dim: int = -2, min_len: int = 1
+) -> torch.Tensor:
     "Token codes: an integer tensor, `n_q` codebooks at `q_dim`, every id in [0, bins), at least `min_len` frames."
     if not isinstance(codes, torch.Tensor) or codes.is_floating_point() or codes.dtype == torch.bool:
-        raise InputError(f"{what}: codes must be an integer (long) tensor, got dtype {getattr(codes, 'dtype', type(codes))}")
+        raise InputError(
+            f"{what}: codes must be an integer (long) tensor, got dtype {getattr(codes, 'dtype', type(codes))}"
+        )
     check_tensor(codes, what, min_len=min_len)
-    if codes.numel() == 0: raise InputError(f"{what}: empty codes, got shape {tuple(codes.shape)}")
+    if codes.numel() == 0:
+        raise InputError(f"{what}: empty codes, got shape {tuple(codes.shape)}")
     if n_q is not None and (codes.ndim < 2 or codes.shape[q_dim] != n_q):
         raise InputError(f"{what}: expected {n_q} codebooks at dim {q_dim}, got shape {tuple(codes.shape)}")
     lo, hi = int(codes.min()), int(codes.max())
-    if lo < 0 or hi >= bins: raise InputError(f"{what}: codes must lie in [0, {bins}), got range [{lo}, {hi}]")
+    if lo < 0 or hi >= bins:
+        raise InputError(f"{what}: codes must lie in [0, {bins}), got range [{lo}, {hi}]")
     return codes
 
 # %% ../nbs/00_core.ipynb #ede0e4c8
 def seed_everything(seed: int, deterministic: bool = False) -> torch.Generator:
     "Seed python, numpy and torch (all devices); optionally force deterministic kernels. Returns a seeded CPU generator."
-    random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     return torch.Generator().manual_seed(seed)
 
+
 def get_rng_state() -> dict:
     "Every RNG state a training run depends on, for exact resume."
     st = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available(): st["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
     return st
+
 
 def set_rng_state(st: dict) -> None:
     "Restore what `get_rng_state` captured."
-    random.setstate(st["python"]); np.random.set_state(st["numpy"]); torch.set_rng_state(st["torch"])
-    if "cuda" in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st["cuda"])
+    random.setstate(st["python"])
+    np.random.set_state(st["numpy"])
+    torch.set_rng_state(st["torch"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
 
 # %% ../nbs/00_core.ipynb #4498e2c7
 def get_device(device: str | torch.device | None = None) -> torch.device:
     "`device` if given, else the local CUDA device (honouring `LOCAL_RANK`), else CPU."
-    if device is not None: return torch.device(device)
-    if torch.cuda.is_available(): return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if device is not None:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device("cpu")
+
 
 def amp_dtype(device: torch.device | str, precision: str = "auto") -> torch.dtype | None:
     "Autocast dtype for `precision` in {'auto','fp32','bf16','fp16'} on `device`; `None` means full fp32."
     device = torch.device(device)
-    if precision not in ("auto", "fp32", "bf16", "fp16"): raise ConfigError(f"unknown precision {precision!r}")
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"): return None
-    if precision == "auto": return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ConfigError(f"unknown precision {precision!r}")
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if precision == "bf16" else torch.float16
+
 
 def autocast(device: torch.device | str, dtype: torch.dtype | None):
     "An autocast context for `dtype`, or a no-op when `dtype` is None."
@@ -112,50 +158,72 @@ def autocast(device: torch.device | str, dtype: torch.dtype | None):
 # %% ../nbs/00_core.ipynb #2c36f65c
 PROFILES = ("tiny", "full")
 
+
 def _coerce(tp, value, where: str):
     "Convert yaml `value` to the annotated field type `tp` (nested Configs, tuples, Optional)."
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        if value is None: return None
-        tp = next(a for a in args if a is not type(None)); origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if isinstance(tp, type) and issubclass(tp, Config) and isinstance(value, dict): return tp.from_dict(value, where)
-    if (origin is tuple or tp is tuple) and isinstance(value, (list, tuple)): return tuple(value)
-    if tp is float and isinstance(value, (int, str)) and not isinstance(value, bool): return float(value)
+        if value is None:
+            return None
+        tp = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if isinstance(tp, type) and issubclass(tp, Config) and isinstance(value, dict):
+        return tp.from_dict(value, where)
+    if (origin is tuple or tp is tuple) and isinstance(value, (list, tuple)):
+        return tuple(value)
+    if tp is float and isinstance(value, (int, str)) and not isinstance(value, bool):
+        return float(value)
     return value
+
 
 @dataclasses.dataclass
 class Config:
     "Base of all configs: `from_dict` (strict), `from_params` (a `params.yaml` section + profile), `to_dict`."
+
     @classmethod
     def from_dict(cls, d: dict, where: str | None = None):
         where = where or cls.__name__
-        if not isinstance(d, dict): raise ConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
+        if not isinstance(d, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
         hints = typing.get_type_hints(cls)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
-        if unknown: raise ConfigError(f"{where}: unknown keys {unknown}; known: {sorted(names)}")
+        if unknown:
+            raise ConfigError(f"{where}: unknown keys {unknown}; known: {sorted(names)}")
         return cls(**{k: _coerce(hints[k], v, f"{where}.{k}") for k, v in d.items()})
 
     @classmethod
-    def from_params(cls, section: str, profile: str | None = None, path: str | os.PathLike = "params.yaml", **overrides):
+    def from_params(
+        cls, section: str, profile: str | None = None, path: str | os.PathLike = "params.yaml", **overrides
+    ):
         "Build from `section` of `path` with `profile` (default: the file's `profile` key) applied, then `overrides`."
         return cls.from_dict({**load_section(section, profile, path), **overrides}, f"{path}:{section}")
 
-    def to_dict(self) -> dict: return dataclasses.asdict(self)
-    def replace(self, **kw): return dataclasses.replace(self, **kw)
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **kw):
+        return dataclasses.replace(self, **kw)
+
     def select(self, cls):
         "A `cls` config from this one's fields of the same names (a flat section = model knobs + training knobs)."
         return cls(**{f.name: getattr(self, f.name) for f in dataclasses.fields(cls) if hasattr(self, f.name)})
 
+
 def load_section(section: str, profile: str | None = None, path: str | os.PathLike = "params.yaml") -> dict:
     "`section` of a params file with its `tiny`/`full` block merged over the shared keys."
     path = Path(path)
-    try: params = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError: raise ConfigError(f"{path}: no such params file") from None
-    except yaml.YAMLError as e: raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    try:
+        params = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such params file") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
     profile = profile or params.get("profile", "tiny")
-    if profile not in PROFILES: raise ConfigError(f"{path}: unknown profile {profile!r}; expected one of {PROFILES}")
-    if section not in params: raise ConfigError(f"{path}: no section {section!r}; sections: {sorted(params)}")
+    if profile not in PROFILES:
+        raise ConfigError(f"{path}: unknown profile {profile!r}; expected one of {PROFILES}")
+    if section not in params:
+        raise ConfigError(f"{path}: no section {section!r}; sections: {sorted(params)}")
     sec = dict(params[section] or {})
     over = {p: sec.pop(p, None) or {} for p in PROFILES}
     return {**sec, **over[profile]}
@@ -163,53 +231,76 @@ def load_section(section: str, profile: str | None = None, path: str | os.PathLi
 # %% ../nbs/00_core.ipynb #3404a317
 class Registry:
     "A named map from string keys to callables, filled with the `register` decorator."
-    def __init__(self, kind: str): self.kind, self._items = kind, {}
+
+    def __init__(self, kind: str):
+        self.kind, self._items = kind, {}
+
     def register(self, name: str | None = None) -> Callable:
         def deco(obj):
             key = name or obj.__name__
-            if key in self._items: raise ConfigError(f"{self.kind} {key!r} is already registered")
-            self._items[key] = obj; return obj
+            if key in self._items:
+                raise ConfigError(f"{self.kind} {key!r} is already registered")
+            self._items[key] = obj
+            return obj
+
         return deco
+
     def __getitem__(self, name: str):
-        if name not in self._items: raise ConfigError(f"unknown {self.kind} {name!r}; known: {sorted(self._items)}")
+        if name not in self._items:
+            raise ConfigError(f"unknown {self.kind} {name!r}; known: {sorted(self._items)}")
         return self._items[name]
-    def __contains__(self, name): return name in self._items
-    def __iter__(self): return iter(sorted(self._items))
-    def __repr__(self): return f"Registry({self.kind}: {', '.join(self)})"
+
+    def __contains__(self, name):
+        return name in self._items
+
+    def __iter__(self):
+        return iter(sorted(self._items))
+
+    def __repr__(self):
+        return f"Registry({self.kind}: {', '.join(self)})"
 
 # %% ../nbs/00_core.ipynb #3b6b73da
-_UMASK = os.umask(0); os.umask(_UMASK)  # read the process umask (there is no getter)
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read the process umask (there is no getter)
+
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[typing.IO]:
     "Open a temp file beside `path` for writing; on success fsync and rename it over `path`."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the permissions `open` would
     try:
         with os.fdopen(fd, mode) as f:
             yield f
-            f.flush(); os.fsync(f.fileno())
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
         raise
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temp path beside `path` for libraries that write by name; renamed over `path` on success.
     The temp file has `path`'s own name inside a hidden temp folder: writers that record the file name (torch.save
     names its zip archive after it) then give the same bytes on every run, so DVC hashes are reproducible."""
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-    tmp = tmp_dir/path.name
+    tmp = tmp_dir / path.name
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~_UMASK)                      # same permissions as a plain open()
+        os.chmod(tmp, 0o666 & ~_UMASK)  # same permissions as a plain open()
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
+
 def save_json(path: str | os.PathLike, obj: Any) -> None:
     "Atomically write `obj` as indented JSON."
-    with atomic_write(path, "w") as f: json.dump(obj, f, indent=2, sort_keys=True, default=str)
+    with atomic_write(path, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=str)

@@ -4,7 +4,8 @@
 
 # %% ../nbs/02_viz.ipynb #0de34d87
 from __future__ import annotations
-import io, math
+import io
+import math
 
 import ipywidgets as widgets
 import matplotlib
@@ -20,69 +21,94 @@ __all__ = ['plot_spectrogram', 'plot_waveform', 'wav_bytes', 'spectrogram_png', 
            'spectrogram_explorer']
 
 # %% ../nbs/02_viz.ipynb #ccf755c3
-def _np(x) -> np.ndarray: return x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, np.float32)
+def _np(x) -> np.ndarray:
+    return x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, np.float32)
+
 
 def _is_wave(x: torch.Tensor) -> bool:
     "1-D, or (C<=8, T): a waveform; otherwise (..., F, frames) a spectrogram."
     return x.ndim == 1 or (x.ndim == 2 and x.shape[0] <= 8)
 
+
 def _log_spec(wav: torch.Tensor, sr: int, preset: str | MelPreset | None):
     "Log-mel of `preset` (resampling to its rate) or a dB STFT; returns (spec (F, frames), hop, sr, is_mel)."
-    wav = wav if wav.ndim == 1 else wav.mean(0)                            # (T,) mono mix
+    wav = wav if wav.ndim == 1 else wav.mean(0)  # (T,) mono mix
     if preset is not None:
         p = get_preset(preset)
         return mel_spectrogram(resample(wav, sr, p.sr), p), p.hop, p.sr, True
     return 20 * torch.log10(stft_mag(wav, 1024, 256).clamp_min(1e-5)), 256, sr, False
 
-def plot_spectrogram(x, sr: int | None = None, preset: str | MelPreset | None = None, ax=None, title: str | None = None):
+
+def plot_spectrogram(
+    x, sr: int | None = None, preset: str | MelPreset | None = None, ax=None, title: str | None = None
+):
     "Plot a spectrogram (F, frames) or a waveform's (log-mel with `preset`, else dB STFT); returns (fig, ax)."
     x = torch.as_tensor(_np(x))
     if _is_wave(x):
-        if sr is None: raise ValueError("a waveform needs `sr` to be plotted as a spectrogram")
+        if sr is None:
+            raise ValueError("a waveform needs `sr` to be plotted as a spectrogram")
         spec, hop, sr, is_mel = _log_spec(x, sr, preset)
     else:
-        spec = x.reshape(-1, *x.shape[-2:])[0]                                   # first of any leading dims
+        spec = x.reshape(-1, *x.shape[-2:])[0]  # first of any leading dims
         p = get_preset(preset) if preset is not None else None
         hop, sr, is_mel = (p.hop, p.sr, True) if p else (None, sr, False)
-    if ax is None: fig, ax = plt.subplots(figsize=(8, 3))
-    else: fig = ax.figure
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(8, 3))
+    else:
+        fig = ax.figure
     F, N = spec.shape
     extent = (0, N * hop / sr if hop and sr else N, 0, F if is_mel or not sr else sr / 2)
     im = ax.imshow(_np(spec), origin="lower", aspect="auto", extent=extent, cmap="magma")
     ax.set_xlabel("time (s)" if hop and sr else "frame")
     ax.set_ylabel("mel band" if is_mel else ("Hz" if sr else "bin"))
     fig.colorbar(im, ax=ax, label="log magnitude" if is_mel else "dB")
-    if title: ax.set_title(title)
+    if title:
+        ax.set_title(title)
     return fig, ax
 
 # %% ../nbs/02_viz.ipynb #eeb8f515
 def plot_waveform(wav, sr: int, ax=None, title: str | None = None):
     "Plot each channel of a (C, T) or (T,) waveform against time; returns (fig, ax)."
-    x = _np(wav); x = x[None] if x.ndim == 1 else x
-    if ax is None: fig, ax = plt.subplots(figsize=(8, 2))
-    else: fig = ax.figure
+    x = _np(wav)
+    x = x[None] if x.ndim == 1 else x
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(8, 2))
+    else:
+        fig = ax.figure
     t = np.arange(x.shape[-1]) / sr
-    for c, ch in enumerate(x): ax.plot(t, ch, lw=0.6, label=f"ch {c}")
-    ax.set_xlim(0, t[-1] if len(t) else 1); ax.set_xlabel("time (s)"); ax.set_ylabel("amplitude")
-    if len(x) > 1: ax.legend(loc="upper right", fontsize="small")
-    if title: ax.set_title(title)
+    for c, ch in enumerate(x):
+        ax.plot(t, ch, lw=0.6, label=f"ch {c}")
+    ax.set_xlim(0, t[-1] if len(t) else 1)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("amplitude")
+    if len(x) > 1:
+        ax.legend(loc="upper right", fontsize="small")
+    if title:
+        ax.set_title(title)
     return fig, ax
 
 # %% ../nbs/02_viz.ipynb #dca769d1
 def wav_bytes(wav, sr: int) -> bytes:
     "16-bit PCM WAV file bytes of (C, T) or (T,) audio, clipped to [-1, 1]."
-    x = np.clip(np.nan_to_num(_np(wav)), -1, 1); x = x[None] if x.ndim == 1 else x
-    buf = io.BytesIO(); sf.write(buf, x.T, int(sr), format="WAV", subtype="PCM_16")
+    x = np.clip(np.nan_to_num(_np(wav)), -1, 1)
+    x = x[None] if x.ndim == 1 else x
+    buf = io.BytesIO()
+    sf.write(buf, x.T, int(sr), format="WAV", subtype="PCM_16")
     return buf.getvalue()
+
 
 def spectrogram_png(wav, sr: int, preset=None, title=None) -> bytes:
     "The `plot_spectrogram` figure as PNG bytes (the figure is closed)."
     fig, _ = plot_spectrogram(wav, sr, preset=preset, title=title)
-    buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=80, bbox_inches="tight"); plt.close(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
     return buf.getvalue()
+
 
 class AudioPlayer(widgets.VBox):
     "A player for (C, T) audio with its spectrogram under it."
+
     def __init__(self, wav, sr: int, title: str | None = None, preset=None):
         self.sr, self.title = int(sr), title
         self.audio = widgets.Audio(value=wav_bytes(wav, sr), format="wav", autoplay=False, loop=False)
@@ -93,8 +119,10 @@ class AudioPlayer(widgets.VBox):
 # %% ../nbs/02_viz.ipynb #dd0b57b5
 class SpectrogramExplorer(widgets.VBox):
     "A dropdown over named clips and the `AudioPlayer` of the selected one."
+
     def __init__(self, wavs: dict, preset=None):
-        if not wavs: raise ValueError("spectrogram_explorer needs at least one clip")
+        if not wavs:
+            raise ValueError("spectrogram_explorer needs at least one clip")
         self.wavs, self.preset = wavs, preset
         self.dropdown = widgets.Dropdown(options=list(wavs), description="clip")
         self.player = self._player(self.dropdown.value)
@@ -108,6 +136,7 @@ class SpectrogramExplorer(widgets.VBox):
     def _on_change(self, change):
         self.player = self._player(change["new"])
         self.children = [self.dropdown, self.player]
+
 
 def spectrogram_explorer(wavs: dict, preset=None) -> SpectrogramExplorer:
     "Browse `{name: (wav, sr)}` clips: a dropdown plus a player with spectrogram."

@@ -4,7 +4,9 @@
 
 # %% ../../nbs/16_data.corpora.ipynb #8568e020
 from __future__ import annotations
-import importlib, time, traceback
+import importlib
+import time
+import traceback
 from pathlib import Path
 
 import argparse
@@ -20,40 +22,64 @@ __all__ = ['TIMING_KEYS', 'build_corpora', 'main']
 def _builders() -> dict:
     "name -> (config class, make function) for every corpus whose module imports."
     out = dict(speech=(SpeechCfg, make_speech_corpus), kicks=(KicksCfg, make_kick_pack))
-    for name, mod, cfg, fn in (("jazz", "audiolab.data.jazz", "JazzConfig", "make_jazz_corpus"),
-                               ("music", "audiolab.data.music", "MusicConfig", "make_music_corpus")):
+    for name, mod, cfg, fn in (
+        ("jazz", "audiolab.data.jazz", "JazzConfig", "make_jazz_corpus"),
+        ("music", "audiolab.data.music", "MusicConfig", "make_music_corpus"),
+    ):
         try:
-            m = importlib.import_module(mod); out[name] = (getattr(m, cfg), getattr(m, fn))
-        except (ImportError, AttributeError): pass
+            m = importlib.import_module(mod)
+            out[name] = (getattr(m, cfg), getattr(m, fn))
+        except (ImportError, AttributeError):
+            pass
     return out
 
-TIMING_KEYS = ("wall_s", "x_realtime")   # machine-dependent: returned, never written into the corpus
 
-def build_corpora(out: str | Path = "data", params: str | Path = "params.yaml", profile: str | None = None,
-                  only: list[str] | None = None, section: str = "corpora") -> dict:
+TIMING_KEYS = ("wall_s", "x_realtime")  # machine-dependent: returned, never written into the corpus
+
+
+def build_corpora(
+    out: str | Path = "data",
+    params: str | Path = "params.yaml",
+    profile: str | None = None,
+    only: list[str] | None = None,
+    section: str = "corpora",
+) -> dict:
     """Build every configured corpus under `out/<name>`; write `out/REPORT.json` and return it with the timings.
     The file leaves out the wall times (`TIMING_KEYS`), so equal corpora give an identical file (and DVC hash)."""
     sec = load_section(section, profile, params)
     seed, builders, out = sec.pop("seed", 0), _builders(), Path(out)
     unknown = sorted(set(sec) - set(builders) - {"jazz", "music"})
-    if unknown: raise ConfigError(f"{params}:{section}: unknown corpora {unknown}; known: {sorted(builders)}")
+    if unknown:
+        raise ConfigError(f"{params}:{section}: unknown corpora {unknown}; known: {sorted(builders)}")
     report = dict(profile=profile or "default", seed=seed, corpora={}, missing=[])
     for name, conf in sec.items():
-        if only and name not in only: continue
-        if name not in builders: report["missing"].append(f"{name}: generator module not importable"); continue
+        if only and name not in only:
+            continue
+        if name not in builders:
+            report["missing"].append(f"{name}: generator module not importable")
+            continue
         cls, make = builders[name]
         cfg = cls.from_dict({"seed": seed, **(conf or {})}, f"{params}:{section}.{name}")
         t0 = time.time()
-        try: rep = make(out / name, cfg)
-        except Exception as e:                                  # one corpus failing must not lose the others
+        try:
+            rep = make(out / name, cfg)
+        except Exception as e:  # one corpus failing must not lose the others
             rep = dict(error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc()[-2000:])
         rep.setdefault("wall_s", time.time() - t0)
         report["corpora"][name] = rep
-        print(f"[corpora] {name}: {rep.get('hours', 0) * 60:.1f} min of audio in {rep['wall_s']:.1f} s"
-              + (f"  ERROR {rep['error']}" if "error" in rep else ""), flush=True)
+        print(
+            f"[corpora] {name}: {rep.get('hours', 0) * 60:.1f} min of audio in {rep['wall_s']:.1f} s"
+            + (f"  ERROR {rep['error']}" if "error" in rep else ""),
+            flush=True,
+        )
     report["hours"] = sum(r.get("hours", 0) for r in report["corpora"].values())
-    save_json(out / "REPORT.json", {**report, "corpora": {n: {k: v for k, v in r.items() if k not in TIMING_KEYS}
-                                                          for n, r in report["corpora"].items()}})
+    save_json(
+        out / "REPORT.json",
+        {
+            **report,
+            "corpora": {n: {k: v for k, v in r.items() if k not in TIMING_KEYS} for n, r in report["corpora"].items()},
+        },
+    )
     return report
 
 # %% ../../nbs/16_data.corpora.ipynb #a55da776
@@ -69,4 +95,5 @@ def main(argv: list[str] | None = None):
 
 # %% ../../nbs/16_data.corpora.ipynb #e88bb7cf
 #| eval: false
-if __name__ == "__main__": main()
+if __name__ == "__main__":
+    main()

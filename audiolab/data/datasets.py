@@ -23,50 +23,77 @@ __all__ = ['CodecDataset', 'SpeechMelDataset', 'collate_mels', 'KickMelDataset']
 # %% ../../nbs/15_data.datasets.ipynb #c41d1a53
 class CodecDataset(Dataset):
     "Random crops of audio files for codec training: (channels, segment) at peak `peak`, RMS above `min_rms_db`."
-    def __init__(self, files: list, sr: int = 44100, segment: int = 44100, channels: int = 1, min_rms_db: float = -40.,
-                 peak: float = 0.95, tries: int = 10, seed: int | None = None):
+
+    def __init__(
+        self,
+        files: list,
+        sr: int = 44100,
+        segment: int = 44100,
+        channels: int = 1,
+        min_rms_db: float = -40.0,
+        peak: float = 0.95,
+        tries: int = 10,
+        seed: int | None = None,
+    ):
         self.files, self.sr, self.segment, self.channels = [str(f) for f in files], sr, segment, channels
         self.min_rms_db, self.peak, self.tries, self.failed = min_rms_db, peak, tries, {}
         self.rng = np.random.default_rng(seed)
-        if not self.files: raise ValueError("CodecDataset: no audio files")
+        if not self.files:
+            raise ValueError("CodecDataset: no audio files")
 
     @classmethod
     def from_folder(cls, root, **kw) -> "CodecDataset":
         "Scan `root` (bad files are skipped; see `.skipped`) and build the dataset over the good ones."
         sc = scan_audio(root)
-        ds = cls([Path(root) / r["path"] for r in sc["rows"]], **kw); ds.skipped = sc["skipped"]
+        ds = cls([Path(root) / r["path"] for r in sc["rows"]], **kw)
+        ds.skipped = sc["skipped"]
         return ds
 
-    def __len__(self): return len(self.files)
+    def __len__(self):
+        return len(self.files)
 
     def _crop(self, wav: torch.Tensor) -> torch.Tensor | None:
         "A random crop of (C, T) with RMS >= min_rms_db, or None."
         T = wav.shape[-1]
         for _ in range(self.tries):
             o = int(self.rng.integers(0, T - self.segment + 1)) if T > self.segment else 0
-            x = pad_or_trim(wav[..., o:o + self.segment], self.segment)   # (C, segment)
-            if rms_db(x) >= self.min_rms_db: return x
+            x = pad_or_trim(wav[..., o : o + self.segment], self.segment)  # (C, segment)
+            if rms_db(x) >= self.min_rms_db:
+                return x
         return None
 
     def __getitem__(self, i: int) -> torch.Tensor:
         for k in range(len(self.files)):
             f = self.files[(i + k) % len(self.files)]
-            if f in self.failed: continue
-            try: wav, _ = load_audio(f, sr=self.sr, channels=self.channels)  # (C, T)
-            except AudioFileError as e: self.failed[f] = e.problem; continue
+            if f in self.failed:
+                continue
+            try:
+                wav, _ = load_audio(f, sr=self.sr, channels=self.channels)  # (C, T)
+            except AudioFileError as e:
+                self.failed[f] = e.problem
+                continue
             x = self._crop(wav)
-            if x is not None: return x * (self.peak / x.abs().max().clamp_min(1e-8))
+            if x is not None:
+                return x * (self.peak / x.abs().max().clamp_min(1e-8))
         raise RuntimeError(f"CodecDataset: no usable crop in any of {len(self.files)} files; failed: {self.failed}")
 
 # %% ../../nbs/15_data.datasets.ipynb #651aedaf
 class SpeechMelDataset(Dataset):
     "vocos-24k log-mels (100, frames) of LibriTTS-layout utterances, with text and speaker."
-    def __init__(self, items: list[dict], cache_dir: str | os.PathLike | None = None, max_frames: int | None = None,
-                 sr: int = 24000, seed: int | None = None):
+
+    def __init__(
+        self,
+        items: list[dict],
+        cache_dir: str | os.PathLike | None = None,
+        max_frames: int | None = None,
+        sr: int = 24000,
+        seed: int | None = None,
+    ):
         self.items, self.sr, self.max_frames = items, sr, max_frames
         self.cache = Path(cache_dir) if cache_dir else None
         self.rng, self.failed, self.melspec = np.random.default_rng(seed), {}, MelSpec("vocos24k")
-        if not items: raise ValueError("SpeechMelDataset: no utterances")
+        if not items:
+            raise ValueError("SpeechMelDataset: no utterances")
 
     @classmethod
     def from_libritts(cls, root, splits: list[str] | None = None, check: bool = True, **kw) -> "SpeechMelDataset":
@@ -75,44 +102,61 @@ class SpeechMelDataset(Dataset):
         if check:
             good = []
             for it in items:
-                try: probe_audio(it["path"]); good.append(it)
-                except AudioFileError as e: skipped.append(dict(path=it["path"], reason=e.problem))
+                try:
+                    probe_audio(it["path"])
+                    good.append(it)
+                except AudioFileError as e:
+                    skipped.append(dict(path=it["path"], reason=e.problem))
             items = good
-        ds = cls(items, **kw); ds.skipped = skipped
+        ds = cls(items, **kw)
+        ds.skipped = skipped
         return ds
 
-    def __len__(self): return len(self.items)
+    def __len__(self):
+        return len(self.items)
 
     def mel(self, i: int) -> torch.Tensor:
         "Full-length log-mel (100, frames) of item `i` (from the cache when present)."
         it = self.items[i]
         cp = self.cache / f"{it['utt_id']}.pt" if self.cache else None
-        if cp is not None and cp.exists(): return torch.load(cp)
-        wav, _ = load_audio(it["path"], sr=self.sr, mono=True)          # (1, T)
-        with torch.no_grad(): m = self.melspec(wav)[0]                 # (100, frames)
+        if cp is not None and cp.exists():
+            return torch.load(cp)
+        wav, _ = load_audio(it["path"], sr=self.sr, mono=True)  # (1, T)
+        with torch.no_grad():
+            m = self.melspec(wav)[0]  # (100, frames)
         if cp is not None:
-            with atomic_path(cp) as tmp: torch.save(m.clone(), tmp)
+            with atomic_path(cp) as tmp:
+                torch.save(m.clone(), tmp)
         return m
 
     def build_cache(self) -> dict:
         "Compute every mel into `cache_dir`; bad files are reported, not raised."
         ok = 0
         for i in range(len(self)):
-            try: self.mel(i); ok += 1
-            except AudioFileError as e: self.failed[self.items[i]["path"]] = e.problem
+            try:
+                self.mel(i)
+                ok += 1
+            except AudioFileError as e:
+                self.failed[self.items[i]["path"]] = e.problem
         return dict(cached=ok, failed=dict(self.failed))
 
     def __getitem__(self, i: int) -> dict:
         for k in range(len(self.items)):
             j = (i + k) % len(self.items)
-            if self.items[j]["path"] in self.failed: continue
-            try: m = self.mel(j)
-            except AudioFileError as e: self.failed[self.items[j]["path"]] = e.problem; continue
+            if self.items[j]["path"] in self.failed:
+                continue
+            try:
+                m = self.mel(j)
+            except AudioFileError as e:
+                self.failed[self.items[j]["path"]] = e.problem
+                continue
             if self.max_frames and m.shape[-1] > self.max_frames:
-                o = int(self.rng.integers(0, m.shape[-1] - self.max_frames + 1)); m = m[:, o:o + self.max_frames]
+                o = int(self.rng.integers(0, m.shape[-1] - self.max_frames + 1))
+                m = m[:, o : o + self.max_frames]
             it = self.items[j]
             return dict(mel=m, text=it["text"], speaker=it["speaker"], utt_id=it["utt_id"])
         raise RuntimeError(f"SpeechMelDataset: every file failed: {self.failed}")
+
 
 def collate_mels(batch: list[dict]) -> dict:
     "Pad mels to the longest: mel (B, 100, T_max), lengths (B,), plus lists of text/speaker/utt_id."
@@ -123,15 +167,30 @@ def collate_mels(batch: list[dict]) -> dict:
 # %% ../../nbs/15_data.datasets.ipynb #3fe75375
 class KickMelDataset(Dataset):
     "Preprocessed kick log-mels (1, 128, 173) with their `metadata.csv` keywords."
+
     def __init__(self, mel_dir, metadata_csv):
         mel_dir = Path(mel_dir)
         rows = read_kick_metadata(metadata_csv)
-        self.items = [(p, r["keywords"]) for r in rows
-                      if (p := next((mel_dir / f"{Path(r['filename']).stem}{s}" for s in (".pt", ".npy")
-                                     if (mel_dir / f"{Path(r['filename']).stem}{s}").exists()), None)) is not None]
-        if not self.items: raise ValueError(f"KickMelDataset: no preprocessed mels in {mel_dir} for {metadata_csv}")
+        self.items = [
+            (p, r["keywords"])
+            for r in rows
+            if (
+                p := next(
+                    (
+                        mel_dir / f"{Path(r['filename']).stem}{s}"
+                        for s in (".pt", ".npy")
+                        if (mel_dir / f"{Path(r['filename']).stem}{s}").exists()
+                    ),
+                    None,
+                )
+            )
+            is not None
+        ]
+        if not self.items:
+            raise ValueError(f"KickMelDataset: no preprocessed mels in {mel_dir} for {metadata_csv}")
 
-    def __len__(self): return len(self.items)
+    def __len__(self):
+        return len(self.items)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, list[str]]:
         p, kw = self.items[i]

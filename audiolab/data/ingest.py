@@ -4,7 +4,10 @@
 
 # %% ../../nbs/14_data.ingest.ipynb #ead61a48
 from __future__ import annotations
-import csv, hashlib, os, re
+import csv
+import hashlib
+import os
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -22,87 +25,132 @@ __all__ = ['AUDIO_EXTS', 'SIDECAR_EXTS', 'SPLITS', 'MANIFEST_COLUMNS', 'probe_au
 AUDIO_EXTS = (".wav", ".flac", ".mp3", ".ogg")
 SIDECAR_EXTS = (".txt", ".json", ".csv", ".tsv", ".mid", ".midi", ".md", ".yaml", ".lab")  # expected beside audio
 
-def probe_audio(path: str | os.PathLike, max_clip_fraction: float = 0.01, silence_db: float = -90.) -> dict:
+
+def probe_audio(path: str | os.PathLike, max_clip_fraction: float = 0.01, silence_db: float = -90.0) -> dict:
     "Header facts of a usable audio file (sr, frames, channels, duration, subtype, format); `AudioFileError` otherwise."
     path = Path(path)
-    info = audio_info(path)                                            # empty / unreadable / unsupported
-    wav, _ = load_audio(path)                                          # (C, T): truncation, NaN/Inf
+    info = audio_info(path)  # empty / unreadable / unsupported
+    wav, _ = load_audio(path)  # (C, T): truncation, NaN/Inf
     peak = float(wav.abs().max())
-    if peak <= 10 ** (silence_db / 20): raise AudioFileError(path, f"silent (peak {peak:.2g} <= {silence_db:.0f} dBFS)")
+    if peak <= 10 ** (silence_db / 20):
+        raise AudioFileError(path, f"silent (peak {peak:.2g} <= {silence_db:.0f} dBFS)")
     clipped = float((wav.abs() >= 0.999).float().mean())
     if clipped > max_clip_fraction:
-        raise AudioFileError(path, f"clipped ({100 * clipped:.1f}% of samples at full scale > {100 * max_clip_fraction:.1f}%)")
-    return dict(sr=info.sr, frames=wav.shape[-1], channels=info.channels, duration=wav.shape[-1] / info.sr,
-                subtype=info.subtype, format=info.format)
+        raise AudioFileError(
+            path, f"clipped ({100 * clipped:.1f}% of samples at full scale > {100 * max_clip_fraction:.1f}%)"
+        )
+    return dict(
+        sr=info.sr,
+        frames=wav.shape[-1],
+        channels=info.channels,
+        duration=wav.shape[-1] / info.sr,
+        subtype=info.subtype,
+        format=info.format,
+    )
 
 # %% ../../nbs/14_data.ingest.ipynb #8f17520e
 SPLITS = ("train", "valid", "test")
 
+
 def group_of(rel: str, how: str | Callable = "auto") -> str:
     "Group key of a path relative to the scan root: 'speaker', 'parent', 'stem' or 'auto' (speaker if LibriTTS-deep)."
     parts = Path(rel).parts
-    if callable(how): return how(rel)
-    if how == "auto": how = "speaker" if len(parts) == 4 else "parent"
+    if callable(how):
+        return how(rel)
+    if how == "auto":
+        how = "speaker" if len(parts) == 4 else "parent"
     if how == "speaker":
-        if len(parts) < 4: raise ValueError(f"{rel}: not in a <split>/<speaker>/<chapter>/<file> layout")
+        if len(parts) < 4:
+            raise ValueError(f"{rel}: not in a <split>/<speaker>/<chapter>/<file> layout")
         return parts[-3]
-    if how == "parent": return str(Path(rel).parent) if len(parts) > 1 else Path(rel).stem
-    if how == "stem": return re.sub(r"([_@-]\d+(\.\d+)?s?)+$", "", Path(rel).stem)   # clip suffixes join their source
+    if how == "parent":
+        return str(Path(rel).parent) if len(parts) > 1 else Path(rel).stem
+    if how == "stem":
+        return re.sub(r"([_@-]\d+(\.\d+)?s?)+$", "", Path(rel).stem)  # clip suffixes join their source
     raise ValueError(f"unknown grouping {how!r}; use 'auto', 'speaker', 'parent', 'stem' or a function")
+
 
 def split_of(group: str, fractions=(0.9, 0.05, 0.05), seed: int = 0, preset: str | None = None) -> str:
     "Deterministic split of a group (hash of seed + group onto `fractions`), or the split a folder already names."
     if preset:
         p = preset.lower()
         for name, keys in (("train", ("train",)), ("valid", ("dev", "valid", "val")), ("test", ("test", "eval"))):
-            if p.startswith(keys): return name
-    u = int(hashlib.sha1(f"{seed}:{group}".encode()).hexdigest()[:12], 16) / 16 ** 12
+            if p.startswith(keys):
+                return name
+    u = int(hashlib.sha1(f"{seed}:{group}".encode()).hexdigest()[:12], 16) / 16**12
     edges = np.cumsum(fractions) / np.sum(fractions)
     return SPLITS[int(np.searchsorted(edges, u, side="right"))]
 
 # %% ../../nbs/14_data.ingest.ipynb #4fd36d7a
 MANIFEST_COLUMNS = ("path", "sr", "duration", "channels", "frames", "subtype", "format", "group", "split")
 
-def scan_audio(root: str | os.PathLike, exts=AUDIO_EXTS, group: str | Callable = "auto", fractions=(0.9, 0.05, 0.05),
-               seed: int = 0, respect_split_dirs: bool = True, **probe_kw) -> dict:
+
+def scan_audio(
+    root: str | os.PathLike,
+    exts=AUDIO_EXTS,
+    group: str | Callable = "auto",
+    fractions=(0.9, 0.05, 0.05),
+    seed: int = 0,
+    respect_split_dirs: bool = True,
+    **probe_kw,
+) -> dict:
     "Probe every file under `root`: {'rows': manifest rows (paths relative to root), 'skipped': [{path, reason}]}."
     root = Path(root)
     rows, skipped = [], []
-    if not root.is_dir(): return dict(rows=[], skipped=[dict(path=str(root), reason="no such directory")])
+    if not root.is_dir():
+        return dict(rows=[], skipped=[dict(path=str(root), reason="no such directory")])
     for p in sorted(q for q in root.rglob("*") if q.is_file() and not q.name.startswith(".")):
         rel = p.relative_to(root).as_posix()
         ext = p.suffix.lower()
-        if ext in SIDECAR_EXTS: continue
-        if ext not in exts: skipped.append(dict(path=rel, reason=f"not an audio extension ({ext or 'none'})")); continue
+        if ext in SIDECAR_EXTS:
+            continue
+        if ext not in exts:
+            skipped.append(dict(path=rel, reason=f"not an audio extension ({ext or 'none'})"))
+            continue
         try:
             info = probe_audio(p, **probe_kw)
             g = group_of(rel, group)
         except (AudioFileError, ValueError) as e:
-            skipped.append(dict(path=rel, reason=getattr(e, "problem", None) or str(e))); continue
-        except Exception as e:                                           # never let one file stop the scan
-            skipped.append(dict(path=rel, reason=f"{type(e).__name__}: {e}")); continue
+            skipped.append(dict(path=rel, reason=getattr(e, "problem", None) or str(e)))
+            continue
+        except Exception as e:  # never let one file stop the scan
+            skipped.append(dict(path=rel, reason=f"{type(e).__name__}: {e}"))
+            continue
         preset = Path(rel).parts[0] if respect_split_dirs and len(Path(rel).parts) > 1 else None
         rows.append(dict(path=rel, **info, group=g, split=split_of(g, fractions, seed, preset)))
     return dict(rows=rows, skipped=skipped)
+
 
 def write_manifest(path: str | os.PathLike, rows: list[dict]) -> Path:
     "Atomically write manifest rows as CSV."
     with atomic_write(path, "w") as f:
         w = csv.DictWriter(f, MANIFEST_COLUMNS, lineterminator="\n", extrasaction="ignore")
-        w.writeheader(); w.writerows(rows)
+        w.writeheader()
+        w.writerows(rows)
     return Path(path)
+
 
 def read_manifest(path: str | os.PathLike) -> list[dict]:
     "Manifest rows with numeric columns typed."
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     for r in rows:
-        r["sr"], r["channels"], r["frames"], r["duration"] = int(r["sr"]), int(r["channels"]), int(r["frames"]), float(r["duration"])
+        r["sr"], r["channels"], r["frames"], r["duration"] = (
+            int(r["sr"]),
+            int(r["channels"]),
+            int(r["frames"]),
+            float(r["duration"]),
+        )
     return rows
+
 
 def manifest_summary(scan: dict) -> dict:
     "Counts, hours per split, and skipped reasons of a `scan_audio` result."
     rows = scan["rows"]
-    return dict(files=len(rows), hours=sum(r["duration"] for r in rows) / 3600,
-                hours_by_split={s: sum(r["duration"] for r in rows if r["split"] == s) / 3600 for s in SPLITS},
-                groups=len({r["group"] for r in rows}), skipped=scan["skipped"])
+    return dict(
+        files=len(rows),
+        hours=sum(r["duration"] for r in rows) / 3600,
+        hours_by_split={s: sum(r["duration"] for r in rows if r["split"] == s) / 3600 for s in SPLITS},
+        groups=len({r["group"] for r in rows}),
+        skipped=scan["skipped"],
+    )

@@ -4,7 +4,13 @@
 
 # %% ../../nbs/11_data.jazz.ipynb #87a1910b
 from __future__ import annotations
-import dataclasses, json, math, shutil, subprocess, tempfile, time
+import dataclasses
+import json
+import math
+import shutil
+import subprocess
+import tempfile
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,23 +35,32 @@ __all__ = ['NOTE_NAMES', 'QUALITIES', 'FORMS', 'GM_PROGRAMS', 'LEAD_RANGES', 'CO
 NOTE_NAMES = ("C", "Db", "D", "Eb", "E", "F", "Gb", "G", "Ab", "A", "Bb", "B")
 
 QUALITIES = {  # tones: chord tones; scale: chord scale; bebop: passing tone; voicings: rootless A/B forms
-    "maj7": dict(tones=(0, 4, 7, 11), scale=(0, 2, 4, 5, 7, 9, 11), bebop=8, voicings=((4, 7, 11, 14), (11, 14, 16, 19))),
-    "m7":   dict(tones=(0, 3, 7, 10), scale=(0, 2, 3, 5, 7, 9, 10), bebop=4, voicings=((3, 7, 10, 14), (10, 14, 15, 19))),
-    "7":    dict(tones=(0, 4, 7, 10), scale=(0, 2, 4, 5, 7, 9, 10), bebop=11, voicings=((4, 9, 10, 14), (10, 14, 16, 21))),
-    "m7b5": dict(tones=(0, 3, 6, 10), scale=(0, 2, 3, 5, 6, 8, 10), bebop=7, voicings=((3, 6, 10, 12), (10, 12, 15, 18))),
-    "7b9":  dict(tones=(0, 4, 7, 10), scale=(0, 1, 4, 5, 7, 8, 10), bebop=11, voicings=((4, 8, 10, 13), (10, 13, 16, 20))),
-    "m6":   dict(tones=(0, 3, 7, 9), scale=(0, 2, 3, 5, 7, 9, 11), bebop=8, voicings=((3, 7, 9, 14), (9, 14, 15, 19))),
-    "maj":  dict(tones=(0, 4, 7), scale=(0, 2, 4, 5, 7, 9, 11), bebop=8, voicings=((4, 7, 12, 16), (7, 12, 16, 19))),
-    "m":    dict(tones=(0, 3, 7), scale=(0, 2, 3, 5, 7, 8, 10), bebop=11, voicings=((3, 7, 12, 15), (7, 12, 15, 19))),
+    "maj7": dict(
+        tones=(0, 4, 7, 11), scale=(0, 2, 4, 5, 7, 9, 11), bebop=8, voicings=((4, 7, 11, 14), (11, 14, 16, 19))
+    ),
+    "m7": dict(tones=(0, 3, 7, 10), scale=(0, 2, 3, 5, 7, 9, 10), bebop=4, voicings=((3, 7, 10, 14), (10, 14, 15, 19))),
+    "7": dict(tones=(0, 4, 7, 10), scale=(0, 2, 4, 5, 7, 9, 10), bebop=11, voicings=((4, 9, 10, 14), (10, 14, 16, 21))),
+    "m7b5": dict(
+        tones=(0, 3, 6, 10), scale=(0, 2, 3, 5, 6, 8, 10), bebop=7, voicings=((3, 6, 10, 12), (10, 12, 15, 18))
+    ),
+    "7b9": dict(
+        tones=(0, 4, 7, 10), scale=(0, 1, 4, 5, 7, 8, 10), bebop=11, voicings=((4, 8, 10, 13), (10, 13, 16, 20))
+    ),
+    "m6": dict(tones=(0, 3, 7, 9), scale=(0, 2, 3, 5, 7, 9, 11), bebop=8, voicings=((3, 7, 9, 14), (9, 14, 15, 19))),
+    "maj": dict(tones=(0, 4, 7), scale=(0, 2, 4, 5, 7, 9, 11), bebop=8, voicings=((4, 7, 12, 16), (7, 12, 16, 19))),
+    "m": dict(tones=(0, 3, 7), scale=(0, 2, 3, 5, 7, 8, 10), bebop=11, voicings=((3, 7, 12, 15), (7, 12, 15, 19))),
 }
+
 
 def chord_symbol(root: int, quality: str) -> str:
     "Lead-sheet symbol of a chord: `chord_symbol(2, 'm7') == 'Dm7'`."
     return NOTE_NAMES[root % 12] + ("" if quality == "maj" else quality)
 
+
 def chord_tones(root: int, quality: str) -> set[int]:
     "Pitch classes of the chord."
     return {(root + i) % 12 for i in QUALITIES[quality]["tones"]}
+
 
 def chord_scale(root: int, quality: str, bebop: bool = True) -> list[int]:
     "Sorted pitch classes of the chord scale, with the bebop passing tone when `bebop`."
@@ -55,29 +70,87 @@ def chord_scale(root: int, quality: str, bebop: bool = True) -> list[int]:
 
 # %% ../../nbs/11_data.jazz.ipynb #7b9e3814
 FORMS = {
-    "ii-V-I": [(2, "m7", 4), (7, "7", 4), (0, "maj7", 8), (2, "m7", 4), (7, "7", 4), (0, "maj7", 4),
-               (9, "7b9", 4), (2, "m7", 2), (7, "7", 2), (0, "maj7", 2), (9, "7b9", 2), (2, "m7", 2), (7, "7", 2)],
-    "minor ii-V-i": [(2, "m7b5", 4), (7, "7b9", 4), (0, "m6", 8), (5, "m7", 4), (10, "7", 4), (3, "maj7", 4),
-                     (8, "maj7", 4), (2, "m7b5", 4), (7, "7b9", 4), (0, "m6", 4), (7, "7b9", 4)],
-    "blues": [(0, "7", 4), (5, "7", 4), (0, "7", 4), (7, "m7", 2), (0, "7", 2), (5, "7", 4), (5, "7", 4),
-              (0, "7", 4), (9, "7b9", 4), (2, "m7", 4), (7, "7", 4), (0, "7", 2), (9, "7b9", 2), (2, "m7", 2), (7, "7", 2)],
-    "rhythm changes": [(0, "maj7", 2), (9, "7", 2), (2, "m7", 2), (7, "7", 2), (4, "m7", 2), (9, "7", 2), (2, "m7", 2),
-                       (7, "7", 2), (0, "maj7", 2), (0, "7", 2), (5, "maj7", 2), (5, "m6", 2), (4, "m7", 2), (9, "7", 2),
-                       (2, "m7", 2), (7, "7", 2)],
+    "ii-V-I": [
+        (2, "m7", 4),
+        (7, "7", 4),
+        (0, "maj7", 8),
+        (2, "m7", 4),
+        (7, "7", 4),
+        (0, "maj7", 4),
+        (9, "7b9", 4),
+        (2, "m7", 2),
+        (7, "7", 2),
+        (0, "maj7", 2),
+        (9, "7b9", 2),
+        (2, "m7", 2),
+        (7, "7", 2),
+    ],
+    "minor ii-V-i": [
+        (2, "m7b5", 4),
+        (7, "7b9", 4),
+        (0, "m6", 8),
+        (5, "m7", 4),
+        (10, "7", 4),
+        (3, "maj7", 4),
+        (8, "maj7", 4),
+        (2, "m7b5", 4),
+        (7, "7b9", 4),
+        (0, "m6", 4),
+        (7, "7b9", 4),
+    ],
+    "blues": [
+        (0, "7", 4),
+        (5, "7", 4),
+        (0, "7", 4),
+        (7, "m7", 2),
+        (0, "7", 2),
+        (5, "7", 4),
+        (5, "7", 4),
+        (0, "7", 4),
+        (9, "7b9", 4),
+        (2, "m7", 4),
+        (7, "7", 4),
+        (0, "7", 2),
+        (9, "7b9", 2),
+        (2, "m7", 2),
+        (7, "7", 2),
+    ],
+    "rhythm changes": [
+        (0, "maj7", 2),
+        (9, "7", 2),
+        (2, "m7", 2),
+        (7, "7", 2),
+        (4, "m7", 2),
+        (9, "7", 2),
+        (2, "m7", 2),
+        (7, "7", 2),
+        (0, "maj7", 2),
+        (0, "7", 2),
+        (5, "maj7", 2),
+        (5, "m6", 2),
+        (4, "m7", 2),
+        (9, "7", 2),
+        (2, "m7", 2),
+        (7, "7", 2),
+    ],
     "modal": [(0, "m7", 16), (0, "m7", 16), (1, "m7", 16), (0, "m7", 16)],
 }
 
+
 def form_chords(form: str, key: int, n_bars: int) -> list[tuple[float, float, int, str]]:
     "Chord timeline `(start_beat, beats, root_pc, quality)` repeating `form` in `key` for exactly `n_bars` 4/4 bars."
-    if form not in FORMS: raise ConfigError(f"unknown form {form!r}; known: {sorted(FORMS)}")
+    if form not in FORMS:
+        raise ConfigError(f"unknown form {form!r}; known: {sorted(FORMS)}")
     out, t, end = [], 0.0, 4.0 * n_bars
     while t < end:
         for off, q, beats in FORMS[form]:
-            if t >= end: break
+            if t >= end:
+                break
             b = min(beats, end - t)
             if out and out[-1][2:] == ((key + off) % 12, q) and out[-1][0] + out[-1][1] == t:  # merge repeats
                 out[-1] = (out[-1][0], out[-1][1] + b, out[-1][2], q)
-            else: out.append((t, float(b), (key + off) % 12, q))
+            else:
+                out.append((t, float(b), (key + off) % 12, q))
             t += b
     return out
 
@@ -85,33 +158,68 @@ def form_chords(form: str, key: int, n_bars: int) -> list[tuple[float, float, in
 @dataclasses.dataclass(frozen=True)
 class Note:
     "One note on the straight grid: onset and length in beats, MIDI pitch, velocity, MIDI channel (9 = drums)."
+
     start: float
     dur: float
     pitch: int
     vel: int
     channel: int
 
+
 def swing_beat(b: float, swing: float) -> float:
     "Map straight beat position `b` to swung position: the '&' (b + 0.5) lands on b + `swing`."
-    i = math.floor(b); f = b - i
+    i = math.floor(b)
+    f = b - i
     return i + (f / 0.5 * swing if f < 0.5 else swing + (f - 0.5) / 0.5 * (1 - swing))
 
 # %% ../../nbs/11_data.jazz.ipynb #cb2bd0b2
 GM_PROGRAMS = {  # GM program numbers (0-based) used here
-    "soprano sax": 64, "alto sax": 65, "tenor sax": 66, "baritone sax": 67, "trumpet": 56, "trombone": 57,
-    "clarinet": 71, "flute": 73, "vibraphone": 11, "jazz guitar": 26,
-    "acoustic grand piano": 0, "bright piano": 1, "electric piano": 4, "electric piano 2": 5,
-    "drawbar organ": 16, "percussive organ": 17, "rock organ": 18,
-    "acoustic bass": 32, "fingered bass": 33, "fretless bass": 35,
+    "soprano sax": 64,
+    "alto sax": 65,
+    "tenor sax": 66,
+    "baritone sax": 67,
+    "trumpet": 56,
+    "trombone": 57,
+    "clarinet": 71,
+    "flute": 73,
+    "vibraphone": 11,
+    "jazz guitar": 26,
+    "acoustic grand piano": 0,
+    "bright piano": 1,
+    "electric piano": 4,
+    "electric piano 2": 5,
+    "drawbar organ": 16,
+    "percussive organ": 17,
+    "rock organ": 18,
+    "acoustic bass": 32,
+    "fingered bass": 33,
+    "fretless bass": 35,
 }
 LEAD_RANGES = {  # comfortable written range (MIDI pitches) of each lead
-    "soprano sax": (58, 86), "alto sax": (53, 81), "tenor sax": (46, 74), "baritone sax": (38, 67),
-    "trumpet": (55, 82), "trombone": (41, 70), "clarinet": (52, 84), "flute": (62, 93),
-    "vibraphone": (55, 88), "jazz guitar": (50, 79),
+    "soprano sax": (58, 86),
+    "alto sax": (53, 81),
+    "tenor sax": (46, 74),
+    "baritone sax": (38, 67),
+    "trumpet": (55, 82),
+    "trombone": (41, 70),
+    "clarinet": (52, 84),
+    "flute": (62, 93),
+    "vibraphone": (55, 88),
+    "jazz guitar": (50, 79),
 }
 
-def _track(name: str, channel: int, program: int | None, pan: int, reverb: int, chorus: int,
-           notes: list[Note], swing: float, tpb: int) -> mido.MidiTrack:
+
+def _track(
+    name: str,
+    channel: int,
+    program: int | None,
+    pan: int,
+    reverb: int,
+    chorus: int,
+    notes: list[Note],
+    swing: float,
+    tpb: int,
+) -> mido.MidiTrack:
     "A MIDI track: name, program, CC7/CC10/CC91/CC93 set-up, then the swung notes."
     evs = []  # (tick, order, message): note-offs before note-ons at the same tick
     for n in notes:
@@ -120,24 +228,43 @@ def _track(name: str, channel: int, program: int | None, pan: int, reverb: int, 
         evs.append((max(off, on + 1), 0, mido.Message("note_off", channel=channel, note=n.pitch, velocity=0)))
     evs.sort(key=lambda e: (e[0], e[1], e[2].note))
     tr = mido.MidiTrack([mido.MetaMessage("track_name", name=name)])
-    if program is not None: tr.append(mido.Message("program_change", channel=channel, program=program))
+    if program is not None:
+        tr.append(mido.Message("program_change", channel=channel, program=program))
     for cc, v in ((7, 100), (10, pan), (91, reverb), (93, chorus)):
         tr.append(mido.Message("control_change", channel=channel, control=cc, value=int(v)))
     last = 0
-    for tick, _, msg in evs: tr.append(msg.copy(time=tick - last)); last = tick
+    for tick, _, msg in evs:
+        tr.append(msg.copy(time=tick - last))
+        last = tick
     return tr
+
 
 def build_midi(parts: list[dict], tempo_bpm: float, swing: float, end_beat: float, tpb: int = 480) -> mido.MidiFile:
     """Type-1 MIDI file: a tempo track then one track per part. Every track ends at `end_beat`, so files made
     from different subsets of parts have the same length (FluidSynth renders until the last end-of-track)."""
     mf = mido.MidiFile(type=1, ticks_per_beat=tpb)
     end = round(end_beat * tpb)
-    meta = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(tempo_bpm)),
-                           mido.MetaMessage("time_signature", numerator=4, denominator=4)])
+    meta = mido.MidiTrack(
+        [
+            mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(tempo_bpm)),
+            mido.MetaMessage("time_signature", numerator=4, denominator=4),
+        ]
+    )
     mf.tracks.append(meta)
     for p in parts:
-        mf.tracks.append(_track(p["name"], p["channel"], p.get("program"), p.get("pan", 64), p.get("reverb", 40),
-                                p.get("chorus", 0), p["notes"], swing, tpb))
+        mf.tracks.append(
+            _track(
+                p["name"],
+                p["channel"],
+                p.get("program"),
+                p.get("pan", 64),
+                p.get("reverb", 40),
+                p.get("chorus", 0),
+                p["notes"],
+                swing,
+                tpb,
+            )
+        )
     for tr in mf.tracks:
         now = sum(m.time for m in tr)
         tr.append(mido.MetaMessage("end_of_track", time=max(0, end - now)))
@@ -149,11 +276,14 @@ def _nearest(pc: int, ref: float, lo: int, hi: int) -> int:
     cands = [p for p in range(lo, hi + 1) if p % 12 == pc % 12]
     return min(cands, key=lambda p: (abs(p - ref), p))
 
+
 def chord_at(chords, t: float):
     "The chord `(start, beats, root, quality)` sounding at beat `t` (the last one after the end)."
     for c in chords:
-        if c[0] <= t < c[0] + c[1]: return c
+        if c[0] <= t < c[0] + c[1]:
+            return c
     return chords[-1]
+
 
 def walking_bass(chords, rng: np.random.Generator, channel: int = 1, lo: int = 28, hi: int = 50) -> list[Note]:
     "Quarter-note walking line: chord tones on bar lines and changes, approach notes into each change."
@@ -163,29 +293,48 @@ def walking_bass(chords, rng: np.random.Generator, channel: int = 1, lo: int = 2
         tones, scale = sorted(chord_tones(root, q)), chord_scale(root, q, bebop=False)
         for k in range(int(round(beats))):
             t = t0 + k
-            if k == 0: p = _nearest(root, prev, lo, hi)
-            elif k == beats - 1 and ci + 1 < len(chords):        # approach the next root
+            if k == 0:
+                p = _nearest(root, prev, lo, hi)
+            elif k == beats - 1 and ci + 1 < len(chords):  # approach the next root
                 target = _nearest(nroot, prev, lo + 1, hi - 1)
-                p = target + int(rng.choice([-1, 1, 7, -5])) if rng.random() < 0.85 else _nearest(int(rng.choice(tones)), prev, lo, hi)
+                p = (
+                    target + int(rng.choice([-1, 1, 7, -5]))
+                    if rng.random() < 0.85
+                    else _nearest(int(rng.choice(tones)), prev, lo, hi)
+                )
                 p = p if lo <= p <= hi else target + (1 if target + 1 <= hi else -1)
-            elif t % 4 == 0: p = _nearest(int(rng.choice(tones)), prev, lo, hi)  # bar line inside a long chord
-            else:                                                 # step through the scale, mostly stepwise
-                step = int(rng.choice([-2, -1, 1, 2], p=[.2, .3, .3, .2])) if prev < hi - 3 and prev > lo + 3 else (2 if prev <= lo + 3 else -2)
+            elif t % 4 == 0:
+                p = _nearest(int(rng.choice(tones)), prev, lo, hi)  # bar line inside a long chord
+            else:  # step through the scale, mostly stepwise
+                step = (
+                    int(rng.choice([-2, -1, 1, 2], p=[0.2, 0.3, 0.3, 0.2]))
+                    if prev < hi - 3 and prev > lo + 3
+                    else (2 if prev <= lo + 3 else -2)
+                )
                 cands = sorted(pp for pp in range(lo, hi + 1) if pp % 12 in scale)
                 i = min(range(len(cands)), key=lambda j: abs(cands[j] - prev))
                 p = cands[int(np.clip(i + step, 0, len(cands) - 1))]
             vel = int(rng.integers(88, 104) if k == 0 else rng.integers(72, 92))
-            if k and rng.random() < 0.06:                        # swung triplet skip: ghosted repeat
+            if k and rng.random() < 0.06:  # swung triplet skip: ghosted repeat
                 notes += [Note(t, 0.62, p, vel, channel), Note(t + 2 / 3, 0.3, p, vel - 30, channel)]
-            else: notes.append(Note(t, 0.92, p, vel, channel))
+            else:
+                notes.append(Note(t, 0.92, p, vel, channel))
             prev = p
     return notes
 
 # %% ../../nbs/11_data.jazz.ipynb #988b9d75
 COMP_RHYTHMS = (  # (onset in the bar, length) on the straight grid, beats
-    ((0, .75), (1.5, .5)), ((.5, .5), (2, .75)), ((1.5, .5), (3.5, .5)), ((0, 1.5), (2, 1.5)),
-    ((1, .5), (2.5, .5)), ((0, .5), (1.5, .5), (3, .5)), ((2.5, .5), (3.5, .5)), ((.5, .4),), (),
+    ((0, 0.75), (1.5, 0.5)),
+    ((0.5, 0.5), (2, 0.75)),
+    ((1.5, 0.5), (3.5, 0.5)),
+    ((0, 1.5), (2, 1.5)),
+    ((1, 0.5), (2.5, 0.5)),
+    ((0, 0.5), (1.5, 0.5), (3, 0.5)),
+    ((2.5, 0.5), (3.5, 0.5)),
+    ((0.5, 0.4),),
+    (),
 )
+
 
 def voicing(root: int, q: str, center: float, rng: np.random.Generator, lo: int = 48, hi: int = 79) -> list[int]:
     "A rootless A or B voicing of the chord, placed in [lo, hi] as close as possible to `center`."
@@ -193,21 +342,27 @@ def voicing(root: int, q: str, center: float, rng: np.random.Generator, lo: int 
     for v in QUALITIES[q]["voicings"]:
         for base in range(lo - 24, hi, 12):
             ps = [base + root % 12 + i for i in v]
-            if ps[0] >= lo and ps[-1] <= hi: opts.append(ps)
+            if ps[0] >= lo and ps[-1] <= hi:
+                opts.append(ps)
     opts.sort(key=lambda ps: (abs(np.mean(ps) - center), ps))
     return opts[0] if rng.random() < 0.8 or len(opts) == 1 else opts[1]
 
+
 def shell(root: int, q: str, lo: int = 40) -> list[int]:
     "Guitar shell voicing: root, 3rd (or 6th), 7th from a root in [lo, lo + 11]."
-    r = _nearest(root, lo + 6, lo, lo + 11); ts = QUALITIES[q]["tones"]
+    r = _nearest(root, lo + 6, lo, lo + 11)
+    ts = QUALITIES[q]["tones"]
     return [r, r + ts[1], r + ts[-1] + (0 if ts[-1] > ts[1] else 12)]
+
 
 def comping(chords, rng: np.random.Generator, style: str, channel: int = 2) -> list[Note]:
     "Comping part in `style` 'piano' | 'guitar' | 'organ' over the chord timeline."
-    end = chords[-1][0] + chords[-1][1]; notes, center = [], 64.0
+    end = chords[-1][0] + chords[-1][1]
+    notes, center = [], 64.0
     if style == "organ":
         for t0, beats, root, q in chords:
-            ps = voicing(root, q, center, rng); center = float(np.mean(ps))
+            ps = voicing(root, q, center, rng)
+            center = float(np.mean(ps))
             notes += [Note(t0, beats - 0.1, p, 70, channel) for p in ps]
         return notes
     if style == "guitar":
@@ -218,9 +373,10 @@ def comping(chords, rng: np.random.Generator, style: str, channel: int = 2) -> l
     for bar in range(int(end // 4)):
         for on, ln in COMP_RHYTHMS[int(rng.integers(len(COMP_RHYTHMS)))]:
             t = 4 * bar + on
-            look = t + 0.5 if on % 1 == 0.5 and t + 0.5 < end else t       # anticipation of the next chord
+            look = t + 0.5 if on % 1 == 0.5 and t + 0.5 < end else t  # anticipation of the next chord
             _, _, root, q = chord_at(chords, look)
-            ps = voicing(root, q, center, rng); center = float(np.mean(ps))
+            ps = voicing(root, q, center, rng)
+            center = float(np.mean(ps))
             v = int(rng.integers(58, 90))
             notes += [Note(t, min(ln, end - t), p, v, channel) for p in ps]
     return notes
@@ -228,141 +384,281 @@ def comping(chords, rng: np.random.Generator, style: str, channel: int = 2) -> l
 # %% ../../nbs/11_data.jazz.ipynb #11b0b700
 DRUMS = dict(kick=36, snare=38, hihat_pedal=44, ride=51, crash=49)
 
+
 def swing_drums(n_bars: int, rng: np.random.Generator, chorus_bars: int, channel: int = 9) -> list[Note]:
     "Swing kit pattern for `n_bars` bars; a crash on the first beat of every chorus."
     D, notes = DRUMS, []
     for bar in range(n_bars):
         t = 4.0 * bar
-        if bar % chorus_bars == 0: notes.append(Note(t, .5, D["crash"], 96, channel))
+        if bar % chorus_bars == 0:
+            notes.append(Note(t, 0.5, D["crash"], 96, channel))
         for b in range(4):
-            notes.append(Note(t + b, .25, D["ride"], int(rng.integers(78, 96) if b % 2 else rng.integers(68, 84)), channel))
-            notes.append(Note(t + b, .25, D["kick"], int(rng.integers(28, 44)), channel))    # feathering
-            if b % 2: notes.append(Note(t + b, .25, D["hihat_pedal"], int(rng.integers(64, 80)), channel))
-            if b % 2 and rng.random() < 0.9: notes.append(Note(t + b + .5, .25, D["ride"], int(rng.integers(56, 72)), channel))
-            if rng.random() < 0.3: notes.append(Note(t + b + .5, .2, D["snare"], int(rng.integers(22, 42)), channel))
-            if rng.random() < 0.05: notes.append(Note(t + b + .5, .2, D["snare"], int(rng.integers(80, 100)), channel))
-            if rng.random() < 0.03: notes.append(Note(t + b + .5, .25, D["kick"], int(rng.integers(80, 100)), channel))
+            notes.append(
+                Note(t + b, 0.25, D["ride"], int(rng.integers(78, 96) if b % 2 else rng.integers(68, 84)), channel)
+            )
+            notes.append(Note(t + b, 0.25, D["kick"], int(rng.integers(28, 44)), channel))  # feathering
+            if b % 2:
+                notes.append(Note(t + b, 0.25, D["hihat_pedal"], int(rng.integers(64, 80)), channel))
+            if b % 2 and rng.random() < 0.9:
+                notes.append(Note(t + b + 0.5, 0.25, D["ride"], int(rng.integers(56, 72)), channel))
+            if rng.random() < 0.3:
+                notes.append(Note(t + b + 0.5, 0.2, D["snare"], int(rng.integers(22, 42)), channel))
+            if rng.random() < 0.05:
+                notes.append(Note(t + b + 0.5, 0.2, D["snare"], int(rng.integers(80, 100)), channel))
+            if rng.random() < 0.03:
+                notes.append(Note(t + b + 0.5, 0.25, D["kick"], int(rng.integers(80, 100)), channel))
     return notes
 
 # %% ../../nbs/11_data.jazz.ipynb #6f4cd7ca
-RHYTHM_CELLS = ((.5, .5), (.5, .5), (.5, .5, .5, .5), (1.,), (1 / 3, 1 / 3, 1 / 3), (1.5, .5), (.5, 1.), (.5, .5, 1.))
+RHYTHM_CELLS = (
+    (0.5, 0.5),
+    (0.5, 0.5),
+    (0.5, 0.5, 0.5, 0.5),
+    (1.0,),
+    (1 / 3, 1 / 3, 1 / 3),
+    (1.5, 0.5),
+    (0.5, 1.0),
+    (0.5, 0.5, 1.0),
+)
+
 
 def _scale_pitches(root, q, lo, hi):
-    pcs = set(chord_scale(root, q)); return [p for p in range(lo, hi + 1) if p % 12 in pcs]
+    pcs = set(chord_scale(root, q))
+    return [p for p in range(lo, hi + 1) if p % 12 in pcs]
+
 
 def improvise(chords, rng: np.random.Generator, lo: int, hi: int, channel: int = 0) -> list[Note]:
     "A monophonic improvised line over `chords` within [lo, hi]."
-    end = chords[-1][0] + chords[-1][1]; notes: list[Note] = []
+    end = chords[-1][0] + chords[-1][1]
+    notes: list[Note] = []
     t, prev, direction, motif = float(rng.choice([0, 1, 2, 4])), (lo + hi) / 2, 1, None
     while t < end - 2:
         length = min(float(rng.choice([4, 6, 8, 8, 12, 16])), end - 1 - t)
         reuse = motif is not None and rng.random() < 0.35
         cells = motif if reuse else []
-        if not reuse:                                     # new phrase: rhythm cells and scale-degree steps
+        if not reuse:  # new phrase: rhythm cells and scale-degree steps
             dur = 0.0
             while dur < length:
                 cell = RHYTHM_CELLS[int(rng.integers(len(RHYTHM_CELLS)))]
                 for d in cell:
-                    if rng.random() < 0.2: direction = -direction
-                    step = direction * int(rng.choice([1, 1, 1, 2, 3], p=[.35, .25, .15, .15, .1]))
-                    cells.append((d, step)); dur += d
+                    if rng.random() < 0.2:
+                        direction = -direction
+                    step = direction * int(rng.choice([1, 1, 1, 2, 3], p=[0.35, 0.25, 0.15, 0.15, 0.1]))
+                    cells.append((d, step))
+                    dur += d
         start, peak = t, len(cells) // 2
         for i, (d, step) in enumerate(cells):
-            if t + d > end - 0.5: break
+            if t + d > end - 0.5:
+                break
             _, _, root, q = chord_at(chords, t)
             sp = _scale_pitches(root, q, lo, hi)
             j = min(range(len(sp)), key=lambda k: abs(sp[k] - prev))
-            if (step < 0 and sp[j] - lo < 5) or (step > 0 and hi - sp[j] < 5): step = -step   # bounce off the range edges
+            if (step < 0 and sp[j] - lo < 5) or (step > 0 and hi - sp[j] < 5):
+                step = -step  # bounce off the range edges
             j = int(np.clip(j + step, 0, len(sp) - 1))
             p = sp[j]
             last = i == len(cells) - 1
-            if t % 1 == 0 or last:                        # strong beats and phrase ends: chord tones
+            if t % 1 == 0 or last:  # strong beats and phrase ends: chord tones
                 tones = chord_tones(root, q)
                 p = min((x for x in sp if x % 12 in tones), key=lambda x: (abs(x - p), x))
-            elif rng.random() < 0.06 and lo < p < hi:     # chromatic approach into the next note
+            elif rng.random() < 0.06 and lo < p < hi:  # chromatic approach into the next note
                 p = p + int(rng.choice([-1, 1]))
             dd = d * (float(rng.choice([1.5, 2.0, 3.0])) if last else 1.0)
-            vel = int(np.clip(78 + 14 * (1 - abs(i - peak) / max(peak, 1)) + (8 if t % 1 else 0) + rng.integers(-6, 7), 40, 120))
+            vel = int(
+                np.clip(
+                    78 + 14 * (1 - abs(i - peak) / max(peak, 1)) + (8 if t % 1 else 0) + rng.integers(-6, 7), 40, 120
+                )
+            )
             notes.append(Note(t, min(dd * 0.95, end - t), int(p), vel, channel))
-            prev, t = p, round(t + dd, 9)          # keep the grid exact (triplets)
-        if not reuse and rng.random() < 0.7: motif = cells
+            prev, t = p, round(t + dd, 9)  # keep the grid exact (triplets)
+        if not reuse and rng.random() < 0.7:
+            motif = cells
         t = max(t, start + 1) + float(rng.choice([1, 1.5, 2, 2, 3, 4]))
     # monophonic: trim overlaps
     notes.sort(key=lambda n: n.start)
-    return [dataclasses.replace(n, dur=min(n.dur, notes[i + 1].start - n.start)) if i + 1 < len(notes) else n
-            for i, n in enumerate(notes)]
+    return [
+        dataclasses.replace(n, dur=min(n.dur, notes[i + 1].start - n.start)) if i + 1 < len(notes) else n
+        for i, n in enumerate(notes)
+    ]
 
 # %% ../../nbs/11_data.jazz.ipynb #3db4d538
-LEADS = ("soprano sax", "alto sax", "tenor sax", "baritone sax", "trumpet", "trombone", "clarinet", "flute",
-         "vibraphone", "jazz guitar")
-LEAD_WEIGHTS = (.12, .16, .18, .1, .1, .07, .07, .07, .07, .06)   # saxophones about 56 %
-COMPS = {"acoustic grand piano": "piano", "bright piano": "piano", "electric piano": "piano",
-         "electric piano 2": "piano", "jazz guitar": "guitar", "drawbar organ": "organ", "percussive organ": "organ"}
+LEADS = (
+    "soprano sax",
+    "alto sax",
+    "tenor sax",
+    "baritone sax",
+    "trumpet",
+    "trombone",
+    "clarinet",
+    "flute",
+    "vibraphone",
+    "jazz guitar",
+)
+LEAD_WEIGHTS = (0.12, 0.16, 0.18, 0.1, 0.1, 0.07, 0.07, 0.07, 0.07, 0.06)  # saxophones about 56 %
+COMPS = {
+    "acoustic grand piano": "piano",
+    "bright piano": "piano",
+    "electric piano": "piano",
+    "electric piano 2": "piano",
+    "jazz guitar": "guitar",
+    "drawbar organ": "organ",
+    "percussive organ": "organ",
+}
 BASSES = ("acoustic bass", "acoustic bass", "fingered bass", "fretless bass")
 
-def compose_song(rng: np.random.Generator, seconds: float, forms=tuple(FORMS), tempo=(100., 220.),
-                 swing=(0.55, 0.68), lead_gain_db=(-3., 6.), soundfonts=("default",)) -> dict:
+
+def compose_song(
+    rng: np.random.Generator,
+    seconds: float,
+    forms=tuple(FORMS),
+    tempo=(100.0, 220.0),
+    swing=(0.55, 0.68),
+    lead_gain_db=(-3.0, 6.0),
+    soundfonts=("default",),
+) -> dict:
     "Draw a song: its parameters (`meta`), chord timeline and parts (lists of `Note`)."
-    form = str(rng.choice(list(forms))); key = int(rng.integers(12))
-    bpm = float(round(rng.uniform(*tempo), 1)); sw = float(round(rng.uniform(*swing), 3))
-    lead_name = str(rng.choice(LEADS, p=LEAD_WEIGHTS)); comp_name = str(rng.choice(list(COMPS)))
-    bass_name = str(rng.choice(BASSES)); sf = str(rng.choice(list(soundfonts)))
+    form = str(rng.choice(list(forms)))
+    key = int(rng.integers(12))
+    bpm = float(round(rng.uniform(*tempo), 1))
+    sw = float(round(rng.uniform(*swing), 3))
+    lead_name = str(rng.choice(LEADS, p=LEAD_WEIGHTS))
+    comp_name = str(rng.choice(list(COMPS)))
+    bass_name = str(rng.choice(BASSES))
+    sf = str(rng.choice(list(soundfonts)))
     n_bars = max(1, math.ceil(seconds / (4 * 60 / bpm)))
     chords = form_chords(form, key, n_bars)
     chorus_bars = int(sum(b for *_, b in FORMS[form]) // 4)
     parts = {
-        "lead": dict(name=lead_name, channel=0, program=GM_PROGRAMS[lead_name], pan=64, reverb=40,
-                     notes=improvise(chords, rng, *LEAD_RANGES[lead_name], channel=0)),
-        "bass": dict(name=bass_name, channel=1, program=GM_PROGRAMS[bass_name], pan=64, reverb=20,
-                     notes=walking_bass(chords, rng, channel=1)),
-        "comp": dict(name=comp_name, channel=2, program=GM_PROGRAMS[comp_name], pan=int(rng.integers(44, 85)),
-                     reverb=40, notes=comping(chords, rng, COMPS[comp_name], channel=2)),
-        "drums": dict(name="drums", channel=9, program=0, pan=64, reverb=30,
-                      notes=swing_drums(n_bars, rng, chorus_bars, channel=9)),
+        "lead": dict(
+            name=lead_name,
+            channel=0,
+            program=GM_PROGRAMS[lead_name],
+            pan=64,
+            reverb=40,
+            notes=improvise(chords, rng, *LEAD_RANGES[lead_name], channel=0),
+        ),
+        "bass": dict(
+            name=bass_name,
+            channel=1,
+            program=GM_PROGRAMS[bass_name],
+            pan=64,
+            reverb=20,
+            notes=walking_bass(chords, rng, channel=1),
+        ),
+        "comp": dict(
+            name=comp_name,
+            channel=2,
+            program=GM_PROGRAMS[comp_name],
+            pan=int(rng.integers(44, 85)),
+            reverb=40,
+            notes=comping(chords, rng, COMPS[comp_name], channel=2),
+        ),
+        "drums": dict(
+            name="drums",
+            channel=9,
+            program=0,
+            pan=64,
+            reverb=30,
+            notes=swing_drums(n_bars, rng, chorus_bars, channel=9),
+        ),
     }
     mode = "dorian" if form == "modal" else "minor" if form == "minor ii-V-i" else "major"
-    meta = dict(form=form, key=f"{NOTE_NAMES[key]} {mode}", tempo_bpm=bpm, swing=sw, n_bars=n_bars,
-                lead_instrument=lead_name, lead_program=GM_PROGRAMS[lead_name], comp_instrument=comp_name,
-                bass_instrument=bass_name, soundfont=sf, lead_gain_db=float(round(rng.uniform(*lead_gain_db), 2)))
+    meta = dict(
+        form=form,
+        key=f"{NOTE_NAMES[key]} {mode}",
+        tempo_bpm=bpm,
+        swing=sw,
+        n_bars=n_bars,
+        lead_instrument=lead_name,
+        lead_program=GM_PROGRAMS[lead_name],
+        comp_instrument=comp_name,
+        bass_instrument=bass_name,
+        soundfont=sf,
+        lead_gain_db=float(round(rng.uniform(*lead_gain_db), 2)),
+    )
     return dict(meta=meta, chords=chords, parts=parts)
+
 
 def seconds_per_beat(bpm: float) -> float:
     "Beat length as the MIDI file stores it (an integer number of microseconds), so seconds agree with the MIDI."
     return mido.bpm2tempo(bpm) / 1e6
 
+
 def song_midis(song: dict, tail_beats: float) -> dict[str, mido.MidiFile]:
     "The three MIDI files of a song: `song` (all parts), `lead`, `backing` (bass, comping, drums)."
-    m = song["meta"]; end = 4 * m["n_bars"] + tail_beats
+    m = song["meta"]
+    end = 4 * m["n_bars"] + tail_beats
     mk = lambda names: build_midi([song["parts"][k] for k in names], m["tempo_bpm"], m["swing"], end)
     return dict(song=mk(["lead", "bass", "comp", "drums"]), lead=mk(["lead"]), backing=mk(["bass", "comp", "drums"]))
+
 
 def chord_timeline(song: dict) -> list[dict]:
     "chords.json rows: onset in seconds, symbol, bar, beat and length (downbeats are not moved by swing)."
     spb = seconds_per_beat(song["meta"]["tempo_bpm"])
-    return [dict(time_s=round(t * spb, 6), chord=chord_symbol(r, q), bar=int(t // 4), beat=float(t % 4),
-                 duration_s=round(b * spb, 6)) for t, b, r, q in song["chords"]]
+    return [
+        dict(
+            time_s=round(t * spb, 6),
+            chord=chord_symbol(r, q),
+            bar=int(t // 4),
+            beat=float(t % 4),
+            duration_s=round(b * spb, 6),
+        )
+        for t, b, r, q in song["chords"]
+    ]
 
 # %% ../../nbs/11_data.jazz.ipynb #f8b300dd
 SOUNDFONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf3/MuseScore_General.sf3")  # MIT-licensed
 SOUNDFONT_LICENCES = {  # soundfont file stem -> (Debian package, licence)
-    "FluidR3_GM": ("fluid-soundfont-gm", "MIT"), "MuseScore_General": ("musescore-general-soundfont", "MIT"),
-    "MuseScore_General_Full": ("musescore-general-soundfont", "MIT"), "TimGM6mb": ("timgm6mb-soundfont", "GPL-2"),
+    "FluidR3_GM": ("fluid-soundfont-gm", "MIT"),
+    "MuseScore_General": ("musescore-general-soundfont", "MIT"),
+    "MuseScore_General_Full": ("musescore-general-soundfont", "MIT"),
+    "TimGM6mb": ("timgm6mb-soundfont", "GPL-2"),
 }
+
 
 def available_soundfonts(paths) -> list[str]:
     "The soundfonts of `paths` that exist; a clear error when none does or FluidSynth is missing."
-    if shutil.which("fluidsynth") is None: raise AudiolabError("fluidsynth not found on PATH (Debian package 'fluidsynth')")
+    if shutil.which("fluidsynth") is None:
+        raise AudiolabError("fluidsynth not found on PATH (Debian package 'fluidsynth')")
     found = [str(p) for p in paths if Path(p).exists()]
-    if not found: raise ConfigError(f"none of the soundfonts exist: {list(paths)} (Debian: fluid-soundfont-gm, musescore-general-soundfont)")
+    if not found:
+        raise ConfigError(
+            f"none of the soundfonts exist: {list(paths)} (Debian: fluid-soundfont-gm, musescore-general-soundfont)"
+        )
     return found
+
 
 def render_midi(midi_path, soundfont: str, sr: int, gain: float = 0.5) -> np.ndarray:
     "Render a MIDI file to float32 `(C=2, T)` with the FluidSynth CLI (deterministic settings)."
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / "out.wav"
-        cmd = ["fluidsynth", "-ni", "-q", "-R", "1", "-C", "1", "-g", str(gain), "-r", str(sr), "-O", "float",
-               "-T", "wav", "-o", "synth.cpu-cores=1", "-o", "synth.dynamic-sample-loading=1",
-               "-o", "synth.polyphony=256", "-F", str(out), str(soundfont), str(midi_path)]
+        cmd = [
+            "fluidsynth",
+            "-ni",
+            "-q",
+            "-R",
+            "1",
+            "-C",
+            "1",
+            "-g",
+            str(gain),
+            "-r",
+            str(sr),
+            "-O",
+            "float",
+            "-T",
+            "wav",
+            "-o",
+            "synth.cpu-cores=1",
+            "-o",
+            "synth.dynamic-sample-loading=1",
+            "-o",
+            "synth.polyphony=256",
+            "-F",
+            str(out),
+            str(soundfont),
+            str(midi_path),
+        ]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         # FluidSynth exits 0 when it cannot read the soundfont (and falls back to its default one): check stderr
         if r.returncode != 0 or not out.exists() or "not a SoundFont" in r.stderr or "Failed to load" in r.stderr:
@@ -375,87 +671,129 @@ def render_midi(midi_path, soundfont: str, sr: int, gain: float = 0.5) -> np.nda
 @dataclasses.dataclass
 class JazzConfig(Config):
     "Jazz multitrack corpus: how many songs, how long, rendering and the distributions songs are drawn from."
+
     n_songs: int = 12
-    seconds: float = 20.0            # music per song (rounded up to whole bars); a tail is added for release
+    seconds: float = 20.0  # music per song (rounded up to whole bars); a tail is added for release
     sr: int = 32000
-    channels: int = 1                # 1: (L+R)/2 downmix of FluidSynth's stereo, 2: keep stereo
+    channels: int = 1  # 1: (L+R)/2 downmix of FluidSynth's stereo, 2: keep stereo
     soundfonts: tuple = SOUNDFONTS
     forms: tuple = tuple(FORMS)
-    tempo: tuple = (100.0, 220.0)    # bpm range
-    swing: tuple = (0.55, 0.68)      # position of the off-beat eighth within the beat
-    lead_gain_db: tuple = (-3.0, 6.0)   # lead level over its FluidSynth level; the lead has rests, so its RMS
-                                     # ends up around -2 dB re. the backing on average
+    tempo: tuple = (100.0, 220.0)  # bpm range
+    swing: tuple = (0.55, 0.68)  # position of the off-beat eighth within the beat
+    lead_gain_db: tuple = (-3.0, 6.0)  # lead level over its FluidSynth level; the lead has rests, so its RMS
+    # ends up around -2 dB re. the backing on average
     tail_s: float = 1.5
     peak: float = 0.9
-    synth_gain: float = 0.5          # FluidSynth master gain (identical for both stems)
-    workers: int = 1                 # songs rendered in parallel (FluidSynth subprocesses)
+    synth_gain: float = 0.5  # FluidSynth master gain (identical for both stems)
+    workers: int = 1  # songs rendered in parallel (FluidSynth subprocesses)
     seed: int = 0
+
 
 def make_song(song_dir, cfg: JazzConfig, index: int) -> dict:
     "Compose, write and render song `index` of the corpus into `song_dir`; returns its meta."
-    song_dir = Path(song_dir); song_dir.mkdir(parents=True, exist_ok=True)
-    song = compose_song(np.random.default_rng([cfg.seed, index]), cfg.seconds, cfg.forms, cfg.tempo, cfg.swing,
-                        cfg.lead_gain_db, cfg.soundfonts)
-    m = song["meta"]; spb = seconds_per_beat(m["tempo_bpm"])
+    song_dir = Path(song_dir)
+    song_dir.mkdir(parents=True, exist_ok=True)
+    song = compose_song(
+        np.random.default_rng([cfg.seed, index]),
+        cfg.seconds,
+        cfg.forms,
+        cfg.tempo,
+        cfg.swing,
+        cfg.lead_gain_db,
+        cfg.soundfonts,
+    )
+    m = song["meta"]
+    spb = seconds_per_beat(m["tempo_bpm"])
     tail_beats = math.ceil(cfg.tail_s / spb)
     for name, mf in song_midis(song, tail_beats).items():
-        with atomic_path(song_dir / f"{name}.mid") as tmp: mf.save(tmp)
+        with atomic_path(song_dir / f"{name}.mid") as tmp:
+            mf.save(tmp)
     n = round((4 * m["n_bars"] + tail_beats) * spb * cfg.sr)
     stems = {}
     for name in ("lead", "backing"):
         x = torch.from_numpy(render_midi(song_dir / f"{name}.mid", m["soundfont"], cfg.sr, cfg.synth_gain))
-        x = pad_or_trim(x, n)                                             # (2, T)
+        x = pad_or_trim(x, n)  # (2, T)
         stems[name] = (x.mean(0, keepdim=True) if cfg.channels == 1 else x).numpy().astype(np.float32)
-    lead = stems["lead"] * np.float32(10 ** (m["lead_gain_db"] / 20)); backing = stems["backing"]
+    lead = stems["lead"] * np.float32(10 ** (m["lead_gain_db"] / 20))
+    backing = stems["backing"]
     top = float(np.abs(lead + backing).max())
-    if top < 1e-4 or float(np.abs(lead).max()) < 1e-5: raise AudiolabError(f"{song_dir}: rendered silence ({m['soundfont']})")
+    if top < 1e-4 or float(np.abs(lead).max()) < 1e-5:
+        raise AudiolabError(f"{song_dir}: rendered silence ({m['soundfont']})")
     scale = np.float32(cfg.peak / top)
     lead, backing = (lead * scale).astype(np.float32), (backing * scale).astype(np.float32)
-    mix = lead + backing                                                   # (C, T) float32: the definition of the mix
+    mix = lead + backing  # (C, T) float32: the definition of the mix
     for name, x in (("lead", lead), ("backing", backing), ("mix", mix)):
         save_audio(song_dir / f"{name}.wav", x, cfg.sr, "FLOAT")
     save_json(song_dir / "chords.json", chord_timeline(song))
     sf_stem = Path(m["soundfont"]).stem
-    m.update(song_id=song_dir.name, index=index, seed=cfg.seed, sr=cfg.sr, channels=cfg.channels,
-             seconds=round(n / cfg.sr, 6), music_seconds=round(4 * m["n_bars"] * spb, 6), stem_scale=float(scale),
-             lead_gain=float(10 ** (m["lead_gain_db"] / 20)), soundfont=Path(m["soundfont"]).name,
-             soundfont_package=SOUNDFONT_LICENCES.get(sf_stem, ("unknown", "unknown"))[0],
-             soundfont_licence=SOUNDFONT_LICENCES.get(sf_stem, ("unknown", "unknown"))[1],
-             n_lead_notes=len(song["parts"]["lead"]["notes"]), source="audiolab.data.jazz (procedural MIDI + FluidSynth)")
+    m.update(
+        song_id=song_dir.name,
+        index=index,
+        seed=cfg.seed,
+        sr=cfg.sr,
+        channels=cfg.channels,
+        seconds=round(n / cfg.sr, 6),
+        music_seconds=round(4 * m["n_bars"] * spb, 6),
+        stem_scale=float(scale),
+        lead_gain=float(10 ** (m["lead_gain_db"] / 20)),
+        soundfont=Path(m["soundfont"]).name,
+        soundfont_package=SOUNDFONT_LICENCES.get(sf_stem, ("unknown", "unknown"))[0],
+        soundfont_licence=SOUNDFONT_LICENCES.get(sf_stem, ("unknown", "unknown"))[1],
+        n_lead_notes=len(song["parts"]["lead"]["notes"]),
+        source="audiolab.data.jazz (procedural MIDI + FluidSynth)",
+    )
     save_json(song_dir / "meta.json", m)
     return m
 
 # %% ../../nbs/11_data.jazz.ipynb #b3165f15
 def make_jazz_corpus(out_dir, cfg: JazzConfig) -> dict:
     "Generate `cfg.n_songs` songs under `out_dir/<song_id>/`; returns a report (counts, seconds, skipped, instruments)."
-    out_dir = Path(out_dir); t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    t0 = time.perf_counter()
     cfg = cfg.replace(soundfonts=tuple(available_soundfonts(cfg.soundfonts)))
-    if cfg.channels not in (1, 2): raise ConfigError(f"JazzConfig.channels must be 1 or 2, got {cfg.channels}")
+    if cfg.channels not in (1, 2):
+        raise ConfigError(f"JazzConfig.channels must be 1 or 2, got {cfg.channels}")
 
     def one(i):
         d = out_dir / f"jazz_{i:05d}"
-        if (d / "meta.json").exists(): return json.loads((d / "meta.json").read_text()), True, None
-        try: return make_song(d, cfg, i), False, None
-        except Exception as e:                     # skip and report; remove the partial song
-            shutil.rmtree(d, ignore_errors=True); return None, False, f"{type(e).__name__}: {e}"
+        if (d / "meta.json").exists():
+            return json.loads((d / "meta.json").read_text()), True, None
+        try:
+            return make_song(d, cfg, i), False, None
+        except Exception as e:  # skip and report; remove the partial song
+            shutil.rmtree(d, ignore_errors=True)
+            return None, False, f"{type(e).__name__}: {e}"
 
-    with ThreadPoolExecutor(max(1, cfg.workers)) as ex: results = list(ex.map(one, range(cfg.n_songs)))
+    with ThreadPoolExecutor(max(1, cfg.workers)) as ex:
+        results = list(ex.map(one, range(cfg.n_songs)))
     metas = [m for m, _, _ in results if m]
-    secs = sum(m["seconds"] for m in metas); wall = time.perf_counter() - t0
-    return dict(corpus="jazz", n_songs=len(metas), n_reused=sum(r for _, r, _ in results), seconds=round(secs, 3),
-                hours=round(secs / 3600, 4), sr=cfg.sr, wall_s=round(wall, 2), x_realtime=round(secs / max(wall, 1e-9), 2),
-                skipped=[dict(id=f"jazz_{i:05d}", reason=e) for i, (_, _, e) in enumerate(results) if e],
-                lead_instruments=dict(Counter(m["lead_instrument"] for m in metas)),
-                comp_instruments=dict(Counter(m["comp_instrument"] for m in metas)),
-                forms=dict(Counter(m["form"] for m in metas)), soundfonts=dict(Counter(m["soundfont"] for m in metas)))
+    secs = sum(m["seconds"] for m in metas)
+    wall = time.perf_counter() - t0
+    return dict(
+        corpus="jazz",
+        n_songs=len(metas),
+        n_reused=sum(r for _, r, _ in results),
+        seconds=round(secs, 3),
+        hours=round(secs / 3600, 4),
+        sr=cfg.sr,
+        wall_s=round(wall, 2),
+        x_realtime=round(secs / max(wall, 1e-9), 2),
+        skipped=[dict(id=f"jazz_{i:05d}", reason=e) for i, (_, _, e) in enumerate(results) if e],
+        lead_instruments=dict(Counter(m["lead_instrument"] for m in metas)),
+        comp_instruments=dict(Counter(m["comp_instrument"] for m in metas)),
+        forms=dict(Counter(m["form"] for m in metas)),
+        soundfonts=dict(Counter(m["soundfont"] for m in metas)),
+    )
 
 # %% ../../nbs/11_data.jazz.ipynb #04c3193a
 def full_render_error_db(song_dir, soundfont: str | None = None, sr: int | None = None) -> float:
     "Level (dB re. the stem sum) of `render(song.mid) - (render(lead.mid) + render(backing.mid))`, unscaled."
-    song_dir = Path(song_dir); meta = json.loads((song_dir / "meta.json").read_text())
+    song_dir = Path(song_dir)
+    meta = json.loads((song_dir / "meta.json").read_text())
     sfp = soundfont or next(p for p in SOUNDFONTS if Path(p).name == meta["soundfont"])
     sr = sr or meta["sr"]
     full, lead, back = (render_midi(song_dir / f"{k}.mid", sfp, sr) for k in ("song", "lead", "backing"))
     n = min(x.shape[1] for x in (full, lead, back))
-    ref = lead[:, :n] + back[:, :n]; err = full[:, :n] - ref
-    return float(20 * np.log10(np.sqrt((err ** 2).mean()) / np.sqrt((ref ** 2).mean())))
+    ref = lead[:, :n] + back[:, :n]
+    err = full[:, :n] - ref
+    return float(20 * np.log10(np.sqrt((err**2).mean()) / np.sqrt((ref**2).mean())))

@@ -4,7 +4,16 @@
 
 # %% ../../nbs/12_data.kicks.ipynb #c56c609a
 from __future__ import annotations
-import csv, dataclasses, hashlib, os, re, shutil, struct, subprocess, tempfile, time
+import csv
+import dataclasses
+import hashlib
+import os
+import re
+import shutil
+import struct
+import subprocess
+import tempfile
+import time
 from fractions import Fraction
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -16,7 +25,7 @@ import soundfile as sf
 import torch
 
 from ..core import AudioFileError, Config, atomic_write, atomic_path, save_json
-from ..audio import (load_audio, save_audio, resample, peak_normalize, fade, pad_or_trim, mel_spectrogram, MelSpec)
+from ..audio import load_audio, save_audio, resample, peak_normalize, fade, pad_or_trim, mel_spectrogram, MelSpec
 
 # %% auto #0
 __all__ = ['SR', 'KICK_SECONDS', 'SOUNDFONTS', 'GM_KICK_NOTES', 'HYDROGEN_DIR', 'SONICPI_DIR', 'KICK_EXTS', 'sf_presets',
@@ -27,30 +36,38 @@ __all__ = ['SR', 'KICK_SECONDS', 'SOUNDFONTS', 'GM_KICK_NOTES', 'HYDROGEN_DIR', 
 
 # %% ../../nbs/12_data.kicks.ipynb #07a67aa4
 SR, KICK_SECONDS = 44100, 2.0
-SOUNDFONTS = {"fluidr3": "/usr/share/sounds/sf2/FluidR3_GM.sf2", "timgm6mb": "/usr/share/sounds/sf2/TimGM6mb.sf2",
-              "musescore": "/usr/share/sounds/sf3/MuseScore_General.sf3"}
+SOUNDFONTS = {
+    "fluidr3": "/usr/share/sounds/sf2/FluidR3_GM.sf2",
+    "timgm6mb": "/usr/share/sounds/sf2/TimGM6mb.sf2",
+    "musescore": "/usr/share/sounds/sf3/MuseScore_General.sf3",
+}
 GM_KICK_NOTES = {35: "acoustic", 36: "standard"}
+
 
 def sf_presets(path: str | os.PathLike) -> list[tuple[int, int, str]]:
     "(bank, program, name) of every preset of an SF2/SF3 soundfont, read from its `pdta/phdr` chunk."
     with open(path, "rb") as f:
         head = f.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:] != b"sfbk": raise AudioFileError(path, "not a SoundFont (RIFF sfbk) file")
-        while True:                                   # top-level chunks: find LIST/pdta
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:] != b"sfbk":
+            raise AudioFileError(path, "not a SoundFont (RIFF sfbk) file")
+        while True:  # top-level chunks: find LIST/pdta
             hdr = f.read(12)
-            if len(hdr) < 12: raise AudioFileError(path, "no pdta chunk")
+            if len(hdr) < 12:
+                raise AudioFileError(path, "no pdta chunk")
             cid, size = struct.unpack("<4sI", hdr[:8])
-            if cid == b"LIST" and hdr[8:] == b"pdta": break
+            if cid == b"LIST" and hdr[8:] == b"pdta":
+                break
             f.seek(size - 4 + (size & 1), 1)
         end = f.tell() + size - 4
         while f.tell() < end:
             cid, csz = struct.unpack("<4sI", f.read(8))
             if cid == b"phdr":
                 data = f.read(csz)
-                recs = [struct.unpack("<20sHH", data[i:i + 24]) for i in range(0, csz - 38, 38)]  # last = EOP
+                recs = [struct.unpack("<20sHH", data[i : i + 24]) for i in range(0, csz - 38, 38)]  # last = EOP
                 return [(bank, prog, name.split(b"\0")[0].decode("latin1").strip()) for name, prog, bank in recs]
             f.seek(csz + (csz & 1), 1)
     raise AudioFileError(path, "no phdr chunk")
+
 
 def gm_drum_kits(path) -> list[tuple[int, str]]:
     "(program, name) of the drum kits (bank 128) of a soundfont, sorted by program."
@@ -63,14 +80,18 @@ def filename_keywords(name: str) -> list[str]:
     toks = [t.lower() for t in re.split(r"[-_ .]+", stem)]
     return [t for t in toks if len(t) >= 2 and not t.isdigit()]
 
+
 def _slug(s: str) -> str:
     "One file-name keyword from a name: lower-case alphanumerics only ('TR-808' -> 'tr808')."
     return re.sub(r"[^a-z0-9]+", "", s.lower())
 
+
 def one_shots_midi(hits: list[tuple[int, int, int]], path, spacing: float = 3.0) -> None:
     "A MIDI file playing each (program, note, velocity) on the drum channel, one every `spacing` s (120 bpm)."
     tpb, tempo = 480, 500_000
-    mid = mido.MidiFile(ticks_per_beat=tpb); tr = mido.MidiTrack(); mid.tracks.append(tr)
+    mid = mido.MidiFile(ticks_per_beat=tpb)
+    tr = mido.MidiTrack()
+    mid.tracks.append(tr)
     tr.append(mido.MetaMessage("set_tempo", tempo=tempo))
     step = int(round(mido.second2tick(spacing, tpb, tempo)))
     for i, (prog, note, vel) in enumerate(hits):
@@ -80,21 +101,47 @@ def one_shots_midi(hits: list[tuple[int, int, int]], path, spacing: float = 3.0)
     tr.append(mido.MetaMessage("end_of_track", time=step))
     mid.save(path)
 
-def render_gm_kicks(sf_name: str, sf_path: str | None = None, velocities=(70, 120), sr: int = SR,
-                    spacing: float = 3.0) -> list[tuple[np.ndarray, list[str]]]:
+
+def render_gm_kicks(
+    sf_name: str, sf_path: str | None = None, velocities=(70, 120), sr: int = SR, spacing: float = 3.0
+) -> list[tuple[np.ndarray, list[str]]]:
     "Every GM kick (notes 35/36) of every drum kit of a soundfont at `velocities`: [(audio (T,), keywords)]."
     sf_path = sf_path or SOUNDFONTS[sf_name]
     kits = gm_drum_kits(sf_path)
     hits = [(p, n, v) for p, _ in kits for n in GM_KICK_NOTES for v in velocities]
     with tempfile.TemporaryDirectory(prefix="gmk") as d:
         one_shots_midi(hits, f"{d}/k.mid", spacing)
-        subprocess.run(["fluidsynth", "-q", "-n", "-i", "-R", "0", "-C", "0", "-r", str(sr), "-g", "0.8",
-                        "-F", f"{d}/k.wav", "-O", "s16", sf_path, f"{d}/k.mid"], check=True, capture_output=True, stdin=subprocess.DEVNULL, timeout=600)
+        subprocess.run(
+            [
+                "fluidsynth",
+                "-q",
+                "-n",
+                "-i",
+                "-R",
+                "0",
+                "-C",
+                "0",
+                "-r",
+                str(sr),
+                "-g",
+                "0.8",
+                "-F",
+                f"{d}/k.wav",
+                "-O",
+                "s16",
+                sf_path,
+                f"{d}/k.mid",
+            ],
+            check=True,
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            timeout=600,
+        )
         x, _ = sf.read(f"{d}/k.wav", dtype="float32", always_2d=True)
     x, T, names = x.mean(1), int(KICK_SECONDS * sr), dict(kits)
     out = []
     for i, (p, n, v) in enumerate(hits):
-        seg = pad_or_trim(torch.from_numpy(x[int(round(i * spacing * sr)):][:T].copy()), T).numpy()
+        seg = pad_or_trim(torch.from_numpy(x[int(round(i * spacing * sr)) :][:T].copy()), T).numpy()
         kw = ["gm", sf_name, _slug(names[p]), GM_KICK_NOTES[n], "soft" if v < 100 else "hard"]
         out.append((seg, kw))
     return out
@@ -102,6 +149,7 @@ def render_gm_kicks(sf_name: str, sf_path: str | None = None, velocities=(70, 12
 # %% ../../nbs/12_data.kicks.ipynb #e5ce833d
 HYDROGEN_DIR, SONICPI_DIR = "/usr/share/hydrogen/data/drumkits", "/usr/share/sonic-pi/samples"
 _KICK_NAME = re.compile(r"kick|bass ?drum|\bbd\b", re.I)
+
 
 def recorded_kick_files(hydrogen_dir=HYDROGEN_DIR, sonicpi_dir=SONICPI_DIR) -> list[tuple[Path, list[str]]]:
     "[(file, keywords)] of recorded kick samples in hydrogen drum kits and sonic-pi's sample folder."
@@ -112,71 +160,97 @@ def recorded_kick_files(hydrogen_dir=HYDROGEN_DIR, sonicpi_dir=SONICPI_DIR) -> l
         kit = _slug(xml.parent.name)
         for ins in root.iter(f"{ns}instrument"):
             name = ins.findtext(f"{ns}name") or ""
-            if not _KICK_NAME.search(name): continue
+            if not _KICK_NAME.search(name):
+                continue
             for fn in ins.iter(f"{ns}filename"):
                 p = xml.parent / fn.text
-                if p.exists(): out.append((p, ["recorded", "hydrogen", kit] + filename_keywords(name)))
+                if p.exists():
+                    out.append((p, ["recorded", "hydrogen", kit] + filename_keywords(name)))
     for p in sorted(Path(sonicpi_dir).glob("*.flac")):
         if p.stem.startswith("bd_") or "kick" in p.stem or p.stem.startswith("drum_bass"):
             out.append((p, ["recorded", "sonicpi"] + filename_keywords(p.stem)))
     return out
 
+
 def load_kick(path, sr: int = SR) -> np.ndarray:
     "A recorded one-shot as mono `sr` float32, cut or padded to 2 s (10 ms fade when cut): (T,)."
-    x, _ = load_audio(path, sr=sr, mono=True)                       # (1, T)
+    x, _ = load_audio(path, sr=sr, mono=True)  # (1, T)
     T = int(KICK_SECONDS * sr)
-    if x.shape[-1] > T: x = fade(x[..., :T], sr, fade_out=0.01)
+    if x.shape[-1] > T:
+        x = fade(x[..., :T], sr, fade_out=0.01)
     return pad_or_trim(x, T)[0].numpy()
 
 # %% ../../nbs/12_data.kicks.ipynb #6f6c9f10
 @dataclasses.dataclass(frozen=True)
 class KickSynth:
     "Parameters of one synthesized kick (Hz, seconds, linear amounts)."
-    f_start: float = 250.
-    f_end: float = 50.
+
+    f_start: float = 250.0
+    f_end: float = 50.0
     pitch_decay: float = 0.03
     amp_decay: float = 0.3
     click: float = 0.2
     noise: float = 0.0
     drive: float = 1.0
-    cutoff: float = 8000.
+    cutoff: float = 8000.0
     seed: int = 0
+
 
 def random_kick(rng: np.random.Generator) -> KickSynth:
     "Random `KickSynth` parameters spanning sub/808/punchy/clicky/noisy/distorted/dark/bright kicks."
     lu = lambda a, b: float(np.exp(rng.uniform(np.log(a), np.log(b))))
-    return KickSynth(f_start=lu(80, 600), f_end=float(rng.uniform(30, 90)), pitch_decay=lu(0.005, 0.12),
-                     amp_decay=lu(0.08, 1.0), click=float(rng.uniform(0, 0.8)) * (rng.random() > 0.3),
-                     noise=float(rng.uniform(0, 0.4)) * (rng.random() > 0.5), drive=lu(1, 8) if rng.random() > 0.4 else 1.,
-                     cutoff=lu(1000, 16000), seed=int(rng.integers(2**31)))
+    return KickSynth(
+        f_start=lu(80, 600),
+        f_end=float(rng.uniform(30, 90)),
+        pitch_decay=lu(0.005, 0.12),
+        amp_decay=lu(0.08, 1.0),
+        click=float(rng.uniform(0, 0.8)) * (rng.random() > 0.3),
+        noise=float(rng.uniform(0, 0.4)) * (rng.random() > 0.5),
+        drive=lu(1, 8) if rng.random() > 0.4 else 1.0,
+        cutoff=lu(1000, 16000),
+        seed=int(rng.integers(2**31)),
+    )
+
 
 def synth_kick(p: KickSynth, sr: int = SR, seconds: float = KICK_SECONDS) -> np.ndarray:
     "Render `p` as float32 (T,) at `sr`."
     t = np.arange(int(seconds * sr)) / sr
-    f = p.f_end + (p.f_start - p.f_end) * np.exp(-t / p.pitch_decay)   # (T,) Hz
+    f = p.f_end + (p.f_start - p.f_end) * np.exp(-t / p.pitch_decay)  # (T,) Hz
     body = np.sin(2 * np.pi * np.cumsum(f) / sr) * np.exp(-t / p.amp_decay)
     n = np.random.default_rng(p.seed).standard_normal(len(t))
     x = body + p.click * n * np.exp(-t / 0.003) + p.noise * n * np.exp(-t / 0.08)
-    if p.drive > 1: x = np.tanh(p.drive * x) / np.tanh(p.drive)
+    if p.drive > 1:
+        x = np.tanh(p.drive * x) / np.tanh(p.drive)
     x = ss.sosfilt(ss.butter(2, min(p.cutoff, 0.45 * sr), "low", fs=sr, output="sos"), x)
     return (x / max(np.abs(x).max(), 1e-9) * 0.9).astype(np.float32)
+
 
 def synth_keywords(p: KickSynth) -> list[str]:
     "Descriptive keywords that follow from the parameters."
     kw = ["synth"]
     kw += ["sub"] if p.f_end < 45 else ["deep"] if p.f_end < 65 else ["high"]
-    if p.pitch_decay < 0.02: kw.append("punchy")
-    elif p.pitch_decay > 0.06 and p.f_start > 300: kw.append("zap")
+    if p.pitch_decay < 0.02:
+        kw.append("punchy")
+    elif p.pitch_decay > 0.06 and p.f_start > 300:
+        kw.append("zap")
     if p.amp_decay >= 0.5:
         kw.append("long")
-        if p.f_end < 60 and p.click < 0.3: kw.append("tr808")
-    elif p.amp_decay < 0.18: kw.append("tight")
-    if p.click > 0.4: kw.append("clicky")
-    if p.noise > 0.2: kw.append("noisy")
-    if p.drive > 4: kw.append("distorted")
-    elif p.drive > 2: kw.append("saturated")
-    if p.cutoff < 2500: kw.append("dark")
-    elif p.cutoff > 10000: kw.append("bright")
+        if p.f_end < 60 and p.click < 0.3:
+            kw.append("tr808")
+    elif p.amp_decay < 0.18:
+        kw.append("tight")
+    if p.click > 0.4:
+        kw.append("clicky")
+    if p.noise > 0.2:
+        kw.append("noisy")
+    if p.drive > 4:
+        kw.append("distorted")
+    elif p.drive > 2:
+        kw.append("saturated")
+    if p.cutoff < 2500:
+        kw.append("dark")
+    elif p.cutoff > 10000:
+        kw.append("bright")
     return kw
 
 # %% ../../nbs/12_data.kicks.ipynb #55f7a321
@@ -184,17 +258,25 @@ def augment_kick(x: np.ndarray, rng: np.random.Generator, sr: int = SR) -> tuple
     "A random effect chain applied to kick `x` (T,) -> (y (T,), effect keywords)."
     y, kw = torch.from_numpy(x.astype(np.float32)), []
     semis = float(rng.uniform(-6, 6))
-    if abs(semis) > 1:                                   # resample-based pitch shift (changes length too)
-        ratio = Fraction(2 ** (semis / 12)).limit_denominator(24)   # small p/q keeps the sinc kernel small
-        y = resample(y, ratio.numerator, ratio.denominator)           # length T / ratio: pitch x ratio
+    if abs(semis) > 1:  # resample-based pitch shift (changes length too)
+        ratio = Fraction(2 ** (semis / 12)).limit_denominator(24)  # small p/q keeps the sinc kernel small
+        y = resample(y, ratio.numerator, ratio.denominator)  # length T / ratio: pitch x ratio
         kw.append("pitched_up" if semis > 0 else "pitched_down")
     y = y.numpy().astype(np.float64)
     r = rng.random()
-    if r < 0.3: y = ss.sosfilt(ss.butter(2, float(rng.uniform(800, 3000)), "low", fs=sr, output="sos"), y); kw.append("dark")
-    elif r < 0.5: y = ss.sosfilt(ss.butter(2, float(rng.uniform(60, 150)), "high", fs=sr, output="sos"), y); kw.append("thin")
+    if r < 0.3:
+        y = ss.sosfilt(ss.butter(2, float(rng.uniform(800, 3000)), "low", fs=sr, output="sos"), y)
+        kw.append("dark")
+    elif r < 0.5:
+        y = ss.sosfilt(ss.butter(2, float(rng.uniform(60, 150)), "high", fs=sr, output="sos"), y)
+        kw.append("thin")
     if rng.random() < 0.4:
-        d = float(rng.uniform(2, 6)); y = np.tanh(d * y / max(np.abs(y).max(), 1e-9)) ; kw.append("saturated")
-    if not kw: y = ss.sosfilt(ss.butter(2, float(rng.uniform(1500, 5000)), "low", fs=sr, output="sos"), y); kw.append("dark")
+        d = float(rng.uniform(2, 6))
+        y = np.tanh(d * y / max(np.abs(y).max(), 1e-9))
+        kw.append("saturated")
+    if not kw:
+        y = ss.sosfilt(ss.butter(2, float(rng.uniform(1500, 5000)), "low", fs=sr, output="sos"), y)
+        kw.append("dark")
     y = y * 10 ** (rng.uniform(-12, 0) / 20) / max(np.abs(y).max(), 1e-9)
     T = int(KICK_SECONDS * sr)
     return pad_or_trim(torch.from_numpy(y.astype(np.float32)), T).numpy(), kw
@@ -204,62 +286,80 @@ def kick_embedding(xs: list[np.ndarray], chunk: int = 128) -> torch.Tensor:
     "(N, 128 * 44) pooled log-mels of peak-normalized kicks (computed `chunk` kicks at a time)."
     mel, out = MelSpec("kick44k"), []
     for i in range(0, len(xs), chunk):
-        x = peak_normalize(torch.from_numpy(np.stack(xs[i:i + chunk]))[:, None], -1.0)  # (n, 1, T): one peak per kick
-        with torch.no_grad(): m = mel(x[:, 0])                       # (n, 128, 173)
+        x = peak_normalize(torch.from_numpy(np.stack(xs[i : i + chunk]))[:, None], -1.0)  # (n, 1, T): one peak per kick
+        with torch.no_grad():
+            m = mel(x[:, 0])  # (n, 128, 173)
         out.append(torch.nn.functional.avg_pool1d(m, 4, ceil_mode=True).flatten(1))  # (n, 128 * 44)
     return torch.cat(out)
+
 
 def pairwise_distance(emb: torch.Tensor) -> torch.Tensor:
     "(N, N) RMS distance between embeddings."
     return torch.cdist(emb, emb) / emb.shape[1] ** 0.5
+
 
 def distinct_subset(xs: list[np.ndarray], min_dist: float = 0.3) -> tuple[list[int], dict]:
     "Indices kept by a greedy pass (exact-duplicate and distance < `min_dist` removal) and distance stats."
     keep, seen, D = [], set(), pairwise_distance(kick_embedding(xs)).numpy() if xs else np.zeros((0, 0))
     for i, x in enumerate(xs):
         h = hashlib.sha1((np.clip(x, -1, 1) * 32767).astype(np.int16).tobytes()).hexdigest()
-        if h in seen or (keep and D[i, keep].min() < min_dist): continue
-        seen.add(h); keep.append(i)
+        if h in seen or (keep and D[i, keep].min() < min_dist):
+            continue
+        seen.add(h)
+        keep.append(i)
     Dk = D[np.ix_(keep, keep)] + np.diag(np.full(len(keep), np.inf))
     nn = Dk.min(1) if len(keep) > 1 else np.array([np.nan])
-    return keep, dict(candidates=len(xs), kept=len(keep), min_dist=float(nn.min()),
-                      nn_dist_p5=float(np.percentile(nn, 5)), nn_dist_median=float(np.median(nn)), threshold=min_dist)
+    return keep, dict(
+        candidates=len(xs),
+        kept=len(keep),
+        min_dist=float(nn.min()),
+        nn_dist_p5=float(np.percentile(nn, 5)),
+        nn_dist_median=float(np.median(nn)),
+        threshold=min_dist,
+    )
 
 # %% ../../nbs/12_data.kicks.ipynb #4b13675f
 @dataclasses.dataclass
 class KicksCfg(Config):
     "Size and sources of the embedded kick pack."
+
     soundfonts: tuple = ("fluidr3", "timgm6mb")
     velocities: tuple = (70, 120)
     recorded: bool = True
-    n_recorded: int | None = None   # cap on recorded kicks (evenly spaced over the sorted list); None: all
+    n_recorded: int | None = None  # cap on recorded kicks (evenly spaced over the sorted list); None: all
     n_synth: int = 150
     n_augment: int = 100
     min_dist: float = 0.3
     decoys: bool = True
     seed: int = 0
 
-def _kick_name(kw: list[str], i: int) -> str: return "_".join(kw + ["kick", f"{i:05d}"]) + ".wav"
+
+def _kick_name(kw: list[str], i: int) -> str:
+    return "_".join(kw + ["kick", f"{i:05d}"]) + ".wav"
+
 
 def _write_decoys(root: Path, rng: np.random.Generator) -> int:
     "Files a real pack holds that are not usable one-shot kicks (loops, BPM tags, snares, too small/large)."
     k = synth_kick(KickSynth(seed=1))
     for bpm in (90, 120, 140):
-        beat = int(60 / bpm * SR); loop = np.zeros(4 * beat, np.float32)
-        for j in range(4): loop[j * beat:(j + 1) * beat] += k[:beat]
+        beat = int(60 / bpm * SR)
+        loop = np.zeros(4 * beat, np.float32)
+        for j in range(4):
+            loop[j * beat : (j + 1) * beat] += k[:beat]
         save_audio(root / "extras" / f"kick_loop_{bpm}bpm.wav", loop, SR, subtype="PCM_16")
     save_audio(root / "extras" / "kick 128 BPM.wav", k, SR, subtype="PCM_16")
     snare = (rng.standard_normal(SR // 2) * np.exp(-np.arange(SR // 2) / 4000)).astype(np.float32) * 0.5
     save_audio(root / "extras" / "snare_tight_01.wav", snare, SR, subtype="PCM_16")
-    save_audio(root / "extras" / "kick_blip.wav", k[:1000], SR, subtype="PCM_16")                # < 5 KB
+    save_audio(root / "extras" / "kick_blip.wav", k[:1000], SR, subtype="PCM_16")  # < 5 KB
     save_audio(root / "extras" / "kick_long_take.wav", np.tile(k, (2, 4)), SR, subtype="PCM_24")  # > 1 MB
     return 7
+
 
 def make_kick_pack(out_dir: str | os.PathLike, cfg: KicksCfg | None = None) -> dict:
     "Generate the kick pack under `out_dir`; returns counts per source, distinctness stats and timing."
     cfg, root, t0 = cfg or KicksCfg(), Path(out_dir), time.time()
     rng = np.random.default_rng(cfg.seed)
-    cands: list[tuple[str, np.ndarray, list[str]]] = []               # (folder, audio, keywords)
+    cands: list[tuple[str, np.ndarray, list[str]]] = []  # (folder, audio, keywords)
     for name in cfg.soundfonts:
         cands += [(f"gm/{name}", x, kw) for x, kw in render_gm_kicks(name, velocities=cfg.velocities)]
     if cfg.recorded:
@@ -267,44 +367,66 @@ def make_kick_pack(out_dir: str | os.PathLike, cfg: KicksCfg | None = None) -> d
         if cfg.n_recorded is not None and cfg.n_recorded < len(files):
             files = [files[int(i)] for i in np.linspace(0, len(files) - 1, cfg.n_recorded)]
         for p, kw in files:
-            try: cands.append((f"recorded/{kw[1]}", load_kick(p), kw))
-            except AudioFileError: continue                          # a broken system sample: not ours to fix
+            try:
+                cands.append((f"recorded/{kw[1]}", load_kick(p), kw))
+            except AudioFileError:
+                continue  # a broken system sample: not ours to fix
     for _ in range(cfg.n_synth):
-        p = random_kick(rng); cands.append(("synth", synth_kick(p), synth_keywords(p)))
+        p = random_kick(rng)
+        cands.append(("synth", synth_kick(p), synth_keywords(p)))
     base = len(cands)
     for _ in range(cfg.n_augment):
         folder, x, kw = cands[int(rng.integers(base))]
         y, akw = augment_kick(x, rng)
         cands.append(("augmented", y, ["aug"] + [k for k in kw if k not in akw] + akw))
-    cands = [(f, np.round(np.clip(x, -1, 1) * 32767).astype(np.float32) / 32767, kw) for f, x, kw in cands]  # as written (16 bit)
+    cands = [
+        (f, np.round(np.clip(x, -1, 1) * 32767).astype(np.float32) / 32767, kw) for f, x, kw in cands
+    ]  # as written (16 bit)
     keep, stats = distinct_subset([c[1] for c in cands], cfg.min_dist)
     counts: dict[str, int] = {}
     for j, i in enumerate(keep):
         folder, x, kw = cands[i]
         save_audio(root / folder / _kick_name(kw, j), x, SR, subtype="PCM_16")
-        src = folder.split("/")[0]; counts[src] = counts.get(src, 0) + 1
+        src = folder.split("/")[0]
+        counts[src] = counts.get(src, 0) + 1
     decoys = _write_decoys(root, rng) if cfg.decoys else 0
     secs = len(keep) * KICK_SECONDS
-    return dict(kicks=len(keep), by_source=counts, decoys=decoys, distinctness=stats, hours=secs / 3600,
-                seconds=secs, wall_s=time.time() - t0, x_realtime=secs / max(time.time() - t0, 1e-9))
+    return dict(
+        kicks=len(keep),
+        by_source=counts,
+        decoys=decoys,
+        distinctness=stats,
+        hours=secs / 3600,
+        seconds=secs,
+        wall_s=time.time() - t0,
+        x_realtime=secs / max(time.time() - t0, 1e-9),
+    )
 
 # %% ../../nbs/12_data.kicks.ipynb #8bc628da
 KICK_EXTS = (".wav", ".flac", ".aif", ".aiff", ".mp3", ".ogg")
 _LOOP = re.compile(r"loop|\d+\s*bpm|bpm", re.I)
 
+
 def kick_file_problem(path: Path, min_bytes: int = 5_000, max_bytes: int = 1_000_000) -> str | None:
     "Why `path` is not a kick one-shot for aggregation, or None when it is."
     name = path.name
-    if path.suffix.lower() not in KICK_EXTS: return f"not an audio extension ({path.suffix or 'none'})"
-    if "kick" not in name.lower(): return "name does not contain 'kick'"
-    if _LOOP.search(name): return "loop or BPM-tagged"
+    if path.suffix.lower() not in KICK_EXTS:
+        return f"not an audio extension ({path.suffix or 'none'})"
+    if "kick" not in name.lower():
+        return "name does not contain 'kick'"
+    if _LOOP.search(name):
+        return "loop or BPM-tagged"
     size = path.stat().st_size
-    if size < min_bytes: return f"too small ({size} B < {min_bytes} B)"
-    if size > max_bytes: return f"too large ({size} B > {max_bytes} B)"
+    if size < min_bytes:
+        return f"too small ({size} B < {min_bytes} B)"
+    if size > max_bytes:
+        return f"too large ({size} B > {max_bytes} B)"
     return None
 
-def aggregate_kicks(src: str | os.PathLike, out_dir: str | os.PathLike, min_bytes: int = 5_000,
-                    max_bytes: int = 1_000_000) -> dict:
+
+def aggregate_kicks(
+    src: str | os.PathLike, out_dir: str | os.PathLike, min_bytes: int = 5_000, max_bytes: int = 1_000_000
+) -> dict:
     "Seed 002 step 1: flat `out_dir/raw/` of hash-prefixed kicks + `out_dir/metadata.csv`; returns kept/skipped."
     src, out = Path(src), Path(out_dir)
     rows, skipped, seen = [], [], {}
@@ -313,16 +435,23 @@ def aggregate_kicks(src: str | os.PathLike, out_dir: str | os.PathLike, min_byte
         why = kick_file_problem(p, min_bytes, max_bytes)
         if why is None:
             content = hashlib.sha1(p.read_bytes()).hexdigest()
-            if content in seen: why = f"duplicate of {seen[content]}"
-            else: seen[content] = rel
-        if why: skipped.append(dict(path=rel, reason=why)); continue
+            if content in seen:
+                why = f"duplicate of {seen[content]}"
+            else:
+                seen[content] = rel
+        if why:
+            skipped.append(dict(path=rel, reason=why))
+            continue
         fn = f"{hashlib.sha1(rel.encode()).hexdigest()[:6]}_{p.name}"
-        with atomic_path(out / "raw" / fn) as tmp: shutil.copyfile(p, tmp)   # atomic, no per-file fsync
+        with atomic_path(out / "raw" / fn) as tmp:
+            shutil.copyfile(p, tmp)  # atomic, no per-file fsync
         rows.append(dict(filename=fn, original_path=rel, keywords=" ".join(filename_keywords(p.name))))
     with atomic_write(out / "metadata.csv", "w") as f:
         w = csv.DictWriter(f, ["filename", "original_path", "keywords"], lineterminator="\n")
-        w.writeheader(); w.writerows(rows)
+        w.writeheader()
+        w.writerows(rows)
     return dict(kept=len(rows), skipped=skipped)
+
 
 def read_kick_metadata(path) -> list[dict]:
     "Rows of a `metadata.csv` with `keywords` as a list."
@@ -332,21 +461,26 @@ def read_kick_metadata(path) -> list[dict]:
 # %% ../../nbs/12_data.kicks.ipynb #30416fbb
 def preprocess_kick(path, sr: int = SR, mel: MelSpec | None = None) -> torch.Tensor:
     "Seed 002 preprocessing of one file -> log-mel (1, 128, 173) (`mel`: a reusable kick44k `MelSpec`)."
-    x, _ = load_audio(path, sr=sr, mono=True)                      # (1, T)
-    x = pad_or_trim(x, int(KICK_SECONDS * sr))                      # (1, 88200)
-    if x.abs().max() == 0: raise AudioFileError(path, "silent (all samples zero)")
+    x, _ = load_audio(path, sr=sr, mono=True)  # (1, T)
+    x = pad_or_trim(x, int(KICK_SECONDS * sr))  # (1, 88200)
+    if x.abs().max() == 0:
+        raise AudioFileError(path, "silent (all samples zero)")
     x = fade(peak_normalize(x, -1.0), sr, fade_out=0.2)
-    return (mel or MelSpec("kick44k"))(x)                           # (1, 128, 173)
+    return (mel or MelSpec("kick44k"))(x)  # (1, 128, 173)
+
 
 def preprocess_kicks(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, fmt: str = "pt") -> dict:
     "Preprocess every audio file of `raw_dir` into `out_dir/<stem>.pt|.npy`; bad files are skipped with a reason."
     raw, out = Path(raw_dir), Path(out_dir)
-    if fmt not in ("pt", "npy"): raise ValueError(f"fmt must be 'pt' or 'npy', got {fmt!r}")
+    if fmt not in ("pt", "npy"):
+        raise ValueError(f"fmt must be 'pt' or 'npy', got {fmt!r}")
     done, skipped, mel = 0, [], MelSpec("kick44k")
     for p in sorted(q for q in raw.iterdir() if q.is_file()):
-        try: m = preprocess_kick(p, mel=mel)
+        try:
+            m = preprocess_kick(p, mel=mel)
         except (AudioFileError, ValueError, RuntimeError) as e:
-            skipped.append(dict(path=p.name, reason=getattr(e, "problem", str(e)))); continue
+            skipped.append(dict(path=p.name, reason=getattr(e, "problem", str(e))))
+            continue
         with atomic_path(out / f"{p.stem}.{fmt}") as tmp:
             torch.save(m.clone(), tmp) if fmt == "pt" else np.save(tmp, m.numpy())
         done += 1

@@ -4,7 +4,12 @@
 
 # %% ../../nbs/13_data.music.ipynb #ca0e392a
 from __future__ import annotations
-import dataclasses, functools, json, math, subprocess, time
+import dataclasses
+import functools
+import json
+import math
+import subprocess
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,9 +20,24 @@ import torch
 
 from ..core import AudiolabError, Config, ConfigError, atomic_path, save_json
 from ..audio import AUDIO_SUFFIXES, pad_or_trim, resample, rms_db, save_audio, to_channels
-from .jazz import (FORMS, LEAD_RANGES, NOTE_NAMES, SOUNDFONT_LICENCES, SOUNDFONTS, Note,
-                                available_soundfonts, build_midi, chord_tones, comping, form_chords,
-                                improvise, render_midi, swing_drums, voicing, walking_bass)
+from audiolab.data.jazz import (
+    FORMS,
+    LEAD_RANGES,
+    NOTE_NAMES,
+    SOUNDFONT_LICENCES,
+    SOUNDFONTS,
+    Note,
+    available_soundfonts,
+    build_midi,
+    chord_tones,
+    comping,
+    form_chords,
+    improvise,
+    render_midi,
+    swing_drums,
+    voicing,
+    walking_bass,
+)
 
 # %% auto #0
 __all__ = ['PROGRESSIONS', 'PALETTE', 'STYLES', 'MELODY_RANGES', 'PACKAGE_LICENCES', 'RECORDED_DIRS', 'progression_chords',
@@ -26,10 +46,15 @@ __all__ = ['PROGRESSIONS', 'PALETTE', 'STYLES', 'MELODY_RANGES', 'PACKAGE_LICENC
 
 # %% ../../nbs/13_data.music.ipynb #1cf1531d
 PROGRESSIONS = (  # (root offset from the key, quality) per bar
-    ((0, "maj"), (7, "maj"), (9, "m"), (5, "maj")), ((9, "m"), (5, "maj"), (0, "maj"), (7, "maj")),
-    ((0, "maj"), (9, "m"), (5, "maj"), (7, "maj")), ((2, "m7"), (7, "7"), (0, "maj7"), (9, "m7")),
-    ((0, "maj7"), (5, "maj7")), ((9, "m"), (7, "maj"), (5, "maj"), (4, "maj")), ((0, "m"), (8, "maj"), (3, "maj"), (10, "maj")),
+    ((0, "maj"), (7, "maj"), (9, "m"), (5, "maj")),
+    ((9, "m"), (5, "maj"), (0, "maj"), (7, "maj")),
+    ((0, "maj"), (9, "m"), (5, "maj"), (7, "maj")),
+    ((2, "m7"), (7, "7"), (0, "maj7"), (9, "m7")),
+    ((0, "maj7"), (5, "maj7")),
+    ((9, "m"), (7, "maj"), (5, "maj"), (4, "maj")),
+    ((0, "m"), (8, "maj"), (3, "maj"), (10, "maj")),
 )
+
 
 def progression_chords(prog, key: int, n_bars: int, bars_per_chord: int = 1):
     "Chord timeline `(start_beat, beats, root, quality)` looping `prog` in `key` over `n_bars` bars."
@@ -40,6 +65,7 @@ def progression_chords(prog, key: int, n_bars: int, bars_per_chord: int = 1):
         out.append((4.0 * i * bars_per_chord, beats, (key + off) % 12, q))
     return out
 
+
 def root_bass(chords, rng, channel: int, lo: int = 28, hi: int = 52) -> list[Note]:
     "Root eighths (driving) or root-fifth quarters, an octave jump now and then."
     notes, eighths = [], rng.random() < 0.5
@@ -48,88 +74,195 @@ def root_bass(chords, rng, channel: int, lo: int = 28, hi: int = 52) -> list[Not
         step = 0.5 if eighths else 1.0
         for k in range(int(beats / step)):
             p = r + (7 if not eighths and k % 2 else 0) + (12 if rng.random() < 0.1 else 0)
-            while p > hi: p -= 12
+            while p > hi:
+                p -= 12
             notes.append(Note(t0 + k * step, step * 0.9, p, int(rng.integers(80, 100)), channel))
     return notes
+
 
 def pad(chords, rng, channel: int) -> list[Note]:
     "Sustained voicings, one per chord, with voice leading."
     notes, center = [], 62.0
     for t0, beats, root, q in chords:
-        ps = voicing(root, q, center, rng, lo=48, hi=84); center = float(np.mean(ps))
+        ps = voicing(root, q, center, rng, lo=48, hi=84)
+        center = float(np.mean(ps))
         notes += [Note(t0, beats - 0.05, p, int(rng.integers(55, 75)), channel) for p in ps]
     return notes
 
+
 def arpeggio(chords, rng, channel: int, lo: int = 55, hi: int = 86) -> list[Note]:
     "Broken chords in eighths or sixteenths, up, down or up-down."
-    notes, step = [], float(rng.choice([0.25, 0.5])); shape = str(rng.choice(["up", "down", "updown"]))
+    notes, step = [], float(rng.choice([0.25, 0.5]))
+    shape = str(rng.choice(["up", "down", "updown"]))
     for t0, beats, root, q in chords:
-        tones = chord_tones(root, q); ps = [p for p in range(lo, lo + 19) if p % 12 in tones]
+        tones = chord_tones(root, q)
+        ps = [p for p in range(lo, lo + 19) if p % 12 in tones]
         seq = ps if shape == "up" else ps[::-1] if shape == "down" else ps + ps[-2:0:-1]
         for k in range(int(beats / step)):
-            notes.append(Note(t0 + k * step, step * 0.9, seq[k % len(seq)], int(rng.integers(60, 85)) + (8 if k % 4 == 0 else 0), channel))
+            notes.append(
+                Note(
+                    t0 + k * step,
+                    step * 0.9,
+                    seq[k % len(seq)],
+                    int(rng.integers(60, 85)) + (8 if k % 4 == 0 else 0),
+                    channel,
+                )
+            )
     return notes
+
 
 def rock_drums(n_bars: int, rng, channel: int = 9) -> list[Note]:
     "Backbeat kit: kick on 1 and 3, snare on 2 and 4, closed hi-hat eighths, crash every 4 bars."
     notes = []
     for bar in range(n_bars):
         t = 4.0 * bar
-        if bar % 4 == 0: notes.append(Note(t, .5, 49, 100, channel))
+        if bar % 4 == 0:
+            notes.append(Note(t, 0.5, 49, 100, channel))
         for k in range(8):
-            notes.append(Note(t + k / 2, .2, 46 if (k == 7 and rng.random() < 0.2) else 42, int(rng.integers(60, 90)), channel))
-        for b in (0, 2): notes.append(Note(t + b, .25, 36, int(rng.integers(95, 115)), channel))
-        if rng.random() < 0.4: notes.append(Note(t + 2.5, .25, 36, int(rng.integers(80, 100)), channel))
-        for b in (1, 3): notes.append(Note(t + b, .25, 38, int(rng.integers(95, 115)), channel))
+            notes.append(
+                Note(t + k / 2, 0.2, 46 if (k == 7 and rng.random() < 0.2) else 42, int(rng.integers(60, 90)), channel)
+            )
+        for b in (0, 2):
+            notes.append(Note(t + b, 0.25, 36, int(rng.integers(95, 115)), channel))
+        if rng.random() < 0.4:
+            notes.append(Note(t + 2.5, 0.25, 36, int(rng.integers(80, 100)), channel))
+        for b in (1, 3):
+            notes.append(Note(t + b, 0.25, 38, int(rng.integers(95, 115)), channel))
     return notes
 
 # %% ../../nbs/13_data.music.ipynb #2e1deb5e
 PALETTE = {  # part -> GM instruments (name, program) it may use
-    "melody": [("flute", 73), ("violin", 40), ("trumpet", 56), ("alto sax", 65), ("tenor sax", 66), ("clarinet", 71),
-               ("oboe", 68), ("square lead", 80), ("saw lead", 81), ("harmonica", 22), ("vibraphone", 11), ("jazz guitar", 26)],
-    "pad": [("strings", 48), ("slow strings", 49), ("synth strings", 50), ("choir aahs", 52), ("new age pad", 88),
-            ("warm pad", 89), ("halo pad", 94), ("sweep pad", 95), ("drawbar organ", 16)],
-    "arpeggio": [("acoustic grand piano", 0), ("electric piano", 4), ("nylon guitar", 24), ("steel guitar", 25),
-                 ("harp", 46), ("marimba", 12), ("celesta", 8), ("music box", 10), ("vibraphone", 11)],
-    "bass": [("acoustic bass", 32), ("fingered bass", 33), ("picked bass", 34), ("fretless bass", 35), ("synth bass", 38)],
+    "melody": [
+        ("flute", 73),
+        ("violin", 40),
+        ("trumpet", 56),
+        ("alto sax", 65),
+        ("tenor sax", 66),
+        ("clarinet", 71),
+        ("oboe", 68),
+        ("square lead", 80),
+        ("saw lead", 81),
+        ("harmonica", 22),
+        ("vibraphone", 11),
+        ("jazz guitar", 26),
+    ],
+    "pad": [
+        ("strings", 48),
+        ("slow strings", 49),
+        ("synth strings", 50),
+        ("choir aahs", 52),
+        ("new age pad", 88),
+        ("warm pad", 89),
+        ("halo pad", 94),
+        ("sweep pad", 95),
+        ("drawbar organ", 16),
+    ],
+    "arpeggio": [
+        ("acoustic grand piano", 0),
+        ("electric piano", 4),
+        ("nylon guitar", 24),
+        ("steel guitar", 25),
+        ("harp", 46),
+        ("marimba", 12),
+        ("celesta", 8),
+        ("music box", 10),
+        ("vibraphone", 11),
+    ],
+    "bass": [
+        ("acoustic bass", 32),
+        ("fingered bass", 33),
+        ("picked bass", 34),
+        ("fretless bass", 35),
+        ("synth bass", 38),
+    ],
     "comp": [("acoustic grand piano", 0), ("electric piano", 4), ("jazz guitar", 26), ("drawbar organ", 16)],
 }
 STYLES = ("jazz", "pop", "ambient")
-MELODY_RANGES = {"violin": (55, 88), "oboe": (58, 86), "square lead": (55, 84), "saw lead": (55, 84), "harmonica": (60, 84)}
+MELODY_RANGES = {
+    "violin": (55, 88),
+    "oboe": (58, 86),
+    "square lead": (55, 84),
+    "saw lead": (55, 84),
+    "harmonica": (60, 84),
+}
+
 
 def _pick(rng, part):
-    name, prog = PALETTE[part][int(rng.integers(len(PALETTE[part])))]; return name, prog
+    name, prog = PALETTE[part][int(rng.integers(len(PALETTE[part])))]
+    return name, prog
+
 
 def compose_piece(rng: np.random.Generator, seconds: float, styles=STYLES) -> dict:
     "Draw a stereo piece: meta (style, key, tempo, per-part instrument/pan/reverb/chorus) and MIDI parts."
-    style = str(rng.choice(list(styles))); key = int(rng.integers(12))
+    style = str(rng.choice(list(styles)))
+    key = int(rng.integers(12))
     bpm = float(round(rng.uniform(*{"jazz": (100, 220), "pop": (80, 140), "ambient": (60, 90)}[style]), 1))
     swing = float(round(rng.uniform(0.55, 0.68), 3)) if style == "jazz" else 0.5
     n_bars = max(1, math.ceil(seconds / (4 * 60 / bpm)))
-    if style == "jazz": chords = form_chords(str(rng.choice(list(FORMS))), key, n_bars)
-    else: chords = progression_chords(PROGRESSIONS[int(rng.integers(len(PROGRESSIONS)))], key, n_bars, 2 if style == "ambient" else 1)
-    wanted = {"jazz": ["melody", "bass", "comp"], "pop": ["melody", "bass", "pad", "arpeggio"], "ambient": ["pad", "arpeggio", "melody"]}[style]
+    if style == "jazz":
+        chords = form_chords(str(rng.choice(list(FORMS))), key, n_bars)
+    else:
+        chords = progression_chords(
+            PROGRESSIONS[int(rng.integers(len(PROGRESSIONS)))], key, n_bars, 2 if style == "ambient" else 1
+        )
+    wanted = {
+        "jazz": ["melody", "bass", "comp"],
+        "pop": ["melody", "bass", "pad", "arpeggio"],
+        "ambient": ["pad", "arpeggio", "melody"],
+    }[style]
     pans = rng.permutation(np.linspace(16, 112, len(wanted))).round().astype(int)
     parts = []
     for ch, (role, pan) in enumerate(zip(wanted, pans)):
         name, prog = _pick(rng, role)
         lo, hi = LEAD_RANGES.get(name) or MELODY_RANGES.get(name) or (60, 86)
-        notes = {"melody": lambda: improvise(chords, rng, lo, hi, channel=ch), "bass": lambda: (walking_bass if style == "jazz" else root_bass)(chords, rng, channel=ch),
-                 "comp": lambda: comping(chords, rng, "guitar" if prog == 26 else "organ" if prog == 16 else "piano", channel=ch),
-                 "pad": lambda: pad(chords, rng, ch), "arpeggio": lambda: arpeggio(chords, rng, ch)}[role]()
-        parts.append(dict(name=name, role=role, channel=ch, program=prog, pan=int(pan), reverb=int(rng.integers(20, 111)),
-                          chorus=int(rng.integers(0, 81)), notes=notes))
+        notes = {
+            "melody": lambda: improvise(chords, rng, lo, hi, channel=ch),
+            "bass": lambda: (walking_bass if style == "jazz" else root_bass)(chords, rng, channel=ch),
+            "comp": lambda: comping(
+                chords, rng, "guitar" if prog == 26 else "organ" if prog == 16 else "piano", channel=ch
+            ),
+            "pad": lambda: pad(chords, rng, ch),
+            "arpeggio": lambda: arpeggio(chords, rng, ch),
+        }[role]()
+        parts.append(
+            dict(
+                name=name,
+                role=role,
+                channel=ch,
+                program=prog,
+                pan=int(pan),
+                reverb=int(rng.integers(20, 111)),
+                chorus=int(rng.integers(0, 81)),
+                notes=notes,
+            )
+        )
     if style != "ambient":
-        parts.append(dict(name="drums", role="drums", channel=9, program=0, pan=int(rng.integers(54, 75)),
-                          reverb=int(rng.integers(10, 60)), chorus=0,
-                          notes=swing_drums(n_bars, rng, 4) if style == "jazz" else rock_drums(n_bars, rng)))
-    meta = dict(style=style, key=NOTE_NAMES[key], tempo_bpm=bpm, swing=swing, n_bars=n_bars,
-                parts=[{k: p[k] for k in ("name", "role", "program", "pan", "reverb", "chorus")} for p in parts])
+        parts.append(
+            dict(
+                name="drums",
+                role="drums",
+                channel=9,
+                program=0,
+                pan=int(rng.integers(54, 75)),
+                reverb=int(rng.integers(10, 60)),
+                chorus=0,
+                notes=swing_drums(n_bars, rng, 4) if style == "jazz" else rock_drums(n_bars, rng),
+            )
+        )
+    meta = dict(
+        style=style,
+        key=NOTE_NAMES[key],
+        tempo_bpm=bpm,
+        swing=swing,
+        n_bars=n_bars,
+        parts=[{k: p[k] for k in ("name", "role", "program", "pan", "reverb", "chorus")} for p in parts],
+    )
     return dict(meta=meta, chords=chords, parts=parts)
 
 # %% ../../nbs/13_data.music.ipynb #b1603307
 PACKAGE_LICENCES = {"wesnoth-1.16-music": "GPL-2+ (see /usr/share/doc/wesnoth-1.16-music/copyright)"}
 RECORDED_DIRS = ("/usr/share/games/wesnoth/1.16/data/core/music",)
+
 
 @functools.lru_cache(maxsize=None)
 def debian_package(path: str) -> str:
@@ -137,122 +270,191 @@ def debian_package(path: str) -> str:
     try:
         r = subprocess.run(["dpkg-query", "-S", str(path)], capture_output=True, text=True, timeout=30)
         return r.stdout.split(":")[0].strip() if r.returncode == 0 and r.stdout else "unknown"
-    except (OSError, subprocess.TimeoutExpired): return "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+
 
 def recorded_files(dirs) -> list[Path]:
     "Audio files (recursively, sorted) under the existing `dirs`."
     return sorted(p for d in dirs if Path(d).is_dir() for p in Path(d).rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+
 
 def plan_clips(files, n: int | None, clip_s: float, rng: np.random.Generator) -> list[tuple[Path, float]]:
     """`(file, offset_s)` clips: every whole clip of every file when `n` is None, else `n` clips at seeded
     random offsets, visiting the files in a seeded order (a different file for each clip while they last)."""
     durs = {f: sf.info(str(f)).duration for f in files}
     files = [f for f in files if durs[f] >= clip_s]
-    if n is None: return [(f, k * clip_s) for f in files for k in range(int(durs[f] // clip_s))]
+    if n is None:
+        return [(f, k * clip_s) for f in files for k in range(int(durs[f] // clip_s))]
     order = [files[i] for i in rng.permutation(len(files))] if files else []
-    return [(order[i % len(order)], float(round(rng.uniform(0, durs[order[i % len(order)]] - clip_s), 3))) for i in range(n)] if order else []
+    return (
+        [
+            (order[i % len(order)], float(round(rng.uniform(0, durs[order[i % len(order)]] - clip_s), 3)))
+            for i in range(n)
+        ]
+        if order
+        else []
+    )
+
 
 def read_clip(path, offset_s: float, clip_s: float, sr: int) -> torch.Tensor:
     "Stereo `(2, T)` float32 clip of `clip_s` seconds at `offset_s`, resampled to `sr`."
     with sf.SoundFile(str(path)) as f:
         f.seek(int(round(offset_s * f.samplerate)))
-        x = torch.from_numpy(f.read(int(round(clip_s * f.samplerate)), dtype="float32", always_2d=True).T.copy())  # (C, T)
+        x = torch.from_numpy(
+            f.read(int(round(clip_s * f.samplerate)), dtype="float32", always_2d=True).T.copy()
+        )  # (C, T)
         file_sr = f.samplerate
-    if file_sr != sr: x = resample(x, file_sr, sr)
+    if file_sr != sr:
+        x = resample(x, file_sr, sr)
     return pad_or_trim(to_channels(x, 2), int(round(clip_s * sr)))
 
 # %% ../../nbs/13_data.music.ipynb #a4226b4d
 @dataclasses.dataclass
 class MusicConfig(Config):
     "Stereo music corpus: synthesized pieces and clips of recorded music, 44.1 kHz stereo FLAC."
+
     n_synth: int = 10
     synth_seconds: float = 10.0
-    n_recorded: int | None = 10      # None: cut every file into consecutive clips
+    n_recorded: int | None = 10  # None: cut every file into consecutive clips
     clip_seconds: float = 10.0
     sr: int = 44100
     soundfonts: tuple = SOUNDFONTS
     styles: tuple = STYLES
     recorded_dirs: tuple = RECORDED_DIRS
-    min_rms_db: float = -40.0        # clips quieter than this are skipped (the codec dataset's energy floor)
-    peak: float = 0.9                # synth pieces are peak-normalised to this
+    min_rms_db: float = -40.0  # clips quieter than this are skipped (the codec dataset's energy floor)
+    peak: float = 0.9  # synth pieces are peak-normalised to this
     workers: int = 1
     seed: int = 0
+
 
 def _stereo_width(x: np.ndarray) -> float:
     "Side/mid energy ratio in dB of a (2, T) clip (-inf for dual mono)."
     mid, side = (x[0] + x[1]) / 2, (x[0] - x[1]) / 2
-    return float(10 * np.log10((side ** 2).mean() / max((mid ** 2).mean(), 1e-20) + 1e-20))
+    return float(10 * np.log10((side**2).mean() / max((mid**2).mean(), 1e-20) + 1e-20))
+
 
 def make_synth_piece(out_dir, cfg: MusicConfig, index: int) -> dict:
     "Compose, render (full MIDI, one pass) and save synth piece `index` as FLAC + MIDI + JSON."
-    out_dir = Path(out_dir); pid = f"synth_{index:05d}"
+    out_dir = Path(out_dir)
+    pid = f"synth_{index:05d}"
     rng = np.random.default_rng([cfg.seed, 1, index])
     piece = compose_piece(rng, cfg.synth_seconds, cfg.styles)
-    sfp = str(cfg.soundfonts[int(rng.integers(len(cfg.soundfonts)))]); m = piece["meta"]
+    sfp = str(cfg.soundfonts[int(rng.integers(len(cfg.soundfonts)))])
+    m = piece["meta"]
     mf = build_midi(piece["parts"], m["tempo_bpm"], m["swing"], 4 * m["n_bars"] + 2)
-    with atomic_path(out_dir / f"{pid}.mid") as tmp: mf.save(tmp)
-    x = pad_or_trim(torch.from_numpy(render_midi(out_dir / f"{pid}.mid", sfp, cfg.sr)), round(cfg.synth_seconds * cfg.sr))  # (2, T)
+    with atomic_path(out_dir / f"{pid}.mid") as tmp:
+        mf.save(tmp)
+    x = pad_or_trim(
+        torch.from_numpy(render_midi(out_dir / f"{pid}.mid", sfp, cfg.sr)), round(cfg.synth_seconds * cfg.sr)
+    )  # (2, T)
     top = float(x.abs().max())
-    if top < 1e-4: raise AudiolabError(f"{pid}: rendered silence ({sfp})")
+    if top < 1e-4:
+        raise AudiolabError(f"{pid}: rendered silence ({sfp})")
     x = (x * (cfg.peak / top)).numpy()
     save_audio(out_dir / f"{pid}.flac", x, cfg.sr, subtype="PCM_16")
     stem = Path(sfp).stem
-    m.update(id=pid, index=index, seed=cfg.seed, sr=cfg.sr, channels=2, seconds=cfg.synth_seconds, soundfont=Path(sfp).name,
-             source_package=SOUNDFONT_LICENCES.get(stem, ("unknown", "unknown"))[0],
-             licence=SOUNDFONT_LICENCES.get(stem, ("unknown", "unknown"))[1], stereo_width_db=round(_stereo_width(x), 2),
-             source="audiolab.data.music (procedural MIDI + FluidSynth)")
+    m.update(
+        id=pid,
+        index=index,
+        seed=cfg.seed,
+        sr=cfg.sr,
+        channels=2,
+        seconds=cfg.synth_seconds,
+        soundfont=Path(sfp).name,
+        source_package=SOUNDFONT_LICENCES.get(stem, ("unknown", "unknown"))[0],
+        licence=SOUNDFONT_LICENCES.get(stem, ("unknown", "unknown"))[1],
+        stereo_width_db=round(_stereo_width(x), 2),
+        source="audiolab.data.music (procedural MIDI + FluidSynth)",
+    )
     save_json(out_dir / f"{pid}.json", m)
     return m
 
+
 def make_recorded_clip(out_dir, cfg: MusicConfig, path, offset_s: float) -> dict | None:
     "Cut, check and save one recorded clip; None (with no file written) when it is below `min_rms_db`."
-    path = Path(path); pkg = debian_package(str(path))
+    path = Path(path)
+    pkg = debian_package(str(path))
     cid = f"{path.stem}-{int(round(offset_s * 1000)):08d}".replace(" ", "_")
-    x = read_clip(path, offset_s, cfg.clip_seconds, cfg.sr)                 # (2, T)
+    x = read_clip(path, offset_s, cfg.clip_seconds, cfg.sr)  # (2, T)
     level = float(rms_db(x))
-    if level < cfg.min_rms_db: return dict(id=cid, skipped=f"silent: {level:.1f} dB < {cfg.min_rms_db} dB")
-    gain = min(1.0, 0.999 / max(float(x.abs().max()), 1e-9))                # FLAC 16-bit must not clip
+    if level < cfg.min_rms_db:
+        return dict(id=cid, skipped=f"silent: {level:.1f} dB < {cfg.min_rms_db} dB")
+    gain = min(1.0, 0.999 / max(float(x.abs().max()), 1e-9))  # FLAC 16-bit must not clip
     save_audio(out_dir / f"{cid}.flac", x * gain, cfg.sr, subtype="PCM_16")
-    m = dict(id=cid, source_file=str(path), source_package=pkg, licence=PACKAGE_LICENCES.get(pkg, f"see /usr/share/doc/{pkg}/copyright"),
-             offset_s=offset_s, seconds=cfg.clip_seconds, sr=cfg.sr, channels=2, gain=round(gain, 6), rms_db=round(level, 2),
-             stereo_width_db=round(_stereo_width(x.numpy()), 2))
+    m = dict(
+        id=cid,
+        source_file=str(path),
+        source_package=pkg,
+        licence=PACKAGE_LICENCES.get(pkg, f"see /usr/share/doc/{pkg}/copyright"),
+        offset_s=offset_s,
+        seconds=cfg.clip_seconds,
+        sr=cfg.sr,
+        channels=2,
+        gain=round(gain, 6),
+        rms_db=round(level, 2),
+        stereo_width_db=round(_stereo_width(x.numpy()), 2),
+    )
     save_json(out_dir / f"{cid}.json", m)
     return m
 
+
 def make_music_corpus(out_dir, cfg: MusicConfig) -> dict:
     "Generate `out_dir/synth/*` and `out_dir/recorded/*`; returns a report (counts, seconds, skipped, sources)."
-    out_dir = Path(out_dir); t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    t0 = time.perf_counter()
     cfg = cfg.replace(soundfonts=tuple(available_soundfonts(cfg.soundfonts)))
     bad = sorted(set(cfg.styles) - set(STYLES))
-    if bad: raise ConfigError(f"MusicConfig.styles: unknown {bad}; known: {list(STYLES)}")
+    if bad:
+        raise ConfigError(f"MusicConfig.styles: unknown {bad}; known: {list(STYLES)}")
     skipped = []
 
     def synth(i):
-        pid = f"synth_{i:05d}"; j = out_dir / "synth" / f"{pid}.json"
-        if j.exists(): return json.loads(j.read_text())
-        try: return make_synth_piece(out_dir / "synth", cfg, i)
+        pid = f"synth_{i:05d}"
+        j = out_dir / "synth" / f"{pid}.json"
+        if j.exists():
+            return json.loads(j.read_text())
+        try:
+            return make_synth_piece(out_dir / "synth", cfg, i)
         except Exception as e:
-            for s in (".mid", ".flac"): (out_dir / "synth" / f"{pid}{s}").unlink(missing_ok=True)
-            skipped.append(dict(id=pid, reason=f"{type(e).__name__}: {e}")); return None
+            for s in (".mid", ".flac"):
+                (out_dir / "synth" / f"{pid}{s}").unlink(missing_ok=True)
+            skipped.append(dict(id=pid, reason=f"{type(e).__name__}: {e}"))
+            return None
 
     def recorded(item):
-        try: m = make_recorded_clip(out_dir / "recorded", cfg, *item)
-        except Exception as e: m = dict(id=f"{Path(item[0]).name}@{item[1]}", skipped=f"{type(e).__name__}: {e}")
-        if m and "skipped" in m: skipped.append(dict(id=m["id"], reason=m["skipped"])); return None
+        try:
+            m = make_recorded_clip(out_dir / "recorded", cfg, *item)
+        except Exception as e:
+            m = dict(id=f"{Path(item[0]).name}@{item[1]}", skipped=f"{type(e).__name__}: {e}")
+        if m and "skipped" in m:
+            skipped.append(dict(id=m["id"], reason=m["skipped"]))
+            return None
         return m
 
     files = recorded_files(cfg.recorded_dirs)
-    if cfg.n_recorded and not files: skipped.append(dict(id="recorded", reason=f"no audio files under {list(cfg.recorded_dirs)}"))
+    if cfg.n_recorded and not files:
+        skipped.append(dict(id="recorded", reason=f"no audio files under {list(cfg.recorded_dirs)}"))
     plan = plan_clips(files, cfg.n_recorded, cfg.clip_seconds, np.random.default_rng([cfg.seed, 2]))
     with ThreadPoolExecutor(max(1, cfg.workers)) as ex:
         synths = [m for m in ex.map(synth, range(cfg.n_synth)) if m]
         recs = [m for m in ex.map(recorded, plan) if m]
-    s_sec, r_sec = sum(m["seconds"] for m in synths), sum(m["seconds"] for m in recs); wall = time.perf_counter() - t0
-    return dict(corpus="music", sr=cfg.sr, n_synth=len(synths), n_recorded=len(recs), synth_seconds=round(s_sec, 3),
-                recorded_seconds=round(r_sec, 3), hours=round((s_sec + r_sec) / 3600, 4), wall_s=round(wall, 2),
-                x_realtime=round((s_sec + r_sec) / max(wall, 1e-9), 2), skipped=sorted(skipped, key=lambda s: s["id"]),
-                styles=dict(Counter(m["style"] for m in synths)),
-                instruments=dict(Counter(p["name"] for m in synths for p in m["parts"])),
-                soundfonts=dict(Counter(m["soundfont"] for m in synths)),
-                recorded_sources=dict(Counter(m["source_package"] for m in recs)),
-                recorded_files=len({m["source_file"] for m in recs}))
+    s_sec, r_sec = sum(m["seconds"] for m in synths), sum(m["seconds"] for m in recs)
+    wall = time.perf_counter() - t0
+    return dict(
+        corpus="music",
+        sr=cfg.sr,
+        n_synth=len(synths),
+        n_recorded=len(recs),
+        synth_seconds=round(s_sec, 3),
+        recorded_seconds=round(r_sec, 3),
+        hours=round((s_sec + r_sec) / 3600, 4),
+        wall_s=round(wall, 2),
+        x_realtime=round((s_sec + r_sec) / max(wall, 1e-9), 2),
+        skipped=sorted(skipped, key=lambda s: s["id"]),
+        styles=dict(Counter(m["style"] for m in synths)),
+        instruments=dict(Counter(p["name"] for m in synths for p in m["parts"])),
+        soundfonts=dict(Counter(m["soundfont"] for m in synths)),
+        recorded_sources=dict(Counter(m["source_package"] for m in recs)),
+        recorded_files=len({m["source_file"] for m in recs}),
+    )

@@ -4,7 +4,13 @@
 
 # %% ../../nbs/17_data.saxpipe.ipynb #f9cdb541
 from __future__ import annotations
-import dataclasses, importlib.util, json, math, random, shutil, time
+import dataclasses
+import importlib.util
+import json
+import math
+import random
+import shutil
+import time
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable
@@ -28,49 +34,52 @@ __all__ = ['SaxPipeConfig', 'find_songs', 'download_audio', 'normalize_volume', 
 @dataclasses.dataclass
 class SaxPipeConfig(Config):
     "Seed 001's data pipeline settings (paths, intermediates, separation, RMS windows, augmentation, split, windows)."
-    root: str = "runs/saxpipe"          # all outputs below here (1_ingest ... 7_datasets, reports/)
-    source: str = "data/jazz"           # local folder: <song>/mix.wav (+ lead/backing.wav) or loose audio files
-    url: str | None = None              # yt-dlp playlist/video; used only when download=True and online
+
+    root: str = "runs/saxpipe"  # all outputs below here (1_ingest ... 7_datasets, reports/)
+    source: str = "data/jazz"  # local folder: <song>/mix.wav (+ lead/backing.wav) or loose audio files
+    url: str | None = None  # yt-dlp playlist/video; used only when download=True and online
     download: bool = False
     sample_rate: int = 32000
-    target_lufs: float = -14.0          # volume normalization (before and after separation)
-    keep_dl: bool = True                # intermediates kept after the next step has used them
+    target_lufs: float = -14.0  # volume normalization (before and after separation)
+    keep_dl: bool = True  # intermediates kept after the next step has used them
     keep_stems: bool = True
     keep_clips: bool = True
     keep_aug_clips: bool = True
     keep_codes: bool = True
-    separation: str = "auto"            # auto: exact stems where a song has them, else the separator | model | oracle
-    separator: str | None = None        # local path: our save_pretrained dir, a demucs .th, or a demucs repo dir
-    separator_name: str | None = None   # model/bag name inside a demucs repo dir (e.g. htdemucs_6s)
-    n_shifts: int = 0                   # Demucs random-shift averaging (0: none; the seed uses 2)
-    n_splits: int = 1                   # separation passes averaged (the seed's n_splits)
+    separation: str = "auto"  # auto: exact stems where a song has them, else the separator | model | oracle
+    separator: str | None = None  # local path: our save_pretrained dir, a demucs .th, or a demucs repo dir
+    separator_name: str | None = None  # model/bag name inside a demucs repo dir (e.g. htdemucs_6s)
+    n_shifts: int = 0  # Demucs random-shift averaging (0: none; the seed uses 2)
+    n_splits: int = 1  # separation passes averaged (the seed's n_splits)
     normalize_before: bool = True
     normalize_after: bool = True
-    rms_threshold: float = 0.05         # linear RMS of the lead over a frame
+    rms_threshold: float = 0.05  # linear RMS of the lead over a frame
     min_window_s: float = 30.0
     rms_frame_s: float = 10.0
     rms_stride_s: float = 0.2
-    semitone_steps: tuple = (-2, 2)     # pitch-shifted copies (0 excluded: the original is always kept)
-    tempo_ratios: tuple = (0.9, 1.1)    # tempo-changed copies (1 excluded)
+    semitone_steps: tuple = (-2, 2)  # pitch-shifted copies (0 excluded: the original is always kept)
+    tempo_ratios: tuple = (0.9, 1.1)  # tempo-changed copies (1 excluded)
     n_fft: int = 4096
     hop_length: int = 512
-    tokenizer: str | None = None        # save_pretrained dir of an AudioTokenizer
+    tokenizer: str | None = None  # save_pretrained dir of an AudioTokenizer
     chunk_len_s: float = 25.0
-    tokenize_batch: int = 8             # equal-length waves encoded together (lead + backing + pitch copies)
+    tokenize_batch: int = 8  # equal-length waves encoded together (lead + backing + pitch copies)
     split_seed: int = 67
     val: float = 0.1
     test: float = 0.1
-    seq_len: int = 1500                 # frames per window (30 s at 50 Hz)
+    seq_len: int = 1500  # frames per window (30 s at 50 Hz)
     stride: int = 300
     padding_idx: int = 2048
 
-    def dir(self, name: str) -> Path: return Path(self.root) / name
+    def dir(self, name: str) -> Path:
+        return Path(self.root) / name
 
 # %% ../../nbs/17_data.saxpipe.ipynb #35828767
 def find_songs(source) -> dict[str, dict]:
     "song_id -> {'mix': path, 'lead': path?, 'backing': path?} for a folder of song folders or of audio files."
     src = Path(source)
-    if not src.is_dir(): raise FileProblem(src, "source folder does not exist")
+    if not src.is_dir():
+        raise FileProblem(src, "source folder does not exist")
     songs = {}
     for p in sorted(src.iterdir()):
         if p.is_dir() and (p / "mix.wav").exists():
@@ -79,53 +88,81 @@ def find_songs(source) -> dict[str, dict]:
             songs[p.stem] = {"mix": p}
     return songs
 
+
 def download_audio(url: str | None, out_dir, enabled: bool = False) -> dict:
     "Step 1 (online variant): fetch `url` with yt-dlp as wav into `out_dir`; skipped with a reason when impossible."
-    if not enabled or not url: return dict(skipped=True, reason="download disabled (download=False or no url): using the local source folder")
+    if not enabled or not url:
+        return dict(skipped=True, reason="download disabled (download=False or no url): using the local source folder")
     if importlib.util.find_spec("yt_dlp") is None:
         return dict(skipped=True, reason="yt-dlp is not installed (pip install yt-dlp); using the local source folder")
     import socket
-    try: socket.create_connection(("www.youtube.com", 443), timeout=3).close()
-    except OSError as e: return dict(skipped=True, reason=f"offline ({e}); using the local source folder")
+
+    try:
+        socket.create_connection(("www.youtube.com", 443), timeout=3).close()
+    except OSError as e:
+        return dict(skipped=True, reason=f"offline ({e}); using the local source folder")
     import yt_dlp
-    opts = dict(format="bestaudio/best", outtmpl=str(Path(out_dir) / "%(id)s.%(ext)s"), quiet=True, ignoreerrors=True,
-                postprocessors=[dict(key="FFmpegExtractAudio", preferredcodec="wav")])
-    with yt_dlp.YoutubeDL(opts) as ydl: ydl.download([url])
+
+    opts = dict(
+        format="bestaudio/best",
+        outtmpl=str(Path(out_dir) / "%(id)s.%(ext)s"),
+        quiet=True,
+        ignoreerrors=True,
+        postprocessors=[dict(key="FFmpegExtractAudio", preferredcodec="wav")],
+    )
+    with yt_dlp.YoutubeDL(opts) as ydl:
+        ydl.download([url])
     return dict(skipped=False, files=sorted(p.name for p in Path(out_dir).glob("*.wav")))
+
 
 def normalize_volume(wav: Tensor, sr: int, lufs: float = -14.0) -> Tensor:
     "Loudness-normalize (C, L) to `lufs` LUFS, then scale down if a peak would exceed 0 dBFS."
-    if wav.shape[-1] >= int(0.4 * sr): wav = loudness_normalize(wav, sr, lufs)
+    if wav.shape[-1] >= int(0.4 * sr):
+        wav = loudness_normalize(wav, sr, lufs)
     return peak_normalize(wav, 0.0) if wav.abs().max() > 1.0 else wav
 
 # %% ../../nbs/17_data.saxpipe.ipynb #232e17ff
-def _save(path, wav: Tensor, sr: int) -> Path: return save_audio(path, wav, sr, subtype="FLOAT")
+def _save(path, wav: Tensor, sr: int) -> Path:
+    return save_audio(path, wav, sr, subtype="FLOAT")
+
 
 def _report(step: str, t0: float, **kw) -> dict:
     return dict(step=step, seconds=round(time.perf_counter() - t0, 3), **kw)
 
+
 def _write_report(cfg: SaxPipeConfig, rep: dict) -> dict:
-    save_json(cfg.dir("reports") / f"{rep['step']}.json", rep); return rep
+    save_json(cfg.dir("reports") / f"{rep['step']}.json", rep)
+    return rep
+
 
 def discard(path, keep: bool) -> bool:
     "Delete intermediate folder `path` unless `keep`; returns whether it was deleted."
-    if keep or not Path(path).exists(): return False
-    shutil.rmtree(path); return True
+    if keep or not Path(path).exists():
+        return False
+    shutil.rmtree(path)
+    return True
+
 
 def reset(cfg: SaxPipeConfig, *names: str) -> list[str]:
     "Delete outputs `names` (e.g. '6_codes') under `cfg.root` so a re-run recomputes them; returns those that existed."
     gone = []
     for n in names:
         p = cfg.dir(n)
-        if p.is_dir(): shutil.rmtree(p); gone.append(n)
-        elif p.exists(): p.unlink(); gone.append(n)
+        if p.is_dir():
+            shutil.rmtree(p)
+            gone.append(n)
+        elif p.exists():
+            p.unlink()
+            gone.append(n)
     return gone
+
 
 def run_ingest(cfg: SaxPipeConfig) -> dict:
     "Steps 1–2: bring every song of `cfg.source` (or a download) to mono `sample_rate` float wav at `target_lufs`."
     t0, out = time.perf_counter(), cfg.dir("1_ingest")
     dl = download_audio(cfg.url, cfg.dir("0_download"), cfg.download)
-    if dl["skipped"] and cfg.download: print(f"[saxpipe] download skipped: {dl['reason']}")
+    if dl["skipped"] and cfg.download:
+        print(f"[saxpipe] download skipped: {dl['reason']}")
     songs = find_songs(cfg.dir("0_download") if not dl["skipped"] else cfg.source)
     ok, skipped, index = [], [], {}
     for sid, paths in songs.items():
@@ -133,9 +170,11 @@ def run_ingest(cfg: SaxPipeConfig) -> dict:
         try:
             if not dst.exists():
                 wav, _ = load_audio(paths["mix"], sr=cfg.sample_rate, mono=True)
-                if cfg.normalize_before: wav = normalize_volume(wav, cfg.sample_rate, cfg.target_lufs)
+                if cfg.normalize_before:
+                    wav = normalize_volume(wav, cfg.sample_rate, cfg.target_lufs)
                 _save(dst, wav, cfg.sample_rate)
-            ok.append(sid); index[sid] = {k: str(v) for k, v in paths.items()}
+            ok.append(sid)
+            index[sid] = {k: str(v) for k, v in paths.items()}
         except (FileProblem, RuntimeError, ValueError) as e:
             skipped.append(dict(file=str(paths["mix"]), reason=str(e)))
     save_json(out / "index.json", index)
@@ -146,31 +185,46 @@ def run_separate(cfg: SaxPipeConfig, separator=None) -> dict:
     "Step 3: `2_stems/{lead,backing}/<song>.wav` for every ingested song; `separator` is a `Separator` (model mode)."
     t0, src, out = time.perf_counter(), cfg.dir("1_ingest"), cfg.dir("2_stems")
     index = json.loads((src / "index.json").read_text())
-    if cfg.separation not in ("auto", "model", "oracle"): raise ConfigError(f"saxpipe.separation must be auto|model|oracle, got {cfg.separation!r}")
+    if cfg.separation not in ("auto", "model", "oracle"):
+        raise ConfigError(f"saxpipe.separation must be auto|model|oracle, got {cfg.separation!r}")
     has_stems = lambda paths: {"lead", "backing"} <= set(paths)
-    use_model = {sid: cfg.separation == "model" or (cfg.separation == "auto" and not has_stems(p)) for sid, p in index.items()}
+    use_model = {
+        sid: cfg.separation == "model" or (cfg.separation == "auto" and not has_stems(p)) for sid, p in index.items()
+    }
     if any(use_model.values()) and separator is None:
         from audiolab.models.separation import Separator
+
         if not cfg.separator:
-            raise ConfigError(f"saxpipe.separation={cfg.separation!r}: songs without exact stems ({sum(use_model.values())}) "
-                              "need saxpipe.separator (a local model path)")
+            raise ConfigError(
+                f"saxpipe.separation={cfg.separation!r}: songs without exact stems ({sum(use_model.values())}) "
+                "need saxpipe.separator (a local model path)"
+            )
         separator = Separator.load(cfg.separator, name=cfg.separator_name)
     ok, skipped, modes = [], [], {"model": 0, "oracle": 0}
     for sid, paths in index.items():
         dst = {k: out / k / f"{sid}.wav" for k in ("lead", "backing")}
-        if all(p.exists() for p in dst.values()): ok.append(sid); continue
+        if all(p.exists() for p in dst.values()):
+            ok.append(sid)
+            continue
         try:
             if not use_model[sid]:
-                if not has_stems(paths): raise FileProblem(paths["mix"], "oracle separation needs lead.wav and backing.wav beside mix.wav")
+                if not has_stems(paths):
+                    raise FileProblem(paths["mix"], "oracle separation needs lead.wav and backing.wav beside mix.wav")
                 stems = {k: load_audio(paths[k], sr=cfg.sample_rate, mono=True)[0] for k in ("lead", "backing")}
             else:
                 wav, _ = load_audio(src / f"{sid}.wav")
                 stems = separator.lead_backing(wav, cfg.sample_rate, shifts=cfg.n_shifts, passes=cfg.n_splits)
-                stems = {k: v.mean(0, keepdim=True) for k, v in stems.items()}       # mono, as the tokenizer expects
+                stems = {k: v.mean(0, keepdim=True) for k, v in stems.items()}  # mono, as the tokenizer expects
             for k, w in stems.items():
-                _save(dst[k], normalize_volume(w, cfg.sample_rate, cfg.target_lufs) if cfg.normalize_after else w, cfg.sample_rate)
-            ok.append(sid); modes["model" if use_model[sid] else "oracle"] += 1
-        except (FileProblem, RuntimeError, ValueError) as e: skipped.append(dict(file=sid, reason=str(e)))
+                _save(
+                    dst[k],
+                    normalize_volume(w, cfg.sample_rate, cfg.target_lufs) if cfg.normalize_after else w,
+                    cfg.sample_rate,
+                )
+            ok.append(sid)
+            modes["model" if use_model[sid] else "oracle"] += 1
+        except (FileProblem, RuntimeError, ValueError) as e:
+            skipped.append(dict(file=sid, reason=str(e)))
     rep = _report("separate", t0, mode=cfg.separation, n_songs=len(ok), songs_by_mode=modes, skipped=skipped)
     rep["discarded_ingest"] = discard(src, cfg.keep_dl)
     return _write_report(cfg, rep)
@@ -179,13 +233,17 @@ def run_separate(cfg: SaxPipeConfig, separator=None) -> dict:
 def rms_envelope(wav: Tensor, sr: int, frame_s: float, stride_s: float) -> Tensor:
     "RMS of centred frames of `frame_s` every `stride_s` over (C, L) audio (channels averaged); -> (N,), N = ceil(L / stride)."
     frame, stride = max(1, round(frame_s * sr)), max(1, round(stride_s * sr))
-    x = wav.pow(2).mean(0, keepdim=True)[None]                            # (1, 1, L)
+    x = wav.pow(2).mean(0, keepdim=True)[None]  # (1, 1, L)
     n = math.ceil(wav.shape[-1] / stride)
-    pad_l = frame // 2; pad_r = max(0, (n - 1) * stride + frame - pad_l - wav.shape[-1])
+    pad_l = frame // 2
+    pad_r = max(0, (n - 1) * stride + frame - pad_l - wav.shape[-1])
     x = F.pad(x, (pad_l, pad_r))
     return F.avg_pool1d(x, frame, stride)[0, 0, :n].sqrt()
 
-def rms_windows(wav: Tensor, sr: int, threshold: float, min_window_s: float, frame_s: float, stride_s: float) -> list[tuple[float, float]]:
+
+def rms_windows(
+    wav: Tensor, sr: int, threshold: float, min_window_s: float, frame_s: float, stride_s: float
+) -> list[tuple[float, float]]:
     "Time windows (start_s, end_s) where the RMS envelope stays >= `threshold` for at least `min_window_s`."
     env = rms_envelope(wav, sr, frame_s, stride_s)
     on = torch.cat([torch.tensor([False]), env >= threshold, torch.tensor([False])]).int()
@@ -203,19 +261,33 @@ def run_select(cfg: SaxPipeConfig) -> dict:
     for lp in sorted((stems / "lead").glob("*.wav")):
         sid = lp.stem
         try:
-            lead, sr = load_audio(lp); backing, _ = load_audio(stems / "backing" / lp.name)
+            lead, sr = load_audio(lp)
+            backing, _ = load_audio(stems / "backing" / lp.name)
             n = min(lead.shape[-1], backing.shape[-1])
-            wins = rms_windows(lead[..., :n], sr, cfg.rms_threshold, cfg.min_window_s, cfg.rms_frame_s, cfg.rms_stride_s)
+            wins = rms_windows(
+                lead[..., :n], sr, cfg.rms_threshold, cfg.min_window_s, cfg.rms_frame_s, cfg.rms_stride_s
+            )
             clips = []
             for k, (s, e) in enumerate(wins):
-                cid = f"{sid}__c{k:02d}"; a, b = round(s * sr), round(e * sr)
-                for name, x in (("lead", lead), ("backing", backing)): _save(out / cid / f"{name}.wav", x[..., a:b], sr)
+                cid = f"{sid}__c{k:02d}"
+                a, b = round(s * sr), round(e * sr)
+                for name, x in (("lead", lead), ("backing", backing)):
+                    _save(out / cid / f"{name}.wav", x[..., a:b], sr)
                 clips.append(dict(clip_id=cid, start_s=s, end_s=e))
-            meta[sid] = dict(seconds=round(n / sr, 3), valid_windows=wins, clips=clips); n_clips += len(clips)
-        except (FileProblem, RuntimeError, ValueError) as e: skipped.append(dict(file=str(lp), reason=str(e)))
+            meta[sid] = dict(seconds=round(n / sr, 3), valid_windows=wins, clips=clips)
+            n_clips += len(clips)
+        except (FileProblem, RuntimeError, ValueError) as e:
+            skipped.append(dict(file=str(lp), reason=str(e)))
     save_json(cfg.dir("3_metadata.json"), meta)
-    rep = _report("select", t0, n_songs=len(meta), n_clips=n_clips, clip_seconds=round(sum(c["end_s"] - c["start_s"] for m in meta.values() for c in m["clips"]), 3),
-                  songs_without_windows=sorted(s for s, m in meta.items() if not m["clips"]), skipped=skipped)
+    rep = _report(
+        "select",
+        t0,
+        n_songs=len(meta),
+        n_clips=n_clips,
+        clip_seconds=round(sum(c["end_s"] - c["start_s"] for m in meta.values() for c in m["clips"]), 3),
+        songs_without_windows=sorted(s for s, m in meta.items() if not m["clips"]),
+        skipped=skipped,
+    )
     rep["discarded_stems"] = discard(stems, cfg.keep_stems)
     return _write_report(cfg, rep)
 
@@ -223,28 +295,40 @@ def run_select(cfg: SaxPipeConfig) -> dict:
 def time_stretch(wav: Tensor, rate: float, n_fft: int = 4096, hop_length: int = 512) -> Tensor:
     "Tempo × `rate` without changing pitch (phase vocoder); (C, L) -> (C, round(L / rate))."
     win = torch.hann_window(n_fft, device=wav.device)
-    spec = torch.stft(wav, n_fft, hop_length, window=win, return_complex=True)        # (C, F, N)
+    spec = torch.stft(wav, n_fft, hop_length, window=win, return_complex=True)  # (C, F, N)
     adv = torch.linspace(0, math.pi * hop_length, spec.shape[-2], device=wav.device)[..., None]
     out = AF.phase_vocoder(spec, rate, adv)
     return torch.istft(out, n_fft, hop_length, window=win, length=round(wav.shape[-1] / rate))
 
+
 def pitch_shift(wav: Tensor, sr: int, semitones: float, n_fft: int = 4096, hop_length: int = 512) -> Tensor:
     "Pitch × 2^(semitones/12), same length and tempo: stretch by the ratio, then resample back; (C, L) -> (C, L)."
     ratio = 2 ** (semitones / 12)
-    frac = Fraction(ratio).limit_denominator(64)                         # small rational resampling (ratio error < 1e-3)
-    y = time_stretch(wav, 1 / ratio, n_fft, hop_length)                 # (C, ~L * ratio), same pitch
-    y = AF.resample(y, frac.numerator, frac.denominator)                # played faster: pitch up, length back to ~L
+    frac = Fraction(ratio).limit_denominator(64)  # small rational resampling (ratio error < 1e-3)
+    y = time_stretch(wav, 1 / ratio, n_fft, hop_length)  # (C, ~L * ratio), same pitch
+    y = AF.resample(y, frac.numerator, frac.denominator)  # played faster: pitch up, length back to ~L
     return pad_or_trim(y, wav.shape[-1])
 
-def augment_pair(lead: Tensor, backing: Tensor, sr: int, semitone_steps=(-2, 2), tempo_ratios=(0.9, 1.1),
-                 n_fft: int = 4096, hop_length: int = 512) -> list[tuple[str, Tensor, Tensor]]:
+
+def augment_pair(
+    lead: Tensor,
+    backing: Tensor,
+    sr: int,
+    semitone_steps=(-2, 2),
+    tempo_ratios=(0.9, 1.1),
+    n_fft: int = 4096,
+    hop_length: int = 512,
+) -> list[tuple[str, Tensor, Tensor]]:
     "[(tag, lead, backing)]: the original ('orig'), pitch copies ('p+2'...) and tempo copies ('t1.1'...)."
-    if 0 in semitone_steps or 1 in tempo_ratios: raise ConfigError("semitone_steps must exclude 0 and tempo_ratios 1 (the original is always kept)")
-    if lead.shape != backing.shape: raise ValueError(f"lead {tuple(lead.shape)} and backing {tuple(backing.shape)} must have one shape")
-    both, C = torch.cat([lead, backing]), lead.shape[0]                  # (2C, L): one STFT pass for both stems
+    if 0 in semitone_steps or 1 in tempo_ratios:
+        raise ConfigError("semitone_steps must exclude 0 and tempo_ratios 1 (the original is always kept)")
+    if lead.shape != backing.shape:
+        raise ValueError(f"lead {tuple(lead.shape)} and backing {tuple(backing.shape)} must have one shape")
+    both, C = torch.cat([lead, backing]), lead.shape[0]  # (2C, L): one STFT pass for both stems
     out = [("orig", lead, backing)]
-    for tag, y in [(f"p{s:+g}", pitch_shift(both, sr, s, n_fft, hop_length)) for s in semitone_steps] + \
-                  [(f"t{r:g}", time_stretch(both, r, n_fft, hop_length)) for r in tempo_ratios]:
+    for tag, y in [(f"p{s:+g}", pitch_shift(both, sr, s, n_fft, hop_length)) for s in semitone_steps] + [
+        (f"t{r:g}", time_stretch(both, r, n_fft, hop_length)) for r in tempo_ratios
+    ]:
         out.append((tag, y[:C], y[C:]))
     return out
 
@@ -255,19 +339,28 @@ def run_augment(cfg: SaxPipeConfig) -> dict:
     n, skipped = 0, []
     for d in sorted(p for p in src.iterdir() if p.is_dir()):
         try:
-            lead, sr = load_audio(d / "lead.wav"); backing, _ = load_audio(d / "backing.wav")
-            for tag, l, b in augment_pair(lead, backing, sr, cfg.semitone_steps, cfg.tempo_ratios, cfg.n_fft, cfg.hop_length):
-                for name, x in (("lead", l), ("backing", b)): _save(out / f"{d.name}__{tag}" / f"{name}.wav", x, sr)
+            lead, sr = load_audio(d / "lead.wav")
+            backing, _ = load_audio(d / "backing.wav")
+            for tag, l, b in augment_pair(
+                lead, backing, sr, cfg.semitone_steps, cfg.tempo_ratios, cfg.n_fft, cfg.hop_length
+            ):
+                for name, x in (("lead", l), ("backing", b)):
+                    _save(out / f"{d.name}__{tag}" / f"{name}.wav", x, sr)
                 n += 1
-        except (FileProblem, RuntimeError, ValueError) as e: skipped.append(dict(file=str(d), reason=str(e)))
+        except (FileProblem, RuntimeError, ValueError) as e:
+            skipped.append(dict(file=str(d), reason=str(e)))
     rep = _report("augment", t0, n_aug_clips=n, skipped=skipped)
     rep["discarded_clips"] = discard(src, cfg.keep_clips)
     return _write_report(cfg, rep)
 
 # %% ../../nbs/17_data.saxpipe.ipynb #61c66565
-def _song_of(clip_name: str) -> str: return clip_name.split("__")[0]
+def _song_of(clip_name: str) -> str:
+    return clip_name.split("__")[0]
 
-def _code_dtype(bins: int) -> torch.dtype: return torch.int16 if bins <= 2 ** 15 else torch.int32
+
+def _code_dtype(bins: int) -> torch.dtype:
+    return torch.int16 if bins <= 2**15 else torch.int32
+
 
 @torch.inference_mode()
 def run_tokenize(cfg: SaxPipeConfig, tokenizer=None) -> dict:
@@ -277,39 +370,60 @@ def run_tokenize(cfg: SaxPipeConfig, tokenizer=None) -> dict:
     t0, src, out = time.perf_counter(), cfg.dir("5_aug_clips"), cfg.dir("6_codes")
     if tokenizer is None:
         from audiolab.models.tokenizer import AudioTokenizer
-        if not cfg.tokenizer: raise ConfigError("saxpipe.tokenizer must name a trained AudioTokenizer directory")
+
+        if not cfg.tokenizer:
+            raise ConfigError("saxpipe.tokenizer must name a trained AudioTokenizer directory")
         tokenizer = AudioTokenizer.from_pretrained(cfg.tokenizer)
     tokenizer.eval()
-    if not tokenizer.is_initialized: raise ConfigError("the tokenizer's codebooks are not initialised: train it first")
+    if not tokenizer.is_initialized:
+        raise ConfigError("the tokenizer's codebooks are not initialised: train it first")
     if cfg.padding_idx != tokenizer.cfg.bins:
-        raise ConfigError(f"saxpipe.padding_idx ({cfg.padding_idx}) must equal the tokenizer's codebook size ({tokenizer.cfg.bins})")
+        raise ConfigError(
+            f"saxpipe.padding_idx ({cfg.padding_idx}) must equal the tokenizer's codebook size ({tokenizer.cfg.bins})"
+        )
     dirs = sorted(p for p in src.iterdir() if p.is_dir())
-    clips: dict[str, list[Path]] = {}                                         # clip -> its augmented copies' folders
-    for d in dirs: clips.setdefault(d.name.rsplit("__", 1)[0], []).append(d)
+    clips: dict[str, list[Path]] = {}  # clip -> its augmented copies' folders
+    for d in dirs:
+        clips.setdefault(d.name.rsplit("__", 1)[0], []).append(d)
     n, frames, audio_s, skipped, bs, dtype = 0, 0, 0.0, [], max(1, cfg.tokenize_batch), _code_dtype(tokenizer.cfg.bins)
     for copies in clips.values():
-        waves = {}                                                            # length -> [(folder, stem, (1, L))]
+        waves = {}  # length -> [(folder, stem, (1, L))]
         for d in copies:
-            if (out / f"{d.name}.pt").exists(): n += 1; continue
+            if (out / f"{d.name}.pt").exists():
+                n += 1
+                continue
             try:
-                st = {k: load_audio(d / f"{k}.wav", sr=tokenizer.sample_rate, mono=True)[0] for k in ("lead", "backing")}
-            except (FileProblem, RuntimeError, ValueError) as e: skipped.append(dict(file=str(d), reason=str(e))); continue
-            for k, w in st.items(): waves.setdefault(w.shape[-1], []).append((d, k, w))
-        codes = {}                                                            # (folder, stem) -> (K, T)
+                st = {
+                    k: load_audio(d / f"{k}.wav", sr=tokenizer.sample_rate, mono=True)[0] for k in ("lead", "backing")
+                }
+            except (FileProblem, RuntimeError, ValueError) as e:
+                skipped.append(dict(file=str(d), reason=str(e)))
+                continue
+            for k, w in st.items():
+                waves.setdefault(w.shape[-1], []).append((d, k, w))
+        codes = {}  # (folder, stem) -> (K, T)
         for L, group in waves.items():
             for i in range(0, len(group), bs):
-                part = group[i:i + bs]
-                try: c = tokenizer.encode_long(torch.stack([w for _, _, w in part]), cfg.chunk_len_s)   # (b, K, T)
-                except (RuntimeError, ValueError) as e:                       # InputError too: skip, report, go on
-                    skipped += [dict(file=str(d / f"{k}.wav"), reason=str(e)) for d, k, _ in part]; continue
-                for (d, k, _), ck in zip(part, c): codes[d, k] = ck
+                part = group[i : i + bs]
+                try:
+                    c = tokenizer.encode_long(torch.stack([w for _, _, w in part]), cfg.chunk_len_s)  # (b, K, T)
+                except (RuntimeError, ValueError) as e:  # InputError too: skip, report, go on
+                    skipped += [dict(file=str(d / f"{k}.wav"), reason=str(e)) for d, k, _ in part]
+                    continue
+                for (d, k, _), ck in zip(part, c):
+                    codes[d, k] = ck
                 audio_s += L * len(part) / tokenizer.sample_rate
         for d in dict.fromkeys(d for d, _ in codes):
-            if (d, "lead") not in codes or (d, "backing") not in codes: continue    # one stem failed: skipped above
+            if (d, "lead") not in codes or (d, "backing") not in codes:
+                continue  # one stem failed: skipped above
             T = min(codes[d, "lead"].shape[-1], codes[d, "backing"].shape[-1])
-            item = dict(song_id=_song_of(d.name), clip=d.name, **{k: codes[d, k][:, :T].to(dtype) for k in ("lead", "backing")})
-            with atomic_path(out / f"{d.name}.pt") as tmp: torch.save(item, tmp)
-            n += 1; frames += T
+            item = dict(
+                song_id=_song_of(d.name), clip=d.name, **{k: codes[d, k][:, :T].to(dtype) for k in ("lead", "backing")}
+            )
+            with atomic_path(out / f"{d.name}.pt") as tmp:
+                torch.save(item, tmp)
+            n += 1
+            frames += T
     rep = _report("tokenize", t0, n_items=n, frames=frames, audio_seconds=round(audio_s, 1), skipped=skipped)
     rep["discarded_aug_clips"] = discard(src, cfg.keep_aug_clips)
     return _write_report(cfg, rep)
@@ -317,29 +431,39 @@ def run_tokenize(cfg: SaxPipeConfig, tokenizer=None) -> dict:
 # %% ../../nbs/17_data.saxpipe.ipynb #00b7cb58
 def split_songs(frames: dict[str, int], val: float = 0.1, test: float = 0.1, seed: int = 67) -> dict[str, list[str]]:
     "{'train','val','test'} -> song ids, filling test then val to their share of the total `frames` per song."
-    if val < 0 or test < 0 or val + test >= 1: raise ConfigError(f"need 0 <= val, test and val + test < 1, got {val}, {test}")
-    songs = sorted(frames); random.Random(seed).shuffle(songs)
+    if val < 0 or test < 0 or val + test >= 1:
+        raise ConfigError(f"need 0 <= val, test and val + test < 1, got {val}, {test}")
+    songs = sorted(frames)
+    random.Random(seed).shuffle(songs)
     total, out, i = sum(frames.values()), {"train": [], "val": [], "test": []}, 0
     for name, share in (("test", test), ("val", val)):
         got = 0
         while i < len(songs) - 1 and share > 0 and (got < share * total or (not out[name] and len(songs) >= 3)):
-            out[name].append(songs[i]); got += frames[songs[i]]; i += 1
+            out[name].append(songs[i])
+            got += frames[songs[i]]
+            i += 1
     out["train"] = songs[i:]
     return {k: sorted(v) for k, v in out.items()}
 
 # %% ../../nbs/17_data.saxpipe.ipynb #9efe1b11
 def window_starts(T: int, seq_len: int, stride: int) -> list[int]:
     "Window starts covering frames [0, T): multiples of `stride`, the last one padded at the end if needed."
-    if stride < 1 or stride > seq_len: raise ConfigError(f"need 1 <= stride <= seq_len, got stride={stride}, seq_len={seq_len}")
+    if stride < 1 or stride > seq_len:
+        raise ConfigError(f"need 1 <= stride <= seq_len, got stride={stride}, seq_len={seq_len}")
     starts = list(range(0, max(T - seq_len, 0) + 1, stride))
-    if starts[-1] + seq_len < T: starts.append(starts[-1] + stride)
+    if starts[-1] + seq_len < T:
+        starts.append(starts[-1] + stride)
     return starts
+
 
 class CodeWindows(Dataset):
     "(backing, lead) code windows (K, seq_len) over a list of items {'song_id', 'clip', 'backing', 'lead'}."
+
     def __init__(self, items: list[dict], seq_len: int = 1500, stride: int = 300, padding_idx: int = 2048):
         self.items, self.seq_len, self.stride, self.padding_idx = items, seq_len, stride, padding_idx
-        self.index = [(i, s) for i, it in enumerate(items) for s in window_starts(it["lead"].shape[-1], seq_len, stride)]
+        self.index = [
+            (i, s) for i, it in enumerate(items) for s in window_starts(it["lead"].shape[-1], seq_len, stride)
+        ]
 
     @classmethod
     def load(cls, path, **kw) -> "CodeWindows":
@@ -347,17 +471,20 @@ class CodeWindows(Dataset):
         d = torch.load(path, map_location="cpu", weights_only=True)
         return cls(d["items"], **{k: kw.get(k, d[k]) for k in ("seq_len", "stride", "padding_idx")})
 
-    def __len__(self) -> int: return len(self.index)
+    def __len__(self) -> int:
+        return len(self.index)
 
     def window(self, codes: Tensor, s: int) -> Tensor:
-        w = codes[:, s: s + self.seq_len].long()                                      # (K, <=seq_len)
+        w = codes[:, s : s + self.seq_len].long()  # (K, <=seq_len)
         return F.pad(w, (0, self.seq_len - w.shape[-1]), value=self.padding_idx)
 
     def __getitem__(self, j: int) -> tuple[Tensor, Tensor]:
-        i, s = self.index[j]; it = self.items[i]
+        i, s = self.index[j]
+        it = self.items[i]
         return self.window(it["backing"], s), self.window(it["lead"], s)
 
-    def songs(self) -> set[str]: return {it["song_id"] for it in self.items}
+    def songs(self) -> set[str]:
+        return {it["song_id"] for it in self.items}
 
 # %% ../../nbs/17_data.saxpipe.ipynb #6c6dcc16
 def run_datasets(cfg: SaxPipeConfig) -> dict:
@@ -365,18 +492,25 @@ def run_datasets(cfg: SaxPipeConfig) -> dict:
     t0, src, out = time.perf_counter(), cfg.dir("6_codes"), cfg.dir("7_datasets")
     items = []
     for p in sorted(src.glob("*.pt")):
-        try: items.append(torch.load(p, map_location="cpu", weights_only=True))
-        except Exception as e: raise FileProblem(p, f"unreadable codes ({type(e).__name__}: {e})") from None
+        try:
+            items.append(torch.load(p, map_location="cpu", weights_only=True))
+        except Exception as e:
+            raise FileProblem(p, f"unreadable codes ({type(e).__name__}: {e})") from None
     frames = {}
     for it in items:
-        if it["clip"].endswith("__orig"): frames[it["song_id"]] = frames.get(it["song_id"], 0) + it["lead"].shape[-1]
-    for it in items: frames.setdefault(it["song_id"], it["lead"].shape[-1])
+        if it["clip"].endswith("__orig"):
+            frames[it["song_id"]] = frames.get(it["song_id"], 0) + it["lead"].shape[-1]
+    for it in items:
+        frames.setdefault(it["song_id"], it["lead"].shape[-1])
     split = split_songs(frames, cfg.val, cfg.test, cfg.split_seed)
     rep = _report("datasets", t0, split={k: len(v) for k, v in split.items()})
     for name, songs in split.items():
         chosen = [it for it in items if it["song_id"] in set(songs)]
         with atomic_path(out / f"{name}.pt") as tmp:
-            torch.save(dict(items=chosen, songs=songs, seq_len=cfg.seq_len, stride=cfg.stride, padding_idx=cfg.padding_idx), tmp)
+            torch.save(
+                dict(items=chosen, songs=songs, seq_len=cfg.seq_len, stride=cfg.stride, padding_idx=cfg.padding_idx),
+                tmp,
+            )
         rep[f"{name}_windows"] = len(CodeWindows(chosen, cfg.seq_len, cfg.stride, cfg.padding_idx))
         rep[f"{name}_frames"] = sum(it["lead"].shape[-1] for it in chosen)
     save_json(out / "split.json", split)
@@ -387,34 +521,42 @@ def run_datasets(cfg: SaxPipeConfig) -> dict:
 # %% ../../nbs/17_data.saxpipe.ipynb #cd0f392e
 class RandomCrops(Dataset):
     "`n` random `seg_len` crops of aligned (…, L) tensors: items are tuples cut at one shared offset (zero-padded)."
+
     def __init__(self, items: list[tuple[Tensor, ...]], seg_len: int, n: int, seed: int = 0):
-        if not items: raise ConfigError("RandomCrops needs at least one item")
+        if not items:
+            raise ConfigError("RandomCrops needs at least one item")
         self.items, self.seg_len, self.n, self.seed = items, seg_len, n, seed
         lens = torch.tensor([float(min(t.shape[-1] for t in it)) for it in items])
-        self.weights = lens / lens.sum()                                   # longer items are drawn more often
+        self.weights = lens / lens.sum()  # longer items are drawn more often
 
-    def __len__(self) -> int: return self.n
+    def __len__(self) -> int:
+        return self.n
 
     def __getitem__(self, j: int) -> tuple[Tensor, ...]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + j)
         it = self.items[int(torch.multinomial(self.weights, 1, generator=g))]
         L = min(t.shape[-1] for t in it)
         s = int(torch.randint(0, max(1, L - self.seg_len + 1), (1,), generator=g))
-        return tuple(F.pad(t[..., s: s + self.seg_len], (0, max(0, self.seg_len - (L - s)))) for t in it)
+        return tuple(F.pad(t[..., s : s + self.seg_len], (0, max(0, self.seg_len - (L - s)))) for t in it)
 
 # %% ../../nbs/17_data.saxpipe.ipynb #4ed8e8c0
 def load_multitrack(root, sr: int = 32000, songs: list[str] | None = None) -> list[dict]:
     "[{'song_id', 'lead', 'backing', 'mix'}] (mono (1, L) at `sr`) for the song folders of `root` that hold all three stems."
     out = []
     for sid, paths in find_songs(root).items():
-        if songs is not None and sid not in songs: continue
-        if not {"lead", "backing"} <= set(paths): continue
+        if songs is not None and sid not in songs:
+            continue
+        if not {"lead", "backing"} <= set(paths):
+            continue
         st = {k: load_audio(paths[k], sr=sr, mono=True)[0] for k in ("lead", "backing", "mix")}
         n = min(v.shape[-1] for v in st.values())
         out.append(dict(song_id=sid, **{k: v[..., :n] for k, v in st.items()}))
     return out
 
-def holdout_songs(songs: list[dict], val: float = 0.1, test: float = 0.1, seed: int = 67) -> tuple[list[dict], list[dict]]:
+
+def holdout_songs(
+    songs: list[dict], val: float = 0.1, test: float = 0.1, seed: int = 67
+) -> tuple[list[dict], list[dict]]:
     "(train, held-out) songs: held-out = the val + test songs of `split_songs` on their lengths."
     sp = split_songs({s["song_id"]: s["lead"].shape[-1] for s in songs}, val, test, seed)
     held = set(sp["val"]) | set(sp["test"])

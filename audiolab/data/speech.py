@@ -4,7 +4,17 @@
 
 # %% ../../nbs/10_data.speech.ipynb #47a57084
 from __future__ import annotations
-import concurrent.futures as cf, csv, dataclasses, glob, os, re, shutil, subprocess, tempfile, time, unicodedata
+import concurrent.futures as cf
+import csv
+import dataclasses
+import glob
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -23,16 +33,21 @@ __all__ = ['FORTUNES_DIR', 'ESPEAK_ACCENTS', 'ESPEAK_VARIANTS', 'FLITE_VOICES', 
 FORTUNES_DIR = "/usr/share/games/fortunes"
 _CLEAN = re.compile(r"^[A-Z][A-Za-z ,'\-]*[a-z][.!?]$")
 
+
 def fortune_sentences(root: str | os.PathLike = FORTUNES_DIR, min_words: int = 4, max_words: int = 20) -> list[str]:
     "Sorted unique single clean sentences from the fortune files (`%`-separated) directly under `root`."
     out = set()
     for f in sorted(glob.glob(os.path.join(root, "*"))):
-        if "." in os.path.basename(f) or not os.path.isfile(f): continue  # skip .dat/.u8 indexes
+        if "." in os.path.basename(f) or not os.path.isfile(f):
+            continue  # skip .dat/.u8 indexes
         for entry in Path(f).read_text(encoding="utf-8", errors="replace").split("\n%\n"):
             s = " ".join(entry.split())
-            if not _CLEAN.match(s) or "--" in s or "''" in s: continue
-            if min_words <= len(s.split()) <= max_words: out.add(s)
+            if not _CLEAN.match(s) or "--" in s or "''" in s:
+                continue
+            if min_words <= len(s.split()) <= max_words:
+                out.add(s)
     return sorted(out)
+
 
 def normalize_text(s: str) -> str:
     "LibriTTS-style normalized text: NFKC, straight quotes, single spaces."
@@ -40,29 +55,80 @@ def normalize_text(s: str) -> str:
     return " ".join(s.split())
 
 # %% ../../nbs/10_data.speech.ipynb #a5809bea
-ESPEAK_ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
-ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2", "klatt3",
-                   "Andy", "Alicia", "Annie", "belinda", "benjamin", "david", "edward", "grandpa", "linda", "max",
-                   "michel", "norbert", "paul", "robert", "steph", "travis", "victor", "zac", "whisper")
+ESPEAK_ACCENTS = (
+    "en-us",
+    "en-gb",
+    "en-gb-scotland",
+    "en-gb-x-rp",
+    "en-gb-x-gbclan",
+    "en-gb-x-gbcwmd",
+    "en-029",
+    "en-us-nyc",
+)
+ESPEAK_VARIANTS = (
+    "m1",
+    "m2",
+    "m3",
+    "m4",
+    "m5",
+    "m6",
+    "m7",
+    "f1",
+    "f2",
+    "f3",
+    "f4",
+    "f5",
+    "klatt",
+    "klatt2",
+    "klatt3",
+    "Andy",
+    "Alicia",
+    "Annie",
+    "belinda",
+    "benjamin",
+    "david",
+    "edward",
+    "grandpa",
+    "linda",
+    "max",
+    "michel",
+    "norbert",
+    "paul",
+    "robert",
+    "steph",
+    "travis",
+    "victor",
+    "zac",
+    "whisper",
+)
 FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
 FESTIVAL_VOICES = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")
+
 
 @dataclasses.dataclass(frozen=True)
 class Voice:
     "One synthetic speaker: `engine` in {espeak, flite, festival}, base `name`, `rate` factor, `pitch` (0-99, espeak/flite)."
+
     engine: str
     name: str
     rate: float = 1.0
     pitch: int = 50
 
     def __post_init__(self):  # the engines fall back to a default voice silently: refuse unknown names here
-        known = {"espeak": [f"{a}+{v}" for a in ESPEAK_ACCENTS for v in ESPEAK_VARIANTS] + list(ESPEAK_ACCENTS),
-                 "flite": FLITE_VOICES, "festival": FESTIVAL_VOICES}
-        if self.engine not in known: raise ValueError(f"unknown TTS engine {self.engine!r}; known: {sorted(known)}")
-        if self.name not in known[self.engine]: raise ValueError(f"unknown {self.engine} voice {self.name!r}")
+        known = {
+            "espeak": [f"{a}+{v}" for a in ESPEAK_ACCENTS for v in ESPEAK_VARIANTS] + list(ESPEAK_ACCENTS),
+            "flite": FLITE_VOICES,
+            "festival": FESTIVAL_VOICES,
+        }
+        if self.engine not in known:
+            raise ValueError(f"unknown TTS engine {self.engine!r}; known: {sorted(known)}")
+        if self.name not in known[self.engine]:
+            raise ValueError(f"unknown {self.engine} voice {self.name!r}")
 
     @property
-    def tag(self) -> str: return f"{self.engine}:{self.name}:r{self.rate:.2f}:p{self.pitch}"
+    def tag(self) -> str:
+        return f"{self.engine}:{self.name}:r{self.rate:.2f}:p{self.pitch}"
+
 
 def voice_bank(n: int = 24, seed: int = 0) -> list[Voice]:
     "`n` distinct voices: all flite and festival voices, then random espeak-ng accent+variant/rate/pitch configs."
@@ -73,9 +139,13 @@ def voice_bank(n: int = 24, seed: int = 0) -> list[Voice]:
     voices = fixed[:n]
     for i in order[: max(0, n - len(voices))]:
         a, v = combos[i]
-        voices.append(Voice("espeak", f"{a}+{v}", rate=float(np.round(rng.uniform(0.85, 1.2), 2)),
-                            pitch=int(rng.integers(30, 71))))
-    if len(voices) < n: raise ValueError(f"only {len(voices)} distinct voices available, asked for {n}")
+        voices.append(
+            Voice(
+                "espeak", f"{a}+{v}", rate=float(np.round(rng.uniform(0.85, 1.2), 2)), pitch=int(rng.integers(30, 71))
+            )
+        )
+    if len(voices) < n:
+        raise ValueError(f"only {len(voices)} distinct voices available, asked for {n}")
     return voices
 
 # %% ../../nbs/10_data.speech.ipynb #567dce33
@@ -84,21 +154,42 @@ def _engine_cmd(v: Voice, text: str, out: str) -> tuple[list[str], str | None]:
     if v.engine == "espeak":
         return ["espeak-ng", "-v", v.name, "-s", str(int(175 * v.rate)), "-p", str(v.pitch), "-w", out, text], None
     if v.engine == "flite":
-        return ["flite", "-voice", v.name, "--setf", f"duration_stretch={1 / v.rate:.3f}",
-                "--setf", f"int_f0_target_mean={60 + 1.6 * v.pitch:.0f}", "-t", text, "-o", out], None
+        return [
+            "flite",
+            "-voice",
+            v.name,
+            "--setf",
+            f"duration_stretch={1 / v.rate:.3f}",
+            "--setf",
+            f"int_f0_target_mean={60 + 1.6 * v.pitch:.0f}",
+            "-t",
+            text,
+            "-o",
+            out,
+        ], None
     if v.engine == "festival":
-        return ["text2wave", "-eval", f"(voice_{v.name})", "-eval", f"(Parameter.set 'Duration_Stretch {1 / v.rate:.3f})",
-                "-o", out], text
+        return [
+            "text2wave",
+            "-eval",
+            f"(voice_{v.name})",
+            "-eval",
+            f"(Parameter.set 'Duration_Stretch {1 / v.rate:.3f})",
+            "-o",
+            out,
+        ], text
     raise ValueError(f"unknown TTS engine {v.engine!r}")
 
-def trim_silence(x: np.ndarray, sr: int, thresh_db: float = -50., keep: float = 0.1) -> np.ndarray:
+
+def trim_silence(x: np.ndarray, sr: int, thresh_db: float = -50.0, keep: float = 0.1) -> np.ndarray:
     "Cut leading/trailing samples below `thresh_db` relative to the peak, keeping `keep` seconds around speech."
     loud = np.flatnonzero(np.abs(x) > np.abs(x).max() * 10 ** (thresh_db / 20))
-    if len(loud) == 0: return x
+    if len(loud) == 0:
+        return x
     k = int(keep * sr)
-    return x[max(0, loud[0] - k): loud[-1] + k]
+    return x[max(0, loud[0] - k) : loud[-1] + k]
 
-def synthesize(v: Voice, text: str, sr: int = 24000, peak_db: float = -3.) -> np.ndarray:
+
+def synthesize(v: Voice, text: str, sr: int = 24000, peak_db: float = -3.0) -> np.ndarray:
     "`text` read by voice `v` as float32 mono at `sr`: (T,)."
     with tempfile.TemporaryDirectory(prefix="tts") as d:
         out = os.path.join(d, "u.wav")
@@ -106,16 +197,18 @@ def synthesize(v: Voice, text: str, sr: int = 24000, peak_db: float = -3.) -> np
         r = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=120)
         if r.returncode != 0 or not os.path.exists(out):
             raise RuntimeError(f"{v.tag} failed on {text!r}: {r.stderr.strip()[-300:]}")
-        x, file_sr = sf.read(out, dtype="float32", always_2d=True)     # (T, C)
-    x = resample(torch.from_numpy(x.mean(1)), file_sr, sr)            # (T,)
+        x, file_sr = sf.read(out, dtype="float32", always_2d=True)  # (T, C)
+    x = resample(torch.from_numpy(x.mean(1)), file_sr, sr)  # (T,)
     x = torch.from_numpy(trim_silence(x.numpy(), sr))
-    if x.abs().max() == 0: raise RuntimeError(f"{v.tag} produced silence for {text!r}")
+    if x.abs().max() == 0:
+        raise RuntimeError(f"{v.tag} produced silence for {text!r}")
     return peak_normalize(x, peak_db).numpy()
 
 # %% ../../nbs/10_data.speech.ipynb #919f9178
 @dataclasses.dataclass
 class SpeechCfg(Config):
     "Size of the embedded speech corpus."
+
     n_speakers: int = 24
     utts_per_speaker: int = 8
     chapters_per_speaker: int = 2
@@ -125,7 +218,9 @@ class SpeechCfg(Config):
     test_speakers: int = 2
     workers: int = 2
 
+
 SPLIT_NAMES = {"train": "train-clean-100", "dev": "dev-clean", "test": "test-clean"}
+
 
 def speech_plan(cfg: SpeechCfg) -> list[dict]:
     "Every utterance to make: speaker/chapter/utterance ids, split, voice and text (deterministic in `cfg.seed`)."
@@ -134,7 +229,9 @@ def speech_plan(cfg: SpeechCfg) -> list[dict]:
     spk_order = rng.permutation(cfg.n_speakers)
     split_of = {}
     for j, i in enumerate(spk_order):
-        split_of[i] = "test" if j < cfg.test_speakers else "dev" if j < cfg.test_speakers + cfg.dev_speakers else "train"
+        split_of[i] = (
+            "test" if j < cfg.test_speakers else "dev" if j < cfg.test_speakers + cfg.dev_speakers else "train"
+        )
     plan = []
     for i, v in enumerate(voices):
         spk = 1001 + i
@@ -142,38 +239,62 @@ def speech_plan(cfg: SpeechCfg) -> list[dict]:
         for u, t in enumerate(texts):
             chap = 100 + u % cfg.chapters_per_speaker
             uid = f"{spk}_{chap}_{u:06d}_000000"
-            plan.append(dict(split=SPLIT_NAMES[split_of[i]], speaker=str(spk), chapter=str(chap), utt_id=uid,
-                             voice=v, text=sents[t]))
+            plan.append(
+                dict(
+                    split=SPLIT_NAMES[split_of[i]],
+                    speaker=str(spk),
+                    chapter=str(chap),
+                    utt_id=uid,
+                    voice=v,
+                    text=sents[t],
+                )
+            )
     return plan
+
 
 def _make_utt(root: Path, u: dict, sr: int) -> float:
     "Synthesize and write one planned utterance; returns its duration in seconds."
     d = root / u["split"] / u["speaker"] / u["chapter"]
     x = synthesize(u["voice"], u["text"], sr)
     save_audio(d / f"{u['utt_id']}.wav", x, sr, subtype="PCM_16")
-    with atomic_write(d / f"{u['utt_id']}.original.txt", "w") as f: f.write(u["text"])
-    with atomic_write(d / f"{u['utt_id']}.normalized.txt", "w") as f: f.write(normalize_text(u["text"]))
+    with atomic_write(d / f"{u['utt_id']}.original.txt", "w") as f:
+        f.write(u["text"])
+    with atomic_write(d / f"{u['utt_id']}.normalized.txt", "w") as f:
+        f.write(normalize_text(u["text"]))
     return len(x) / sr
+
 
 def make_speech_corpus(out_dir: str | os.PathLike, cfg: SpeechCfg | None = None) -> dict:
     "Generate the speech corpus under `out_dir` (LibriTTS layout); returns a summary (counts, hours, voices, failures)."
     cfg, root, t0 = cfg or SpeechCfg(), Path(out_dir), time.time()
     plan = speech_plan(cfg)
     durs, failed = {}, []
-    with cf.ThreadPoolExecutor(max(1, cfg.workers)) as ex:   # subprocess-bound: threads are enough
+    with cf.ThreadPoolExecutor(max(1, cfg.workers)) as ex:  # subprocess-bound: threads are enough
         futs = {ex.submit(_make_utt, root, u, cfg.sr): u for u in plan}
         for fut, u in futs.items():
-            try: durs[u["utt_id"]] = fut.result()
-            except Exception as e: failed.append(dict(utt_id=u["utt_id"], voice=u["voice"].tag, reason=str(e)))
-    spk_rows = {u["speaker"]: (u["speaker"], u["split"], u["voice"].engine, u["voice"].name, u["voice"].rate, u["voice"].pitch)
-                for u in plan}
+            try:
+                durs[u["utt_id"]] = fut.result()
+            except Exception as e:
+                failed.append(dict(utt_id=u["utt_id"], voice=u["voice"].tag, reason=str(e)))
+    spk_rows = {
+        u["speaker"]: (u["speaker"], u["split"], u["voice"].engine, u["voice"].name, u["voice"].rate, u["voice"].pitch)
+        for u in plan
+    }
     with atomic_write(root / "speakers.tsv", "w") as f:
         w = csv.writer(f, delimiter="\t", lineterminator="\n")
-        w.writerow(["speaker", "split", "engine", "voice", "rate", "pitch"]); w.writerows(spk_rows.values())
+        w.writerow(["speaker", "split", "engine", "voice", "rate", "pitch"])
+        w.writerows(spk_rows.values())
     secs = sum(durs.values())
-    return dict(utterances=len(durs), speakers=len(spk_rows), hours=secs / 3600, seconds=secs,
-                engines=sorted({u["voice"].engine for u in plan}), failed=failed, wall_s=time.time() - t0,
-                x_realtime=secs / max(time.time() - t0, 1e-9))
+    return dict(
+        utterances=len(durs),
+        speakers=len(spk_rows),
+        hours=secs / 3600,
+        seconds=secs,
+        engines=sorted({u["voice"].engine for u in plan}),
+        failed=failed,
+        wall_s=time.time() - t0,
+        x_realtime=secs / max(time.time() - t0, 1e-9),
+    )
 
 # %% ../../nbs/10_data.speech.ipynb #a865c188
 def read_libritts(root: str | os.PathLike, splits: list[str] | None = None) -> list[dict]:
@@ -181,9 +302,21 @@ def read_libritts(root: str | os.PathLike, splits: list[str] | None = None) -> l
     root, items = Path(root), []
     for wav in sorted(root.glob("*/*/*/*.wav")):
         split, spk, chap = wav.parts[-4:-1]
-        if splits is not None and split not in splits: continue
+        if splits is not None and split not in splits:
+            continue
         stem = wav.name[:-4]
-        txt = lambda kind: (p.read_text(encoding="utf-8").strip() if (p := wav.with_name(f"{stem}.{kind}.txt")).exists() else None)
-        items.append(dict(path=str(wav), split=split, speaker=spk, chapter=chap, utt_id=stem,
-                          text=txt("normalized"), text_original=txt("original")))
+        txt = lambda kind: (
+            p.read_text(encoding="utf-8").strip() if (p := wav.with_name(f"{stem}.{kind}.txt")).exists() else None
+        )
+        items.append(
+            dict(
+                path=str(wav),
+                split=split,
+                speaker=spk,
+                chapter=chap,
+                utt_id=stem,
+                text=txt("normalized"),
+                text_original=txt("original"),
+            )
+        )
     return items

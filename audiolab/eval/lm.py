@@ -19,6 +19,7 @@ __all__ = ['TokenMetrics', 'token_histograms', 'coverage', 'entropy_bits', 'kl_b
 # %% ../../nbs/51_eval.lm.ipynb #77dcc69a
 class TokenMetrics:
     "Running CE (nats), top-1 accuracy and perplexity per codebook over `(B, K, T, V)` logits / `(B, K, T)` targets."
+
     def __init__(self, num_codebooks: int, padding_idx: int | None = None):
         self.K, self.pad = num_codebooks, padding_idx
         self.nll = torch.zeros(num_codebooks, dtype=torch.float64)
@@ -28,10 +29,12 @@ class TokenMetrics:
     @torch.no_grad()
     def update(self, logits: Tensor, targets: Tensor) -> "TokenMetrics":
         if logits.shape[:-1] != targets.shape or logits.shape[1] != self.K:
-            raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} must be (B, {self.K}, T, V) / (B, {self.K}, T)")
+            raise ValueError(
+                f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} must be (B, {self.K}, T, V) / (B, {self.K}, T)"
+            )
         valid = targets != self.pad if self.pad is not None else torch.ones_like(targets, dtype=torch.bool)
         safe = targets.masked_fill(~valid, 0)
-        nll = -logits.float().log_softmax(-1).gather(-1, safe[..., None])[..., 0]       # (B, K, T)
+        nll = -logits.float().log_softmax(-1).gather(-1, safe[..., None])[..., 0]  # (B, K, T)
         hit = (logits.argmax(-1) == targets) & valid
         self.nll += (nll * valid).sum((0, 2)).double().cpu()
         self.correct += hit.sum((0, 2)).double().cpu()
@@ -45,36 +48,47 @@ class TokenMetrics:
         for k in range(self.K):
             out[f"ce_{k}"], out[f"acc_{k}"], out[f"ppl_{k}"] = ce[k].item(), acc[k].item(), math.exp(ce[k].item())
         ce_all = (self.nll.sum() / self.count.sum().clamp(min=1)).item()
-        out.update(ce=ce_all, acc=(self.correct.sum() / self.count.sum().clamp(min=1)).item(), ppl=math.exp(ce_all),
-                   tokens=int(self.count.sum().item()))
+        out.update(
+            ce=ce_all,
+            acc=(self.correct.sum() / self.count.sum().clamp(min=1)).item(),
+            ppl=math.exp(ce_all),
+            tokens=int(self.count.sum().item()),
+        )
         return out
 
 # %% ../../nbs/51_eval.lm.ipynb #d82aa56a
 def _flat_codebooks(tokens: Tensor | Sequence[Tensor]) -> list[Tensor]:
     "`(B, K, T)` tensor or a list of `(K, T)` / `(B, K, T)` tensors -> K flat tensors."
-    if isinstance(tokens, Tensor): tokens = [tokens]
+    if isinstance(tokens, Tensor):
+        tokens = [tokens]
     ts = [t if t.dim() == 3 else t[None] for t in tokens]
     K = ts[0].shape[1]
     return [torch.cat([t[:, k].reshape(-1) for t in ts]) for k in range(K)]
+
 
 def token_histograms(tokens: Tensor | Sequence[Tensor], vocab: int, padding_idx: int | None = None) -> Tensor:
     "`(K, vocab)` counts of each code per codebook (padding dropped)."
     out = []
     for t in _flat_codebooks(tokens):
         t = t.long()
-        if padding_idx is not None: t = t[t != padding_idx]
-        if t.numel() and (t.min() < 0 or t.max() >= vocab): raise ValueError(f"tokens outside [0, {vocab})")
+        if padding_idx is not None:
+            t = t[t != padding_idx]
+        if t.numel() and (t.min() < 0 or t.max() >= vocab):
+            raise ValueError(f"tokens outside [0, {vocab})")
         out.append(torch.bincount(t, minlength=vocab)[:vocab].double())
     return torch.stack(out)
+
 
 def coverage(hist: Tensor) -> Tensor:
     "Fraction of the vocabulary used, per codebook, from `(K, V)` histograms."
     return (hist > 0).double().mean(-1)
 
+
 def entropy_bits(hist: Tensor) -> Tensor:
     "Entropy (bits) of the empirical distribution, per codebook."
     p = hist / hist.sum(-1, keepdim=True).clamp(min=1)
     return -(p * torch.log2(p.clamp(min=1e-300))).sum(-1)
+
 
 def kl_bits(hist_p: Tensor, hist_q: Tensor, alpha: float = 0.5) -> Tensor:
     "KL(P ‖ Q) in bits per codebook between add-`alpha` smoothed histograms."
@@ -82,30 +96,48 @@ def kl_bits(hist_p: Tensor, hist_q: Tensor, alpha: float = 0.5) -> Tensor:
     q = (hist_q + alpha) / (hist_q + alpha).sum(-1, keepdim=True)
     return (p * torch.log2(p / q)).sum(-1)
 
-def distribution_report(target: Tensor | Sequence[Tensor], generated: Tensor | Sequence[Tensor], vocab: int,
-                        padding_idx: int | None = None, alpha: float = 0.5) -> dict:
+
+def distribution_report(
+    target: Tensor | Sequence[Tensor],
+    generated: Tensor | Sequence[Tensor],
+    vocab: int,
+    padding_idx: int | None = None,
+    alpha: float = 0.5,
+) -> dict:
     "Coverage, entropy (bits) of target and generated tokens and KL(target ‖ generated), per codebook and mean."
     hp, hq = token_histograms(target, vocab, padding_idx), token_histograms(generated, vocab, padding_idx)
-    parts = dict(coverage_target=coverage(hp), coverage_generated=coverage(hq), entropy_target=entropy_bits(hp),
-                 entropy_generated=entropy_bits(hq), kl_target_generated=kl_bits(hp, hq, alpha))
+    parts = dict(
+        coverage_target=coverage(hp),
+        coverage_generated=coverage(hq),
+        entropy_target=entropy_bits(hp),
+        entropy_generated=entropy_bits(hq),
+        kl_target_generated=kl_bits(hp, hq, alpha),
+    )
     out = {}
     for name, v in parts.items():
-        for k, x in enumerate(v.tolist()): out[f"{name}_{k}"] = x
+        for k, x in enumerate(v.tolist()):
+            out[f"{name}_{k}"] = x
         out[name] = v.mean().item()
     out["unique_generated"] = int((hq > 0).sum().item())
     return out
 
 # %% ../../nbs/51_eval.lm.ipynb #ca028e6e
-def unigram_baseline(train: Tensor | Sequence[Tensor], test: Tensor | Sequence[Tensor], vocab: int,
-                     padding_idx: int | None = None, alpha: float = 1.0) -> dict:
+def unigram_baseline(
+    train: Tensor | Sequence[Tensor],
+    test: Tensor | Sequence[Tensor],
+    vocab: int,
+    padding_idx: int | None = None,
+    alpha: float = 1.0,
+) -> dict:
     "Accuracy of the most frequent train code and CE (nats) / perplexity of the smoothed train unigram, on `test`."
     htr, hte = token_histograms(train, vocab, padding_idx), token_histograms(test, vocab, padding_idx)
-    logp = torch.log((htr + alpha) / (htr + alpha).sum(-1, keepdim=True))          # (K, V)
+    logp = torch.log((htr + alpha) / (htr + alpha).sum(-1, keepdim=True))  # (K, V)
     n = hte.sum(-1).clamp(min=1)
     acc = hte.gather(-1, htr.argmax(-1, keepdim=True))[:, 0] / n
     ce = -(hte * logp).sum(-1) / n
     out = {}
-    for k in range(htr.shape[0]): out[f"acc_{k}"], out[f"ce_{k}"] = acc[k].item(), ce[k].item()
+    for k in range(htr.shape[0]):
+        out[f"acc_{k}"], out[f"ce_{k}"] = acc[k].item(), ce[k].item()
     ce_all = (-(hte * logp).sum() / hte.sum().clamp(min=1)).item()
     out.update(acc=(acc * n).sum().item() / n.sum().item(), ce=ce_all, ppl=math.exp(ce_all))
     return out
@@ -113,13 +145,16 @@ def unigram_baseline(train: Tensor | Sequence[Tensor], test: Tensor | Sequence[T
 # %% ../../nbs/51_eval.lm.ipynb #5ccd50b4
 def first_divergence(a: Tensor, b: Tensor, padding_idx: int | None = None) -> Tensor:
     "`(B,)` first frame where `(B, K, T)` sequences differ in any codebook (frames padded in `b` are ignored); `T` if none."
-    if a.shape != b.shape: raise ValueError(f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
+    if a.shape != b.shape:
+        raise ValueError(f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
     diff = a != b
-    if padding_idx is not None: diff &= b != padding_idx
-    diff = diff.any(1)                                                               # (B, T)
+    if padding_idx is not None:
+        diff &= b != padding_idx
+    diff = diff.any(1)  # (B, T)
     T = diff.shape[-1]
     pos = torch.where(diff, torch.arange(T, device=a.device), T)
     return pos.min(-1).values
+
 
 def agreement(a: Tensor, b: Tensor, padding_idx: int | None = None) -> dict:
     "Fraction of equal tokens per codebook and overall (positions padded in `b` ignored)."
@@ -130,15 +165,22 @@ def agreement(a: Tensor, b: Tensor, padding_idx: int | None = None) -> dict:
     out["agree"] = (eq.sum() / valid.sum().clamp(min=1)).item()
     return out
 
-def ar_tf_report(ar: Tensor, tf: Tensor, target: Tensor, padding_idx: int | None = None, frame_rate: float | None = None) -> dict:
+
+def ar_tf_report(
+    ar: Tensor, tf: Tensor, target: Tensor, padding_idx: int | None = None, frame_rate: float | None = None
+) -> dict:
     "AR vs TF agreement and first divergence, plus how both match the target; seconds too when `frame_rate` is given."
     fd_tf, fd_gt = first_divergence(ar, tf, padding_idx), first_divergence(ar, target, padding_idx)
     out = {f"ar_tf_{k}": v for k, v in agreement(ar, tf, padding_idx).items()}
     out.update({f"ar_target_{k}": v for k, v in agreement(ar, target, padding_idx).items()})
     out.update({f"tf_target_{k}": v for k, v in agreement(tf, target, padding_idx).items()})
-    out.update(first_divergence_ar_tf=fd_tf.double().mean().item(), first_divergence_ar_target=fd_gt.double().mean().item(),
-               first_divergence_ar_tf_min=int(fd_tf.min()))
-    if frame_rate: out["first_divergence_ar_tf_s"] = out["first_divergence_ar_tf"] / frame_rate
+    out.update(
+        first_divergence_ar_tf=fd_tf.double().mean().item(),
+        first_divergence_ar_target=fd_gt.double().mean().item(),
+        first_divergence_ar_tf_min=int(fd_tf.min()),
+    )
+    if frame_rate:
+        out["first_divergence_ar_tf_s"] = out["first_divergence_ar_tf"] / frame_rate
     return out
 
 # %% ../../nbs/51_eval.lm.ipynb #564deeb0
@@ -146,10 +188,13 @@ def _sqrt_psd(m: Tensor) -> Tensor:
     w, v = torch.linalg.eigh(m)
     return (v * w.clamp(min=0).sqrt()) @ v.T
 
+
 def frechet_distance(x: Tensor, y: Tensor) -> float:
     "Fréchet distance between Gaussians fitted to `(N, D)` and `(M, D)` embeddings."
-    if x.dim() != 2 or y.dim() != 2 or x.shape[1] != y.shape[1]: raise ValueError(f"need (N, D) and (M, D), got {tuple(x.shape)}, {tuple(y.shape)}")
-    if min(len(x), len(y)) < 2: raise ValueError("need at least 2 embeddings on each side")
+    if x.dim() != 2 or y.dim() != 2 or x.shape[1] != y.shape[1]:
+        raise ValueError(f"need (N, D) and (M, D), got {tuple(x.shape)}, {tuple(y.shape)}")
+    if min(len(x), len(y)) < 2:
+        raise ValueError("need at least 2 embeddings on each side")
     x, y = x.double(), y.double()
     mx, my = x.mean(0), y.mean(0)
     sx, sy = torch.cov(x.T).reshape(x.shape[1], -1), torch.cov(y.T).reshape(y.shape[1], -1)
@@ -157,16 +202,22 @@ def frechet_distance(x: Tensor, y: Tensor) -> float:
     tr_sqrt = torch.linalg.eigvalsh(r @ sy @ r).clamp(min=0).sqrt().sum()
     return ((mx - my).pow(2).sum() + sx.trace() + sy.trace() - 2 * tr_sqrt).item()
 
+
 def mel_frames(wav: Tensor, sr: int) -> Tensor:
     "VGGish-style features `(frames, 64)`: log-mel, 64 bands 125–7500 Hz, 25 ms window, 10 ms hop at 16 kHz."
     import torchaudio
-    x = wav.float().reshape(-1, wav.shape[-1]).mean(0)                              # mono
-    if sr != 16000: x = torchaudio.functional.resample(x, sr, 16000)
-    mel = torchaudio.transforms.MelSpectrogram(16000, n_fft=512, win_length=400, hop_length=160, n_mels=64,
-                                               f_min=125, f_max=7500)(x)
+
+    x = wav.float().reshape(-1, wav.shape[-1]).mean(0)  # mono
+    if sr != 16000:
+        x = torchaudio.functional.resample(x, sr, 16000)
+    mel = torchaudio.transforms.MelSpectrogram(
+        16000, n_fft=512, win_length=400, hop_length=160, n_mels=64, f_min=125, f_max=7500
+    )(x)
     return torch.log(mel + 0.01).T
+
 
 def fad(reference: Iterable[Tensor], generated: Iterable[Tensor], embed: Callable[[Tensor], Tensor]) -> float:
     "FAD between two sets of clips; `embed(clip) -> (frames, D)`; the frames of all clips of a set are pooled."
-    ex = torch.cat([embed(w) for w in reference]); ey = torch.cat([embed(w) for w in generated])
+    ex = torch.cat([embed(w) for w in reference])
+    ey = torch.cat([embed(w) for w in generated])
     return frechet_distance(ex, ey)

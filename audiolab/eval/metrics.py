@@ -5,7 +5,8 @@
 # %% ../../nbs/50_eval.metrics.ipynb #952a99cd
 from __future__ import annotations
 import math
-import subprocess, tempfile
+import subprocess
+import tempfile
 from typing import Sequence
 
 import numpy as np
@@ -22,8 +23,10 @@ __all__ = ['si_sdr', 'mel_distance', 'mrstft_distance', 'lsd', 'pesq_wb', 'stoi'
 
 # %% ../../nbs/50_eval.metrics.ipynb #03c268be
 def _check(est: Tensor, ref: Tensor) -> None:
-    if est.shape != ref.shape: raise ValueError(f"estimate {tuple(est.shape)} and reference {tuple(ref.shape)} differ in shape")
-    if est.shape[-1] == 0: raise ValueError("empty signals")
+    if est.shape != ref.shape:
+        raise ValueError(f"estimate {tuple(est.shape)} and reference {tuple(ref.shape)} differ in shape")
+    if est.shape[-1] == 0:
+        raise ValueError("empty signals")
 
 # %% ../../nbs/50_eval.metrics.ipynb #79cab268
 def si_sdr(est: Tensor, ref: Tensor, eps: float = 1e-8, reduce: bool = True) -> float | Tensor:
@@ -41,11 +44,14 @@ def mel_distance(est: Tensor, ref: Tensor, preset: str | MelPreset = "vocos24k")
     _check(est, ref)
     return (mel_spectrogram(est, preset) - mel_spectrogram(ref, preset)).abs().mean().item()
 
+
 def mrstft_distance(est: Tensor, ref: Tensor, fft_sizes: Sequence[int] = (2048, 1024, 512, 256, 128)) -> float:
     "Multi-resolution STFT loss (spectral convergence + log-magnitude L1) of (B, C, T) signals."
     _check(est, ref)
     est, ref = (t.reshape(-1, 1, t.shape[-1]) for t in (est, ref))  # any (..., T) -> (N, 1, T)
-    with torch.no_grad(): return mr_stft_loss(fft_sizes)(est, ref).item()
+    with torch.no_grad():
+        return mr_stft_loss(fft_sizes)(est, ref).item()
+
 
 def lsd(est: Tensor, ref: Tensor, n_fft: int = 2048, hop: int = 512, eps: float = 1e-10) -> float:
     "Log-spectral distance in dB (power spectra, Hann window), averaged over frames and signals."
@@ -57,25 +63,36 @@ def lsd(est: Tensor, ref: Tensor, n_fft: int = 2048, hop: int = 512, eps: float 
 # %% ../../nbs/50_eval.metrics.ipynb #b6f3c15a
 def _signals(est: Tensor, ref: Tensor):
     "Iterate matching 1-D numpy signals over all leading axes."
-    e, r = est.detach().reshape(-1, est.shape[-1]).double().cpu().numpy(), ref.detach().reshape(-1, ref.shape[-1]).double().cpu().numpy()
+    e, r = (
+        est.detach().reshape(-1, est.shape[-1]).double().cpu().numpy(),
+        ref.detach().reshape(-1, ref.shape[-1]).double().cpu().numpy(),
+    )
     return zip(e, r)
+
 
 def pesq_wb(est: Tensor, ref: Tensor, sr: int, return_failures: bool = False):
     "Wide-band PESQ (MOS-LQO, about 1.0 .. 4.64) at 16 kHz; mean over signals that PESQ can score."
     from pesq import pesq, PesqError
+
     _check(est, ref)
     est, ref = resample(est.float(), sr, 16000), resample(ref.float(), sr, 16000)
     scores, failures = [], 0
     for e, r in _signals(est, ref):
-        if not (np.abs(r).max() > 0 and np.abs(e).max() > 0): failures += 1; continue  # silence: nothing to score
-        try: scores.append(pesq(16000, r, e, "wb"))
-        except PesqError: failures += 1
+        if not (np.abs(r).max() > 0 and np.abs(e).max() > 0):
+            failures += 1
+            continue  # silence: nothing to score
+        try:
+            scores.append(pesq(16000, r, e, "wb"))
+        except PesqError:
+            failures += 1
     val = float(np.mean(scores)) if scores else math.nan
     return (val, failures) if return_failures else val
+
 
 def stoi(est: Tensor, ref: Tensor, sr: int, extended: bool = False) -> float:
     "Short-time objective intelligibility (0..1; `extended` for ESTOI), mean over signals."
     from pystoi import stoi as _stoi
+
     _check(est, ref)
     return float(np.mean([_stoi(r, e, sr, extended=extended) for e, r in _signals(est, ref)]))
 
@@ -83,6 +100,7 @@ def stoi(est: Tensor, ref: Tensor, sr: int, extended: bool = False) -> float:
 def espeak(text: str, sr: int = 16000, voice: str = "en") -> Tensor:
     "Speak `text` with espeak-ng, as a (1, T) float tensor at `sr` (a deterministic speech test signal)."
     from audiolab.audio import load_audio
+
     with tempfile.TemporaryDirectory() as d:
         path = f"{d}/say.wav"
         subprocess.run(["espeak-ng", "-v", voice, "-w", path, text], check=True, capture_output=True)
@@ -90,12 +108,15 @@ def espeak(text: str, sr: int = 16000, voice: str = "en") -> Tensor:
     return wav
 
 # %% ../../nbs/50_eval.metrics.ipynb #b60f9fbf
-def recon_metrics(est: Tensor, ref: Tensor, sr: int, preset: str | MelPreset | None = None,
-                  speech: bool = False) -> dict[str, float]:
+def recon_metrics(
+    est: Tensor, ref: Tensor, sr: int, preset: str | MelPreset | None = None, speech: bool = False
+) -> dict[str, float]:
     "SI-SDR, MR-STFT, LSD (and mel distance with a `preset`; PESQ/STOI when `speech`) of (B, C, T) audio."
     out = dict(si_sdr=si_sdr(est, ref), mrstft=mrstft_distance(est, ref), lsd=lsd(est, ref))
-    if preset is not None: out["mel"] = mel_distance(est, ref, preset)
-    if speech: out.update(pesq_wb=pesq_wb(est, ref, sr), stoi=stoi(est, ref, sr))
+    if preset is not None:
+        out["mel"] = mel_distance(est, ref, preset)
+    if speech:
+        out.update(pesq_wb=pesq_wb(est, ref, sr), stoi=stoi(est, ref, sr))
     return out
 
 # %% ../../nbs/50_eval.metrics.ipynb #aae3f0e7
@@ -103,7 +124,7 @@ def lowpass_mulaw(x: Tensor, sr: int, factor: float, bits: int = 8) -> Tensor:
     "Resample (..., T) down by `factor`, mu-law quantise to `bits` bits, decode and resample back to length T."
     low_sr = max(1, int(round(sr / factor)))
     y = resample(x, sr, low_sr).clamp(-1, 1)
-    q = 2 ** bits
+    q = 2**bits
     y = AF.mu_law_decoding(AF.mu_law_encoding(y, q), q)
     y = resample(y, low_sr, sr)
     T = x.shape[-1]

@@ -4,7 +4,13 @@
 
 # %% ../../nbs/45_models.audiolm.ipynb #820cc164
 from __future__ import annotations
-import dataclasses, gzip, hashlib, json, math, os, random
+import dataclasses
+import gzip
+import hashlib
+import json
+import math
+import os
+import random
 from pathlib import Path
 
 import numpy as np
@@ -34,55 +40,77 @@ def ar_attn_mask(tp: int, tt: int, device=None) -> Tensor:
     j = torch.arange(tp + tt, device=device)[None, :]
     return (j < tp) | ((i >= tp) & (j <= i))
 
+
 def nar_attn_mask(tp: int, tt: int, device=None) -> Tensor:
     "NAR mask `(tp+tt, tp+tt)`: prompt rows see the prompt; target rows see everything."
     i = torch.arange(tp + tt, device=device)[:, None]
     j = torch.arange(tp + tt, device=device)[None, :]
     return (j < tp) | (i >= tp)
 
-def _table(rows: str) -> Tensor: return torch.tensor([[c == "✓" for c in r.split()] for r in rows.strip().splitlines()])
+
+def _table(rows: str) -> Tensor:
+    return torch.tensor([[c == "✓" for c in r.split()] for r in rows.strip().splitlines()])
 
 # %% ../../nbs/45_models.audiolm.ipynb #8bf87234
-def sample_logits(logits: Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-                  generator: torch.Generator | None = None) -> Tensor:
+def sample_logits(
+    logits: Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     "`(B, V)` logits -> `(B,)` token ids."
-    if temperature <= 0: return logits.argmax(-1)
+    if temperature <= 0:
+        return logits.argmax(-1)
     logits = logits.float() / temperature
     if top_k is not None and 0 < top_k < logits.shape[-1]:
-        kth = logits.topk(top_k, dim=-1).values[..., -1:]                  # (B, 1)
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]  # (B, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p is not None and 0 < top_p < 1:
         srt, idx = logits.sort(-1, descending=True)
         cum = srt.softmax(-1).cumsum(-1)
-        drop = cum - srt.softmax(-1) > top_p                             # keep the smallest set reaching top_p
+        drop = cum - srt.softmax(-1) > top_p  # keep the smallest set reaching top_p
         logits = logits.scatter(-1, idx, srt.masked_fill(drop, float("-inf")))
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
 
 # %% ../../nbs/45_models.audiolm.ipynb #22c36b79
 PREFIX_MODES = (0, 1, 2)
 
+
 @dataclasses.dataclass
 class AudioLMConfig(Config):
     "AudioLM (VALL-E AR + NAR on an audio prompt). Defaults are the seed's full size (d1024 × 12, 16 heads)."
-    n_q: int = 4                        # quantizers per frame (AR predicts #1, NAR #2..n_q)
-    bins: int = 1024                    # codebook size; EOS = bins, BOS = bins + 1
+
+    n_q: int = 4  # quantizers per frame (AR predicts #1, NAR #2..n_q)
+    bins: int = 1024  # codebook size; EOS = bins, BOS = bins + 1
     dim: int = 1024
     heads: int = 16
-    layers: int = 12                    # per decoder (AR and NAR each)
+    layers: int = 12  # per decoder (AR and NAR each)
     ff_mult: int = 4
     dropout: float = 0.1
-    prefix_mode: int = 0                # NAR training: 0 prompt as is | 1 + random target prefix with all levels | 2 random prompt slice
-    prefix_max_ratio: float = 0.5       # mode 1: prefix up to this fraction of the shortest target; mode 2: slice >= this fraction
-    frame_rate: float = 50.0            # tokens per second (bookkeeping: seconds <-> frames)
-    nar_stages_per_step: int = 1        # NAR stages trained per step (VALL-E: 1 random; n_q - 1: all of them)
-    nar_rope: bool = False              # NAR: rotary relative positions too (target continues the prompt): attention finds neighbours
+    prefix_mode: int = (
+        0  # NAR training: 0 prompt as is | 1 + random target prefix with all levels | 2 random prompt slice
+    )
+    prefix_max_ratio: float = (
+        0.5  # mode 1: prefix up to this fraction of the shortest target; mode 2: slice >= this fraction
+    )
+    frame_rate: float = 50.0  # tokens per second (bookkeeping: seconds <-> frames)
+    nar_stages_per_step: int = 1  # NAR stages trained per step (VALL-E: 1 random; n_q - 1: all of them)
+    nar_rope: bool = (
+        False  # NAR: rotary relative positions too (target continues the prompt): attention finds neighbours
+    )
 
     def __post_init__(self):
-        if self.prefix_mode not in PREFIX_MODES: raise ConfigError(f"prefix_mode must be one of {PREFIX_MODES}, got {self.prefix_mode}")
-        if self.n_q < 2: raise ConfigError(f"AudioLM needs n_q >= 2 (AR + at least one NAR stage), got {self.n_q}")
+        if self.prefix_mode not in PREFIX_MODES:
+            raise ConfigError(f"prefix_mode must be one of {PREFIX_MODES}, got {self.prefix_mode}")
+        if self.n_q < 2:
+            raise ConfigError(f"AudioLM needs n_q >= 2 (AR + at least one NAR stage), got {self.n_q}")
         if not 1 <= self.nar_stages_per_step <= self.n_q - 1:
-            raise ConfigError(f"nar_stages_per_step must be in [1, {self.n_q - 1}] (n_q - 1 NAR stages), got {self.nar_stages_per_step}")
-        if self.dim % self.heads: raise ConfigError(f"dim={self.dim} is not divisible by heads={self.heads}")
+            raise ConfigError(
+                f"nar_stages_per_step must be in [1, {self.n_q - 1}] (n_q - 1 NAR stages), got {self.nar_stages_per_step}"
+            )
+        if self.dim % self.heads:
+            raise ConfigError(f"dim={self.dim} is not divisible by heads={self.heads}")
 
     eos = property(lambda self: self.bins)
     bos = property(lambda self: self.bins + 1)
@@ -90,11 +118,14 @@ class AudioLMConfig(Config):
 # %% ../../nbs/45_models.audiolm.ipynb #389e36ab
 def lengths_to_padding_mask(lens: Tensor | None, T: int, B: int | None = None, device=None) -> Tensor:
     "`(B,)` lengths -> `(B, T)` bool, True at padding (all False when `lens` is None)."
-    if lens is None: return torch.zeros(B, T, dtype=torch.bool, device=device)
+    if lens is None:
+        return torch.zeros(B, T, dtype=torch.bool, device=device)
     return torch.arange(T, device=lens.device)[None, :] >= lens[:, None]
+
 
 class AudioLM(nn.Module, Pretrained):
     "AR decoder (quantizer 1) + NAR decoder (quantizers 2..K) on `[prompt | target]` token sequences."
+
     config_cls = AudioLMConfig
 
     def __init__(self, cfg: AudioLMConfig | None = None):
@@ -108,7 +139,7 @@ class AudioLM(nn.Module, Pretrained):
         self.ar_pos_prompt = SinusoidalPositionalEmbedding(D, learn_scale=True, dropout=cfg.dropout)
         self.ar_pos_target = SinusoidalPositionalEmbedding(D, learn_scale=True, dropout=cfg.dropout)
         self.ar_decoder = TransformerEncoder(cfg.layers, D, **layer)
-        self.ar_head = nn.Linear(D, cfg.bins + 1)                    # tokens + EOS
+        self.ar_head = nn.Linear(D, cfg.bins + 1)  # tokens + EOS
         # NAR: one table per quantizer level (prompt sums all K, target sums levels < j); stage j -> adaLN condition
         self.nar_emb = MultiCodebookEmbedding(K, cfg.bins, D, scale=False)
         self.nar_pos_prompt = SinusoidalPositionalEmbedding(D, learn_scale=True, dropout=cfg.dropout)
@@ -121,68 +152,112 @@ class AudioLM(nn.Module, Pretrained):
         "`prompt` must be `(B, n_q, Tp)` integer codes in `[0, bins)`, `Tp >= 1`; `prompt_lens` `(B,)` in `[1, Tp]`."
         check_tensor(prompt, what, "(B, K, T)", ndim=3)
         check_codes(prompt, what, self.cfg.bins, self.cfg.n_q, q_dim=1)
-        if prompt_lens is not None and (prompt_lens.shape != (prompt.shape[0],) or int(prompt_lens.min()) < 1
-                                        or int(prompt_lens.max()) > prompt.shape[-1]):
-            raise InputError(f"prompt_lens: expected (B,) = ({prompt.shape[0]},) lengths in [1, {prompt.shape[-1]}], "
-                             f"got {prompt_lens.tolist()}")
+        if prompt_lens is not None and (
+            prompt_lens.shape != (prompt.shape[0],)
+            or int(prompt_lens.min()) < 1
+            or int(prompt_lens.max()) > prompt.shape[-1]
+        ):
+            raise InputError(
+                f"prompt_lens: expected (B,) = ({prompt.shape[0]},) lengths in [1, {prompt.shape[-1]}], "
+                f"got {prompt_lens.tolist()}"
+            )
         return prompt
 
 # %% ../../nbs/45_models.audiolm.ipynb #c5a6663c
-def _ar_logits(self: AudioLM, prompt: Tensor, prompt_lens: Tensor | None, q1_in: Tensor, in_lens: Tensor | None) -> Tensor:
+def _ar_logits(
+    self: AudioLM, prompt: Tensor, prompt_lens: Tensor | None, q1_in: Tensor, in_lens: Tensor | None
+) -> Tensor:
     "prompt `(B, K, Tp)`, AR inputs `(B, Tt)` = `[BOS, t1..]` -> logits `(B, Tt, bins+1)`."
-    B, _, Tp = prompt.shape; Tt = q1_in.shape[1]
-    x = torch.cat([self.ar_pos_prompt(self.ar_prompt_emb(prompt)),             # (B, Tp, D)
-                   self.ar_pos_target(self.ar_target_emb(q1_in))], 1)           # (B, Tp + Tt, D)
-    kpm = torch.cat([lengths_to_padding_mask(prompt_lens, Tp, B, x.device), lengths_to_padding_mask(in_lens, Tt, B, x.device)], 1)
+    B, _, Tp = prompt.shape
+    Tt = q1_in.shape[1]
+    x = torch.cat(
+        [
+            self.ar_pos_prompt(self.ar_prompt_emb(prompt)),  # (B, Tp, D)
+            self.ar_pos_target(self.ar_target_emb(q1_in)),
+        ],
+        1,
+    )  # (B, Tp + Tt, D)
+    kpm = torch.cat(
+        [lengths_to_padding_mask(prompt_lens, Tp, B, x.device), lengths_to_padding_mask(in_lens, Tt, B, x.device)], 1
+    )
     h = self.ar_decoder(x, key_padding_mask=kpm if kpm.any() else None, attn_mask=ar_attn_mask(Tp, Tt, x.device))
-    return self.ar_head(h[:, Tp:])                                              # (B, Tt, bins+1)
+    return self.ar_head(h[:, Tp:])  # (B, Tt, bins+1)
+
 
 def _nar_target_emb(self: AudioLM, target: Tensor, stage: int, prefix_len: int = 0) -> Tensor:
     "Σ of levels `< stage` of `(B, >=stage, Tt)` target; the first `prefix_len` frames sum all K levels (prefix mode 1)."
-    x = self.nar_emb(target[:, :stage])                                         # (B, Tt, D)
+    x = self.nar_emb(target[:, :stage])  # (B, Tt, D)
     if prefix_len > 0:
-        full = self.nar_emb(target[:, :, :prefix_len])                          # (B, prefix, D)
+        full = self.nar_emb(target[:, :, :prefix_len])  # (B, prefix, D)
         x = torch.cat([full, x[:, prefix_len:]], 1)
     return x
 
-def _nar_logits(self: AudioLM, prompt: Tensor, prompt_lens: Tensor | None, target: Tensor, target_lens: Tensor | None,
-                stage: int, prefix_len: int = 0) -> Tensor:
+
+def _nar_logits(
+    self: AudioLM,
+    prompt: Tensor,
+    prompt_lens: Tensor | None,
+    target: Tensor,
+    target_lens: Tensor | None,
+    stage: int,
+    prefix_len: int = 0,
+) -> Tensor:
     "Logits `(B, Tt, bins)` of quantizer `stage` (0-based, >= 1) from the prompt and target levels `< stage`."
-    if not 1 <= stage < self.cfg.n_q: raise ValueError(f"NAR stage must be in [1, {self.cfg.n_q - 1}], got {stage}")
-    B, _, Tp = prompt.shape; Tt = target.shape[-1]
-    x = torch.cat([self.nar_pos_prompt(self.nar_emb(prompt)),
-                   self.nar_pos_target(self._nar_target_emb(target, stage, prefix_len))], 1)   # (B, Tp + Tt, D)
-    kpm = torch.cat([lengths_to_padding_mask(prompt_lens, Tp, B, x.device), lengths_to_padding_mask(target_lens, Tt, B, x.device)], 1)
-    cond = self.stage_emb(torch.full((B,), stage - 1, device=x.device))         # (B, D)
+    if not 1 <= stage < self.cfg.n_q:
+        raise ValueError(f"NAR stage must be in [1, {self.cfg.n_q - 1}], got {stage}")
+    B, _, Tp = prompt.shape
+    Tt = target.shape[-1]
+    x = torch.cat(
+        [
+            self.nar_pos_prompt(self.nar_emb(prompt)),
+            self.nar_pos_target(self._nar_target_emb(target, stage, prefix_len)),
+        ],
+        1,
+    )  # (B, Tp + Tt, D)
+    kpm = torch.cat(
+        [lengths_to_padding_mask(prompt_lens, Tp, B, x.device), lengths_to_padding_mask(target_lens, Tt, B, x.device)],
+        1,
+    )
+    cond = self.stage_emb(torch.full((B,), stage - 1, device=x.device))  # (B, D)
     pos = None
-    if self.cfg.nar_rope:   # the target continues the prompt: positions 0..Lp-1 | Lp..Lp+Tt-1 with each prompt's true length Lp
+    if (
+        self.cfg.nar_rope
+    ):  # the target continues the prompt: positions 0..Lp-1 | Lp..Lp+Tt-1 with each prompt's true length Lp
         plens = prompt_lens if prompt_lens is not None else torch.full((B,), Tp, device=x.device)
-        pos = torch.cat([torch.arange(Tp, device=x.device).expand(B, Tp), plens[:, None] + torch.arange(Tt, device=x.device)], 1)   # (B, Tp + Tt)
-    h = self.nar_decoder(x, key_padding_mask=kpm if kpm.any() else None, attn_mask=nar_attn_mask(Tp, Tt, x.device), cond=cond, pos=pos)
-    return self.nar_heads[stage - 1](h[:, Tp:])                                 # (B, Tt, bins)
+        pos = torch.cat(
+            [torch.arange(Tp, device=x.device).expand(B, Tp), plens[:, None] + torch.arange(Tt, device=x.device)], 1
+        )  # (B, Tp + Tt)
+    h = self.nar_decoder(
+        x, key_padding_mask=kpm if kpm.any() else None, attn_mask=nar_attn_mask(Tp, Tt, x.device), cond=cond, pos=pos
+    )
+    return self.nar_heads[stage - 1](h[:, Tp:])  # (B, Tt, bins)
+
 
 AudioLM.ar_logits, AudioLM._nar_target_emb, AudioLM.nar_logits = _ar_logits, _nar_target_emb, _nar_logits
 
 # %% ../../nbs/45_models.audiolm.ipynb #36795bc2
 IGNORE = -100
 
+
 def ar_inputs_targets(q1: Tensor, lens: Tensor, bos: int, eos: int) -> tuple[Tensor, Tensor]:
     "`(B, T)` quantizer-1 tokens with lengths -> inputs `[BOS, t1..tL]` and targets `[t1..tL, EOS]`, both `(B, T+1)`."
     B, T = q1.shape
-    inp = torch.cat([q1.new_full((B, 1), bos), q1], 1)                          # (B, T+1)
+    inp = torch.cat([q1.new_full((B, 1), bos), q1], 1)  # (B, T+1)
     tgt = torch.cat([q1, q1.new_full((B, 1), IGNORE)], 1)
     pos = torch.arange(T + 1, device=q1.device)[None]
     tgt = tgt.masked_fill(pos == lens[:, None], eos).masked_fill(pos > lens[:, None], IGNORE)
-    inp = inp.masked_fill(pos > lens[:, None], eos)                             # padding (masked out anyway)
+    inp = inp.masked_fill(pos > lens[:, None], eos)  # padding (masked out anyway)
     return inp, tgt
 
 # %% ../../nbs/45_models.audiolm.ipynb #d261cd39
-TOPK = 10                               # VALL-E's training accuracy is top-10 (torchmetrics MulticlassAccuracy top_k=10)
+TOPK = 10  # VALL-E's training accuracy is top-10 (torchmetrics MulticlassAccuracy top_k=10)
+
 
 def _acc(logits: Tensor, tgt: Tensor, keep: Tensor, k: int = 1) -> Tensor:
     "Fraction of `keep` positions whose target is among the `k` highest logits `(B, T, V)`."
     hit = (logits.topk(k, -1).indices == tgt[..., None]).any(-1) if k > 1 else logits.argmax(-1) == tgt
     return (hit & keep).sum().float() / keep.sum().clamp(min=1)
+
 
 def _random_slice(prompt: Tensor, lens: Tensor, min_ratio: float) -> tuple[Tensor, Tensor]:
     "A random contiguous slice (>= `min_ratio` of each row's length) of `(B, K, Tp)` prompts, left-aligned."
@@ -193,25 +268,34 @@ def _random_slice(prompt: Tensor, lens: Tensor, min_ratio: float) -> tuple[Tenso
     idx = (start[:, None] + torch.arange(int(new.max()), device=prompt.device)[None]).minimum(lens[:, None] - 1)
     return prompt.gather(2, idx[:, None].expand(B, K, -1)), new
 
+
 def _ar_loss(self: AudioLM, b: dict) -> tuple[Tensor, Tensor, Tensor]:
     "AR loss, top-1 and top-10 accuracy on the target's quantizer-1 frames (EOS excluded from the accuracies)."
     inp, tgt = ar_inputs_targets(b["target"][:, 0], b["target_lens"], self.cfg.bos, self.cfg.eos)
-    logits = self.ar_logits(b["prompt"], b["prompt_lens"], inp, b["target_lens"] + 1)   # (B, Tt+1, bins+1)
+    logits = self.ar_logits(b["prompt"], b["prompt_lens"], inp, b["target_lens"] + 1)  # (B, Tt+1, bins+1)
     loss = F.cross_entropy(logits.transpose(1, 2), tgt, ignore_index=IGNORE)
-    keep = (tgt != IGNORE) & (tgt != self.cfg.eos)                                       # accuracy on audio frames
+    keep = (tgt != IGNORE) & (tgt != self.cfg.eos)  # accuracy on audio frames
     return loss, _acc(logits, tgt, keep), _acc(logits, tgt, keep, TOPK)
+
 
 def _nar_loss(self: AudioLM, b: dict, stage: int, prefix_mode: int = 0) -> tuple[Tensor, Tensor, Tensor]:
     "NAR loss, top-1 and top-10 accuracy of quantizer `stage` (0-based) on the target (prefix frames excluded)."
     prompt, plens, target, tlens = b["prompt"], b["prompt_lens"], b["target"], b["target_lens"]
     prefix = 0
-    if prefix_mode == 1: prefix = random.randint(0, max(0, int(int(tlens.min()) * self.cfg.prefix_max_ratio)))
-    elif prefix_mode == 2: prompt, plens = _random_slice(prompt, plens, self.cfg.prefix_max_ratio)
-    logits = self.nar_logits(prompt, plens, target, tlens, stage, prefix)                # (B, Tt, bins)
+    if prefix_mode == 1:
+        prefix = random.randint(0, max(0, int(int(tlens.min()) * self.cfg.prefix_max_ratio)))
+    elif prefix_mode == 2:
+        prompt, plens = _random_slice(prompt, plens, self.cfg.prefix_max_ratio)
+    logits = self.nar_logits(prompt, plens, target, tlens, stage, prefix)  # (B, Tt, bins)
     tgt = target[:, stage].masked_fill(lengths_to_padding_mask(tlens, target.shape[-1]), IGNORE)
     tgt[:, :prefix] = IGNORE
     keep = tgt != IGNORE
-    return F.cross_entropy(logits.transpose(1, 2), tgt, ignore_index=IGNORE), _acc(logits, tgt, keep), _acc(logits, tgt, keep, TOPK)
+    return (
+        F.cross_entropy(logits.transpose(1, 2), tgt, ignore_index=IGNORE),
+        _acc(logits, tgt, keep),
+        _acc(logits, tgt, keep, TOPK),
+    )
+
 
 def training_step(self: AudioLM, batch: dict, stage: int | None = None) -> dict:
     """Loss `(AR + NAR)/2`: NAR on `stage`, else on `nar_stages_per_step` random stages (VALL-E: one), averaged;
@@ -220,9 +304,17 @@ def training_step(self: AudioLM, batch: dict, stage: int | None = None) -> dict:
     ar_loss, ar_acc, _ = self._ar_loss(batch)
     nar = [self._nar_loss(batch, s, self.cfg.prefix_mode)[:2] for s in stages]
     nar_loss, nar_acc = (torch.stack(v).mean() for v in zip(*nar))
-    out = dict(loss=(ar_loss + nar_loss) / 2, ar_loss=ar_loss.detach(), nar_loss=nar_loss.detach(), ar_acc=ar_acc, nar_acc=nar_acc)
-    if len(stages) == 1: out["nar_stage"] = torch.tensor(float(stages[0] + 1))
+    out = dict(
+        loss=(ar_loss + nar_loss) / 2,
+        ar_loss=ar_loss.detach(),
+        nar_loss=nar_loss.detach(),
+        ar_acc=ar_acc,
+        nar_acc=nar_acc,
+    )
+    if len(stages) == 1:
+        out["nar_stage"] = torch.tensor(float(stages[0] + 1))
     return out
+
 
 @torch.no_grad()
 def validation_step(self: AudioLM, batch: dict) -> dict:
@@ -236,67 +328,119 @@ def validation_step(self: AudioLM, batch: dict) -> dict:
     out["loss"] = (ar_loss + out["nar_loss"]) / 2
     return out
 
+
 AudioLM._ar_loss, AudioLM._nar_loss = _ar_loss, _nar_loss
 AudioLM.training_step, AudioLM.validation_step = training_step, validation_step
 
 # %% ../../nbs/45_models.audiolm.ipynb #fef18651
 @torch.no_grad()
-def generate_ar(self: AudioLM, prompt: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                top_p: float | None = None, prompt_lens: Tensor | None = None, use_cache: bool = True,
-                min_new_tokens: int = 0, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+def generate_ar(
+    self: AudioLM,
+    prompt: Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    prompt_lens: Tensor | None = None,
+    use_cache: bool = True,
+    min_new_tokens: int = 0,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
     "Quantizer-1 tokens `(B, T)` after `(B, K, Tp)` prompts, and their lengths `(B,)` (EOS excluded; T = max length)."
     self.check_prompt(prompt, prompt_lens)
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise InputError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
-    if not temperature >= 0: raise InputError(f"temperature must be >= 0 (0: greedy), got {temperature}")
-    if top_p is not None and not 0 < top_p <= 1: raise InputError(f"top_p must be in (0, 1], got {top_p}")
-    B, _, Tp = prompt.shape; dev = prompt.device; eos = self.cfg.eos
-    out = prompt.new_zeros(B, max_new_tokens); lens = torch.full((B,), max_new_tokens, device=dev)
+    if not temperature >= 0:
+        raise InputError(f"temperature must be >= 0 (0: greedy), got {temperature}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise InputError(f"top_p must be in (0, 1], got {top_p}")
+    B, _, Tp = prompt.shape
+    dev = prompt.device
+    eos = self.cfg.eos
+    out = prompt.new_zeros(B, max_new_tokens)
+    lens = torch.full((B,), max_new_tokens, device=dev)
     done = torch.zeros(B, dtype=torch.bool, device=dev)
     kpm_p = lengths_to_padding_mask(prompt_lens, Tp, B, dev)
     if use_cache:
         cache = self.ar_decoder.make_cache(Tp + 1 + max_new_tokens)
-        x = torch.cat([self.ar_pos_prompt(self.ar_prompt_emb(prompt)),
-                       self.ar_pos_target(self.ar_target_emb(prompt.new_full((B, 1), self.cfg.bos)))], 1)   # (B, Tp+1, D)
+        x = torch.cat(
+            [
+                self.ar_pos_prompt(self.ar_prompt_emb(prompt)),
+                self.ar_pos_target(self.ar_target_emb(prompt.new_full((B, 1), self.cfg.bos))),
+            ],
+            1,
+        )  # (B, Tp+1, D)
         kpm = torch.cat([kpm_p, kpm_p.new_zeros(B, 1)], 1)
-        h = self.ar_decoder(x, key_padding_mask=kpm if kpm.any() else None, attn_mask=ar_attn_mask(Tp, 1, dev), cache=cache)
-    else: seq = prompt.new_full((B, 1), self.cfg.bos)
+        h = self.ar_decoder(
+            x, key_padding_mask=kpm if kpm.any() else None, attn_mask=ar_attn_mask(Tp, 1, dev), cache=cache
+        )
+    else:
+        seq = prompt.new_full((B, 1), self.cfg.bos)
     for t in range(max_new_tokens):
-        if use_cache: logits = self.ar_head(h[:, -1])                                     # (B, bins+1)
-        else: logits = self.ar_logits(prompt, prompt_lens, seq, None)[:, -1]
-        if t < min_new_tokens: logits[:, eos] = float("-inf")
-        nxt = sample_logits(logits, temperature, top_k, top_p, generator)                 # (B,)
+        if use_cache:
+            logits = self.ar_head(h[:, -1])  # (B, bins+1)
+        else:
+            logits = self.ar_logits(prompt, prompt_lens, seq, None)[:, -1]
+        if t < min_new_tokens:
+            logits[:, eos] = float("-inf")
+        nxt = sample_logits(logits, temperature, top_k, top_p, generator)  # (B,)
         newly = (nxt == eos) & ~done
-        lens = torch.where(newly, torch.full_like(lens, t), lens); done |= newly
+        lens = torch.where(newly, torch.full_like(lens, t), lens)
+        done |= newly
         out[:, t] = nxt.masked_fill(done, 0)
-        if bool(done.all()): break
+        if bool(done.all()):
+            break
         if use_cache:
             kpm = torch.cat([kpm, kpm.new_zeros(B, 1)], 1)
-            h = self.ar_decoder(self.ar_pos_target(self.ar_target_emb(nxt[:, None]), offset=t + 1),
-                                key_padding_mask=kpm if kpm.any() else None, cache=cache)  # (B, 1, D)
-        else: seq = torch.cat([seq, nxt[:, None]], 1)
-    return out[:, :int(lens.max())], lens
+            h = self.ar_decoder(
+                self.ar_pos_target(self.ar_target_emb(nxt[:, None]), offset=t + 1),
+                key_padding_mask=kpm if kpm.any() else None,
+                cache=cache,
+            )  # (B, 1, D)
+        else:
+            seq = torch.cat([seq, nxt[:, None]], 1)
+    return out[:, : int(lens.max())], lens
+
 
 @torch.no_grad()
-def generate_nar(self: AudioLM, prompt: Tensor, q1: Tensor, lens: Tensor | None = None,
-                 prompt_lens: Tensor | None = None) -> Tensor:
+def generate_nar(
+    self: AudioLM, prompt: Tensor, q1: Tensor, lens: Tensor | None = None, prompt_lens: Tensor | None = None
+) -> Tensor:
     "Fill quantizers 2..K (greedy) of `(B, T)` quantizer-1 tokens: -> `(B, K, T)` (zeros after each row's length)."
     codes = q1[:, None]
     for s in range(1, self.cfg.n_q):
-        nxt = self.nar_logits(prompt, prompt_lens, codes, lens, s).argmax(-1)            # (B, T)
+        nxt = self.nar_logits(prompt, prompt_lens, codes, lens, s).argmax(-1)  # (B, T)
         codes = torch.cat([codes, nxt[:, None]], 1)
-    if lens is not None: codes = codes.masked_fill(lengths_to_padding_mask(lens, codes.shape[-1])[:, None], 0)
+    if lens is not None:
+        codes = codes.masked_fill(lengths_to_padding_mask(lens, codes.shape[-1])[:, None], 0)
     return codes
 
+
 @torch.no_grad()
-def inference(self: AudioLM, prompt_tokens: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-              top_p: float | None = None, prompt_lens: Tensor | None = None, use_cache: bool = True, min_new_tokens: int = 0,
-              generator: torch.Generator | None = None, return_lengths: bool = False):
+def inference(
+    self: AudioLM,
+    prompt_tokens: Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    prompt_lens: Tensor | None = None,
+    use_cache: bool = True,
+    min_new_tokens: int = 0,
+    generator: torch.Generator | None = None,
+    return_lengths: bool = False,
+):
     "Continuation tokens `(B, K, T)` of `(B, K, Tp)` prompt tokens (and lengths `(B,)` when `return_lengths`)."
-    q1, lens = self.generate_ar(prompt_tokens, max_new_tokens, temperature, top_k, top_p, prompt_lens, use_cache,
-                                min_new_tokens, generator)
-    codes = self.generate_nar(prompt_tokens, q1, lens, prompt_lens) if q1.shape[1] else prompt_tokens.new_zeros(q1.shape[0], self.cfg.n_q, 0)
+    q1, lens = self.generate_ar(
+        prompt_tokens, max_new_tokens, temperature, top_k, top_p, prompt_lens, use_cache, min_new_tokens, generator
+    )
+    codes = (
+        self.generate_nar(prompt_tokens, q1, lens, prompt_lens)
+        if q1.shape[1]
+        else prompt_tokens.new_zeros(q1.shape[0], self.cfg.n_q, 0)
+    )
     return (codes, lens) if return_lengths else codes
+
 
 AudioLM.generate_ar, AudioLM.generate_nar, AudioLM.inference = generate_ar, generate_nar, inference
 
@@ -304,46 +448,71 @@ AudioLM.generate_ar, AudioLM.generate_nar, AudioLM.inference = generate_ar, gene
 @torch.no_grad()
 def cached_ar_logits(model: AudioLM, prompt: Tensor, q1_in: Tensor, prompt_lens: Tensor | None = None) -> Tensor:
     "AR logits `(B, Tt, bins+1)` of inputs `(B, Tt)` computed one token at a time through the KV cache."
-    B, _, Tp = prompt.shape; Tt = q1_in.shape[1]; dev = prompt.device
+    B, _, Tp = prompt.shape
+    Tt = q1_in.shape[1]
+    dev = prompt.device
     cache = model.ar_decoder.make_cache(Tp + Tt)
-    kpm = torch.cat([lengths_to_padding_mask(prompt_lens, Tp, B, dev), torch.zeros(B, 1, dtype=torch.bool, device=dev)], 1)
-    x = torch.cat([model.ar_pos_prompt(model.ar_prompt_emb(prompt)), model.ar_pos_target(model.ar_target_emb(q1_in[:, :1]))], 1)
+    kpm = torch.cat(
+        [lengths_to_padding_mask(prompt_lens, Tp, B, dev), torch.zeros(B, 1, dtype=torch.bool, device=dev)], 1
+    )
+    x = torch.cat(
+        [model.ar_pos_prompt(model.ar_prompt_emb(prompt)), model.ar_pos_target(model.ar_target_emb(q1_in[:, :1]))], 1
+    )
     hs = [model.ar_decoder(x, key_padding_mask=kpm, attn_mask=ar_attn_mask(Tp, 1, dev), cache=cache)[:, -1:]]
     for t in range(1, Tt):
         kpm = torch.cat([kpm, kpm.new_zeros(B, 1)], 1)
-        hs.append(model.ar_decoder(model.ar_pos_target(model.ar_target_emb(q1_in[:, t:t + 1]), offset=t), key_padding_mask=kpm, cache=cache))
+        hs.append(
+            model.ar_decoder(
+                model.ar_pos_target(model.ar_target_emb(q1_in[:, t : t + 1]), offset=t),
+                key_padding_mask=kpm,
+                cache=cache,
+            )
+        )
     return model.ar_head(torch.cat(hs, 1))
 
 # %% ../../nbs/45_models.audiolm.ipynb #87569487
 class TokenUtterances(Dataset):
     "Codes `(K, T)` per utterance (LongTensor list) with their lengths."
+
     def __init__(self, codes: list[Tensor], ids: list[str] | None = None):
         self.codes = [torch.as_tensor(c, dtype=torch.long) for c in codes]
         for i, c in enumerate(self.codes):
-            if c.dim() != 2: raise ValueError(f"utterance {i}: codes must be (K, T), got {tuple(c.shape)}")
+            if c.dim() != 2:
+                raise ValueError(f"utterance {i}: codes must be (K, T), got {tuple(c.shape)}")
         self.ids = ids or [str(i) for i in range(len(codes))]
         self.lengths = [c.shape[-1] for c in self.codes]
-    def __len__(self): return len(self.codes)
-    def __getitem__(self, i: int) -> Tensor: return self.codes[i]
+
+    def __len__(self):
+        return len(self.codes)
+
+    def __getitem__(self, i: int) -> Tensor:
+        return self.codes[i]
+
 
 def split_prompt_target(codes: Tensor, ratio: float = 0.4) -> tuple[Tensor, Tensor]:
     "`(K, T)` -> prompt `(K, Tp)` and target `(K, T - Tp)`, `Tp = clamp(floor(T·ratio), 1, T-1)`."
     T = codes.shape[-1]
-    if T < 2: raise ValueError(f"an utterance needs >= 2 frames to split into prompt and target, got {T}")
+    if T < 2:
+        raise ValueError(f"an utterance needs >= 2 frames to split into prompt and target, got {T}")
     tp = min(max(int(T * ratio), 1), T - 1)
     return codes[:, :tp], codes[:, tp:]
+
 
 def pad_codes(seqs: list[Tensor], pad: int = 0) -> tuple[Tensor, Tensor]:
     "List of `(K, Ti)` -> `(B, K, max Ti)` padded with `pad`, and lengths `(B,)`."
     lens = torch.tensor([s.shape[-1] for s in seqs])
     out = seqs[0].new_full((len(seqs), seqs[0].shape[0], int(lens.max())), pad)
-    for i, s in enumerate(seqs): out[i, :, :s.shape[-1]] = s
+    for i, s in enumerate(seqs):
+        out[i, :, : s.shape[-1]] = s
     return out, lens
+
 
 class PromptTargetCollate:
     "Split each `(K, T)` utterance into prompt/target (fixed `prompt_ratio`, or uniform in `ratio_range`) and pad."
+
     def __init__(self, prompt_ratio: float = 0.4, ratio_range: tuple | None = None):
-        if not 0 < prompt_ratio < 1: raise ConfigError(f"prompt_ratio must be in (0, 1), got {prompt_ratio}")
+        if not 0 < prompt_ratio < 1:
+            raise ConfigError(f"prompt_ratio must be in (0, 1), got {prompt_ratio}")
         if ratio_range is not None and not 0 < ratio_range[0] <= ratio_range[1] < 1:
             raise ConfigError(f"ratio_range must satisfy 0 < lo <= hi < 1, got {ratio_range}")
         self.prompt_ratio, self.ratio_range = prompt_ratio, ratio_range
@@ -351,88 +520,138 @@ class PromptTargetCollate:
     def __call__(self, items: list[Tensor]) -> dict:
         lo, hi = self.ratio_range or (self.prompt_ratio, self.prompt_ratio)
         pairs = [split_prompt_target(c, lo + (hi - lo) * random.random()) for c in items]
-        prompt, plens = pad_codes([p for p, _ in pairs]); target, tlens = pad_codes([t for _, t in pairs])
+        prompt, plens = pad_codes([p for p, _ in pairs])
+        target, tlens = pad_codes([t for _, t in pairs])
         return dict(prompt=prompt, prompt_lens=plens, target=target, target_lens=tlens)
 
 # %% ../../nbs/45_models.audiolm.ipynb #c65baeee
 class DurationBatchSampler(Sampler):
     "Batches of indices whose padded size `len(batch) · max length` stays <= `max_frames` (dynamic batching by duration)."
-    def __init__(self, lengths: list[int], max_frames: int, shuffle: bool = True, seed: int = 0, num_buckets: int = 8,
-                 drop_last: bool = False, num_replicas: int | None = None, rank: int | None = None):
+
+    def __init__(
+        self,
+        lengths: list[int],
+        max_frames: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        num_buckets: int = 8,
+        drop_last: bool = False,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ):
         from audiolab.train import distributed as D
+
         if max_frames < max(lengths):
             raise ConfigError(f"max_frames={max_frames} is smaller than the longest utterance ({max(lengths)} frames)")
         self.lengths, self.max_frames, self.shuffle, self.seed = list(lengths), max_frames, shuffle, seed
         self.num_buckets, self.drop_last, self.epoch = num_buckets, drop_last, 0
-        self.num_replicas = num_replicas or D.world_size(); self.rank = D.rank() if rank is None else rank
+        self.num_replicas = num_replicas or D.world_size()
+        self.rank = D.rank() if rank is None else rank
 
-    def set_epoch(self, epoch: int): self.epoch = epoch
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
 
     def _batches(self) -> list[list[int]]:
         g = random.Random(self.seed + self.epoch)
         order = sorted(range(len(self.lengths)), key=lambda i: self.lengths[i])
         n = math.ceil(len(order) / self.num_buckets)
-        buckets = [order[i:i + n] for i in range(0, len(order), n)]        # similar lengths together
+        buckets = [order[i : i + n] for i in range(0, len(order), n)]  # similar lengths together
         batches = []
         for bk in buckets:
-            if self.shuffle: g.shuffle(bk)
+            if self.shuffle:
+                g.shuffle(bk)
             cur, longest = [], 0
             for i in bk:
                 L = max(longest, self.lengths[i])
-                if cur and L * (len(cur) + 1) > self.max_frames: batches.append(cur); cur, L = [], self.lengths[i]
-                cur.append(i); longest = L
-            if cur and not (self.drop_last and longest * len(cur) < self.max_frames // 2): batches.append(cur)
-        if self.shuffle: g.shuffle(batches)
+                if cur and L * (len(cur) + 1) > self.max_frames:
+                    batches.append(cur)
+                    cur, L = [], self.lengths[i]
+                cur.append(i)
+                longest = L
+            if cur and not (self.drop_last and longest * len(cur) < self.max_frames // 2):
+                batches.append(cur)
+        if self.shuffle:
+            g.shuffle(batches)
         n = len(batches) - len(batches) % self.num_replicas if self.num_replicas > 1 else len(batches)
-        return batches[self.rank:n:self.num_replicas]
+        return batches[self.rank : n : self.num_replicas]
 
-    def __iter__(self): return iter(self._batches())
-    def __len__(self): return len(self._batches())
+    def __iter__(self):
+        return iter(self._batches())
+
+    def __len__(self):
+        return len(self._batches())
 
 # %% ../../nbs/45_models.audiolm.ipynb #c0ff0c0f
 def _jsonl(path: Path) -> list[dict]:
     opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with opener(path, "rt", encoding="utf-8") as f: return [json.loads(l) for l in f if l.strip()]
+        with opener(path, "rt", encoding="utf-8") as f:
+            return [json.loads(l) for l in f if l.strip()]
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise FileProblem(path, f"not a readable JSON-lines manifest ({type(e).__name__}: {e})") from None
+
 
 def read_lhotse_manifest(path: str | os.PathLike, recordings: str | os.PathLike | None = None) -> list[dict]:
     "Lhotse cuts or recordings `.jsonl[.gz]` -> dicts `id, path, start, duration, channel, speaker, text`."
     path = Path(path)
-    if not path.is_file(): raise FileProblem(path, "no such manifest")
+    if not path.is_file():
+        raise FileProblem(path, "no such manifest")
     recs = {r["id"]: r for r in _jsonl(Path(recordings))} if recordings else {}
     out = []
     for n, d in enumerate(_jsonl(path), 1):
-        if "sources" in d: rec, start, dur, sups = d, 0.0, d["duration"], []                 # a recording
-        else:                                                                                 # a cut
+        if "sources" in d:
+            rec, start, dur, sups = d, 0.0, d["duration"], []  # a recording
+        else:  # a cut
             rec = d.get("recording") or recs.get(d.get("recording_id"))
-            if rec is None: raise FileProblem(path, f"line {n}: cut {d.get('id')!r} has no recording (pass `recordings=`)")
+            if rec is None:
+                raise FileProblem(path, f"line {n}: cut {d.get('id')!r} has no recording (pass `recordings=`)")
             start, dur, sups = d.get("start", 0.0), d["duration"], d.get("supervisions", [])
         src = [s for s in rec["sources"] if s.get("type", "file") == "file"]
-        if not src: raise FileProblem(path, f"line {n}: recording {rec.get('id')!r} has no file source")
+        if not src:
+            raise FileProblem(path, f"line {n}: recording {rec.get('id')!r} has no file source")
         sup = sups[0] if sups else {}
-        out.append(dict(id=d["id"], path=src[0]["source"], start=float(start), duration=float(dur),
-                        channel=d.get("channel", 0), speaker=sup.get("speaker"), text=sup.get("text")))
+        out.append(
+            dict(
+                id=d["id"],
+                path=src[0]["source"],
+                start=float(start),
+                duration=float(dur),
+                channel=d.get("channel", 0),
+                speaker=sup.get("speaker"),
+                text=sup.get("text"),
+            )
+        )
     return out
 
 # %% ../../nbs/45_models.audiolm.ipynb #87e356f1
-def synthetic_codes(n: int, n_q: int = 4, bins: int = 64, min_frames: int = 40, max_frames: int = 120, n_speakers: int = 8,
-                    noise: float = 0.1, seed: int = 0) -> list[Tensor]:
+def synthetic_codes(
+    n: int,
+    n_q: int = 4,
+    bins: int = 64,
+    min_frames: int = 40,
+    max_frames: int = 120,
+    n_speakers: int = 8,
+    noise: float = 0.1,
+    seed: int = 0,
+) -> list[Tensor]:
     "`n` structured utterances `(n_q, T)` (see above), deterministic in `seed`."
     g = np.random.default_rng(seed)
-    steps = g.integers(1, bins, n_speakers); offs = g.integers(0, bins, n_speakers)
-    mult = [int(m) | 1 for m in g.integers(1, bins, n_q)]                    # odd: a permutation mod 2^k
+    steps = g.integers(1, bins, n_speakers)
+    offs = g.integers(0, bins, n_speakers)
+    mult = [int(m) | 1 for m in g.integers(1, bins, n_q)]  # odd: a permutation mod 2^k
     out = []
     for _ in range(n):
         s, T = int(g.integers(n_speakers)), int(g.integers(min_frames, max_frames + 1))
         q = np.zeros((n_q, T), np.int64)
         q[0, 0] = g.integers(bins)
-        for t in range(1, T): q[0, t] = (q[0, t - 1] + steps[s]) % bins
-        flip = g.random(T) < noise; q[0, flip] = g.integers(0, bins, flip.sum())
+        for t in range(1, T):
+            q[0, t] = (q[0, t - 1] + steps[s]) % bins
+        flip = g.random(T) < noise
+        q[0, flip] = g.integers(0, bins, flip.sum())
         for k in range(1, n_q):
             q[k] = (mult[k] * q[k - 1] + offs[s] * k) % bins
-            flip = g.random(T) < noise; q[k, flip] = g.integers(0, bins, flip.sum())
+            flip = g.random(T) < noise
+            q[k, flip] = g.integers(0, bins, flip.sum())
         out.append(torch.from_numpy(q))
     return out
 
@@ -441,29 +660,38 @@ def unigram_baseline(train: list[Tensor], held_out: list[Tensor], prompt_ratio: 
     "Held-out target accuracy of guessing each quantizer's `k` most frequent training tokens: `{q1: .., q2: ..}`."
     K = train[0].shape[0]
     counts = [torch.cat([c[q] for c in train]).bincount() for q in range(K)]
-    top = [n.topk(min(k, len(n))).indices for n in counts]                 # fewer distinct codes than k: all of them
+    top = [n.topk(min(k, len(n))).indices for n in counts]  # fewer distinct codes than k: all of them
     tg = [split_prompt_target(c, prompt_ratio)[1] for c in held_out]
     return {f"q{q + 1}": float(torch.isin(torch.cat([t[q] for t in tg]), top[q]).float().mean()) for q in range(K)}
 
+
 @torch.no_grad()
-def evaluate_audiolm(model: AudioLM, train: list[Tensor], held_out: list[Tensor], prompt_ratio: float = 0.4,
-                     max_frames: int = 4000) -> dict:
+def evaluate_audiolm(
+    model: AudioLM, train: list[Tensor], held_out: list[Tensor], prompt_ratio: float = 0.4, max_frames: int = 4000
+) -> dict:
     "Held-out teacher-forced AR/NAR accuracies, unigram baselines and their ratios (frame-weighted over batches)."
-    was = model.training; model.eval()
+    was = model.training
+    model.eval()
     dev = next(model.parameters()).device
     ds = TokenUtterances(held_out)
-    dl = DataLoader(ds, batch_sampler=DurationBatchSampler(ds.lengths, max(max_frames, max(ds.lengths)), shuffle=False, num_replicas=1, rank=0),
-                    collate_fn=PromptTargetCollate(prompt_ratio))
+    dl = DataLoader(
+        ds,
+        batch_sampler=DurationBatchSampler(
+            ds.lengths, max(max_frames, max(ds.lengths)), shuffle=False, num_replicas=1, rank=0
+        ),
+        collate_fn=PromptTargetCollate(prompt_ratio),
+    )
     sums, n = {}, 0
     for b in dl:
         w = int(b["target_lens"].sum())
         out = model.validation_step({k: v.to(dev) for k, v in b.items()})
-        for k, v in out.items(): sums[k] = sums.get(k, 0.0) + float(v) * w
+        for k, v in out.items():
+            sums[k] = sums.get(k, 0.0) + float(v) * w
         n += w
     model.train(was)
     res = {k: v / n for k, v in sums.items()}
     K = model.cfg.n_q
-    for sfx, k in (("", 1), ("_top10", TOPK)):                         # top-1, and VALL-E's top-10 accuracy
+    for sfx, k in (("", 1), ("_top10", TOPK)):  # top-1, and VALL-E's top-10 accuracy
         base = unigram_baseline(train, held_out, prompt_ratio, k)
         res[f"unigram_ar_acc{sfx}"] = base["q1"]
         res[f"unigram_nar_acc{sfx}"] = float(np.mean([base[f"q{q}"] for q in range(2, K + 1)]))
@@ -476,23 +704,24 @@ def evaluate_audiolm(model: AudioLM, train: list[Tensor], held_out: list[Tensor]
 @dataclasses.dataclass
 class AudioLMTrainConfig(AudioLMConfig):
     "The `audiolm` section of params.yaml: `AudioLMConfig` + token source + split/batching + optimisation."
-    source: str = "speech"              # speech | synthetic
+
+    source: str = "speech"  # speech | synthetic
     data_dir: str = "data/speech"
-    manifest: str = ""                  # lhotse cuts/recordings .jsonl[.gz] for train (instead of data_dir) ...
-    valid_manifest: str = ""            # ... valid ...
-    test_manifest: str = ""             # ... and test (held-out speakers)
+    manifest: str = ""  # lhotse cuts/recordings .jsonl[.gz] for train (instead of data_dir) ...
+    valid_manifest: str = ""  # ... valid ...
+    test_manifest: str = ""  # ... and test (held-out speakers)
     train_splits: tuple = ("train-clean-100",)
     valid_splits: tuple = ("dev-clean",)
     test_splits: tuple = ("test-clean",)
-    tokenizer_dir: str = "runs/tokenizer/model"   # AudioTokenizer.save_pretrained dir (32 kHz, 4 × 50 Hz); sets `bins`
-    synthetic_n: int = 600              # synthetic: utterances (80/10/10 split)
+    tokenizer_dir: str = "runs/tokenizer/model"  # AudioTokenizer.save_pretrained dir (32 kHz, 4 × 50 Hz); sets `bins`
+    synthetic_n: int = 600  # synthetic: utterances (80/10/10 split)
     synthetic_frames: tuple = (40, 120)
-    min_utt_s: float = 1.0              # drop utterances outside [min, max] seconds (seed: 5-15 s on real data)
+    min_utt_s: float = 1.0  # drop utterances outside [min, max] seconds (seed: 5-15 s on real data)
     max_utt_s: float = 15.0
     out_dir: str = "runs/audiolm"
     prompt_ratio: float = 0.4
-    ratio_range: tuple | None = None    # e.g. (0.2, 0.6): prompt ratio drawn per utterance
-    max_frames: int = 12000             # dynamic batching: padded frames per batch (= max_duration · frame_rate)
+    ratio_range: tuple | None = None  # e.g. (0.2, 0.6): prompt ratio drawn per utterance
+    max_frames: int = 12000  # dynamic batching: padded frames per batch (= max_duration · frame_rate)
     num_workers: int = 0
     max_steps: int = 20000
     lr: float = 5e-4
@@ -510,44 +739,71 @@ class AudioLMTrainConfig(AudioLMConfig):
 
     def train_config(self):
         from audiolab.train.learner import TrainConfig
+
         return self.select(TrainConfig)
 
 # %% ../../nbs/45_models.audiolm.ipynb #585ecd05
 SPLITS = ("train", "valid", "test")
 
+
 @torch.inference_mode()
-def tokenize_items(tok, items: list[dict], min_s: float = 0.0, max_s: float = math.inf,
-                   batch_s: float = 64.0) -> tuple[list[Tensor], list[dict]]:
+def tokenize_items(
+    tok, items: list[dict], min_s: float = 0.0, max_s: float = math.inf, batch_s: float = 64.0
+) -> tuple[list[Tensor], list[dict]]:
     "Encode `{path, start?, duration?}` items with `tok` (batched) -> codes `(K, ceil(L / hop))` and the kept items."
     from audiolab.audio import load_audio
+
     wavs, kept = [], []
     for it in items:
-        wav, sr = load_audio(it["path"], sr=tok.sample_rate, mono=True)                 # (1, L), resampled
+        wav, sr = load_audio(it["path"], sr=tok.sample_rate, mono=True)  # (1, L), resampled
         if it.get("duration") is not None and it.get("start") is not None:
-            a = int(it["start"] * sr); wav = wav[:, a:a + int(it["duration"] * sr)]
-        if min_s <= wav.shape[-1] / sr <= max_s: wavs.append(wav); kept.append(it)
-    order = sorted(range(len(wavs)), key=lambda j: wavs[j].shape[-1])                   # similar lengths share a batch
+            a = int(it["start"] * sr)
+            wav = wav[:, a : a + int(it["duration"] * sr)]
+        if min_s <= wav.shape[-1] / sr <= max_s:
+            wavs.append(wav)
+            kept.append(it)
+    order = sorted(range(len(wavs)), key=lambda j: wavs[j].shape[-1])  # similar lengths share a batch
     codes, budget, start = [None] * len(wavs), int(batch_s * tok.sample_rate), 0
     while start < len(order):
         end = start + 1
-        while end < len(order) and (end + 1 - start) * wavs[order[end]].shape[-1] <= budget: end += 1
-        group = order[start:end]; L = wavs[group[-1]].shape[-1]
-        x = torch.stack([F.pad(wavs[j], (0, L - wavs[j].shape[-1])) for j in group])   # (B, 1, L)
-        c = tok.encode(x)                                                                 # (B, K, ceil(L / hop))
-        for j, row in zip(group, c): codes[j] = row[:, :math.ceil(wavs[j].shape[-1] / tok.hop_length)].clone()
+        while end < len(order) and (end + 1 - start) * wavs[order[end]].shape[-1] <= budget:
+            end += 1
+        group = order[start:end]
+        L = wavs[group[-1]].shape[-1]
+        x = torch.stack([F.pad(wavs[j], (0, L - wavs[j].shape[-1])) for j in group])  # (B, 1, L)
+        c = tok.encode(x)  # (B, K, ceil(L / hop))
+        for j, row in zip(group, c):
+            codes[j] = row[:, : math.ceil(wavs[j].shape[-1] / tok.hop_length)].clone()
         start = end
     return codes, kept
+
 
 def tokens_key(cfg: AudioLMTrainConfig) -> str:
     "sha256 of what the tokens depend on: the source settings and, for speech, the tokenizer's files."
     key = dict(source=cfg.source, n_q=cfg.n_q)
-    if cfg.source == "synthetic": key.update(bins=cfg.bins, synthetic=[cfg.synthetic_n, cfg.synthetic_frames, cfg.seed])
+    if cfg.source == "synthetic":
+        key.update(bins=cfg.bins, synthetic=[cfg.synthetic_n, cfg.synthetic_frames, cfg.seed])
     else:
-        key.update(data=[cfg.data_dir, cfg.train_splits, cfg.valid_splits, cfg.test_splits, cfg.manifest,
-                         cfg.valid_manifest, cfg.test_manifest, cfg.min_utt_s, cfg.max_utt_s],
-                   tokenizer={f.name: hashlib.sha256(f.read_bytes()).hexdigest()
-                              for f in sorted(Path(cfg.tokenizer_dir).glob("*")) if f.is_file()})
+        key.update(
+            data=[
+                cfg.data_dir,
+                cfg.train_splits,
+                cfg.valid_splits,
+                cfg.test_splits,
+                cfg.manifest,
+                cfg.valid_manifest,
+                cfg.test_manifest,
+                cfg.min_utt_s,
+                cfg.max_utt_s,
+            ],
+            tokenizer={
+                f.name: hashlib.sha256(f.read_bytes()).hexdigest()
+                for f in sorted(Path(cfg.tokenizer_dir).glob("*"))
+                if f.is_file()
+            },
+        )
     return hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()
+
 
 def prepare_tokens(cfg: AudioLMTrainConfig, force: bool = False) -> dict:
     """`{train, valid, test}` lists of codes `(K, T)` + `bins`, `ids` and `speakers` per split, cached in
@@ -556,49 +812,75 @@ def prepare_tokens(cfg: AudioLMTrainConfig, force: bool = False) -> dict:
     path, key = Path(cfg.out_dir) / "tokens.pt", tokens_key(cfg)
     if path.exists() and not force:
         from audiolab.train.checkpoint import load_state
+
         toks = load_state(path)
-        if toks.get("key") == key: return toks
+        if toks.get("key") == key:
+            return toks
     if cfg.source == "synthetic":
         lo, hi = cfg.synthetic_frames
         allc = synthetic_codes(cfg.synthetic_n, cfg.n_q, cfg.bins, lo, hi, seed=cfg.seed)
-        cut = dict(train=(0, int(0.8 * len(allc))), valid=(int(0.8 * len(allc)), int(0.9 * len(allc))), test=(int(0.9 * len(allc)), len(allc)))
+        cut = dict(
+            train=(0, int(0.8 * len(allc))),
+            valid=(int(0.8 * len(allc)), int(0.9 * len(allc))),
+            test=(int(0.9 * len(allc)), len(allc)),
+        )
         toks = {s: allc[a:b] for s, (a, b) in cut.items()}
         toks.update(bins=cfg.bins, ids={s: [str(j) for j in range(a, b)] for s, (a, b) in cut.items()}, speakers={})
     elif cfg.source == "speech":
         from audiolab.models.tokenizer import AudioTokenizer
         from audiolab.data.speech import read_libritts
+
         if not (Path(cfg.tokenizer_dir) / "config.json").exists():
-            raise FileProblem(cfg.tokenizer_dir, "no trained speech tokenizer here (AudioTokenizer.save_pretrained); "
-                              "train one (dvc repro tokenizer) or use source='synthetic'")
+            raise FileProblem(
+                cfg.tokenizer_dir,
+                "no trained speech tokenizer here (AudioTokenizer.save_pretrained); "
+                "train one (dvc repro tokenizer) or use source='synthetic'",
+            )
         tok = AudioTokenizer.from_pretrained(cfg.tokenizer_dir).eval()
         if tok.cfg.n_q < cfg.n_q:
-            raise ConfigError(f"tokenizer {cfg.tokenizer_dir} has n_q={tok.cfg.n_q} codebooks; audiolm wants n_q={cfg.n_q}")
+            raise ConfigError(
+                f"tokenizer {cfg.tokenizer_dir} has n_q={tok.cfg.n_q} codebooks; audiolm wants n_q={cfg.n_q}"
+            )
         toks = dict(bins=tok.cfg.bins, ids={}, speakers={})
-        for name, splits, man in zip(SPLITS, (cfg.train_splits, cfg.valid_splits, cfg.test_splits),
-                                     (cfg.manifest, cfg.valid_manifest, cfg.test_manifest)):
+        for name, splits, man in zip(
+            SPLITS,
+            (cfg.train_splits, cfg.valid_splits, cfg.test_splits),
+            (cfg.manifest, cfg.valid_manifest, cfg.test_manifest),
+        ):
             items = read_lhotse_manifest(man) if man else read_libritts(cfg.data_dir, list(splits))
             codes, kept = tokenize_items(tok, items, cfg.min_utt_s, cfg.max_utt_s)
-            toks[name] = [c[:cfg.n_q] for c in codes]
+            toks[name] = [c[: cfg.n_q] for c in codes]
             toks["ids"][name] = [it.get("utt_id") or it.get("id") for it in kept]
             toks["speakers"][name] = [it.get("speaker") for it in kept]
-    else: raise ConfigError(f"source must be 'speech' or 'synthetic', got {cfg.source!r}")
+    else:
+        raise ConfigError(f"source must be 'speech' or 'synthetic', got {cfg.source!r}")
     toks["key"] = key
-    if not toks["train"]: raise ConfigError(f"no training utterances from source={cfg.source!r} ({cfg.manifest or cfg.data_dir})")
-    with atomic_path(path) as tmp: torch.save(toks, tmp)
+    if not toks["train"]:
+        raise ConfigError(f"no training utterances from source={cfg.source!r} ({cfg.manifest or cfg.data_dir})")
+    with atomic_path(path) as tmp:
+        torch.save(toks, tmp)
     return toks
 
 # %% ../../nbs/45_models.audiolm.ipynb #f7a743a3
 def audiolm_loaders(cfg: AudioLMTrainConfig, toks: dict) -> tuple[DataLoader, DataLoader | None]:
     "Dynamic-batched train/valid loaders over `{train, valid}` codes, splitting prompt/target in the collate."
     tr = TokenUtterances([c for c in toks["train"] if c.shape[-1] >= 2])
-    train_dl = DataLoader(tr, batch_sampler=DurationBatchSampler(tr.lengths, cfg.max_frames, shuffle=True, seed=cfg.seed),
-                          collate_fn=PromptTargetCollate(cfg.prompt_ratio, cfg.ratio_range), num_workers=cfg.num_workers)
+    train_dl = DataLoader(
+        tr,
+        batch_sampler=DurationBatchSampler(tr.lengths, cfg.max_frames, shuffle=True, seed=cfg.seed),
+        collate_fn=PromptTargetCollate(cfg.prompt_ratio, cfg.ratio_range),
+        num_workers=cfg.num_workers,
+    )
     valid_dl = None
     if toks.get("valid"):
         va = TokenUtterances([c for c in toks["valid"] if c.shape[-1] >= 2])
-        valid_dl = DataLoader(va, batch_sampler=DurationBatchSampler(va.lengths, max(cfg.max_frames, max(va.lengths)), shuffle=False),
-                              collate_fn=PromptTargetCollate(cfg.prompt_ratio))
+        valid_dl = DataLoader(
+            va,
+            batch_sampler=DurationBatchSampler(va.lengths, max(cfg.max_frames, max(va.lengths)), shuffle=False),
+            collate_fn=PromptTargetCollate(cfg.prompt_ratio),
+        )
     return train_dl, valid_dl
+
 
 def train_audiolm(cfg: AudioLMTrainConfig) -> dict:
     "Train AudioLM with the shared Learner (torchrun-ready); writes `out_dir/{tokens.pt,ckpt,live,model}`; returns validation metrics."
@@ -607,30 +889,48 @@ def train_audiolm(cfg: AudioLMTrainConfig) -> dict:
     from audiolab.train.callbacks import standard_cbs
     from audiolab.train.checkpoint import save_pretrained
     from audiolab.train.learner import Learner
+
     seed_everything(cfg.seed)
-    if D.is_main(): prepare_tokens(cfg)
+    if D.is_main():
+        prepare_tokens(cfg)
     D.barrier()
     toks = prepare_tokens(cfg)
-    cfg = cfg.replace(bins=toks["bins"])                                  # speech: the tokenizer's codebook size
+    cfg = cfg.replace(bins=toks["bins"])  # speech: the tokenizer's codebook size
     train_dl, valid_dl = audiolm_loaders(cfg, toks)
     out = Path(cfg.out_dir)
-    learn = Learner(AudioLM(cfg.model_config()), train_dl, valid_dl, cfg.train_config(),
-                    cbs=standard_cbs(out, cfg.save_every, progress=D.is_main()))
+    learn = Learner(
+        AudioLM(cfg.model_config()),
+        train_dl,
+        valid_dl,
+        cfg.train_config(),
+        cbs=standard_cbs(out, cfg.save_every, progress=D.is_main()),
+    )
     learn.fit()
-    if learn.is_main: save_pretrained(learn.eval_model, out / "model", cfg.model_config())
+    if learn.is_main:
+        save_pretrained(learn.eval_model, out / "model", cfg.model_config())
     D.barrier()
     return learn.metrics
 
 # %% ../../nbs/45_models.audiolm.ipynb #8853fc88
 @torch.no_grad()
-def continue_audio(model: AudioLM, tokenizer, wav: Tensor, prompt_s: float = 3.0, new_s: float = 10.0,
-                   temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-                   generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+def continue_audio(
+    model: AudioLM,
+    tokenizer,
+    wav: Tensor,
+    prompt_s: float = 3.0,
+    new_s: float = 10.0,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
     "`(C, L)` audio at the tokenizer's rate -> (prompt + continuation audio `(C, L')`, continuation codes `(K, T)`)."
     if tokenizer.cfg.n_q < model.cfg.n_q or tokenizer.cfg.bins != model.cfg.bins:
-        raise ConfigError(f"tokenizer (n_q={tokenizer.cfg.n_q}, bins={tokenizer.cfg.bins}) does not match the model "
-                          f"(n_q={model.cfg.n_q}, bins={model.cfg.bins})")
-    wav = wav if wav.dim() == 3 else wav[None]                                          # (1, C, L)
-    prompt = tokenizer.encode(wav[..., :int(prompt_s * tokenizer.sample_rate)])[:, :model.cfg.n_q]   # (1, K, Tp)
+        raise ConfigError(
+            f"tokenizer (n_q={tokenizer.cfg.n_q}, bins={tokenizer.cfg.bins}) does not match the model "
+            f"(n_q={model.cfg.n_q}, bins={model.cfg.bins})"
+        )
+    wav = wav if wav.dim() == 3 else wav[None]  # (1, C, L)
+    prompt = tokenizer.encode(wav[..., : int(prompt_s * tokenizer.sample_rate)])[:, : model.cfg.n_q]  # (1, K, Tp)
     codes = model.inference(prompt, int(new_s * tokenizer.frame_rate), temperature, top_k, top_p, generator=generator)
     return tokenizer.decode(torch.cat([prompt, codes], -1))[0], codes[0]

@@ -4,7 +4,8 @@
 
 # %% ../../nbs/40_models.codec.ipynb #e899da62
 from __future__ import annotations
-import dataclasses, math
+import dataclasses
+import math
 from typing import Sequence
 
 import torch
@@ -14,7 +15,14 @@ from torch import nn, Tensor
 from ..core import Config, ConfigError, check_tensor
 from ..nn.conv import DecoderBlock, EncoderBlock, Snake, conv1d_same
 from ..nn.disc import MultiResolutionSTFTDiscriminator
-from ..nn.losses import KLSchedule, feature_matching_loss, kl_divergence, lsgan_d_loss, lsgan_g_loss, mr_stft_loss
+from audiolab.nn.losses import (
+    KLSchedule,
+    feature_matching_loss,
+    kl_divergence,
+    lsgan_d_loss,
+    lsgan_g_loss,
+    mr_stft_loss,
+)
 from ..train.checkpoint import Pretrained
 
 # %% auto #0
@@ -25,30 +33,41 @@ __all__ = ['LyraCodecConfig', 'tiny_codec_config', 'LyraEncoder', 'LyraDecoder',
 @dataclasses.dataclass
 class LyraCodecConfig(Config):
     "LyraCodec architecture (seed 004 defaults)."
-    channels: int = 2                    # 1 mono, 2 stereo
+
+    channels: int = 2  # 1 mono, 2 stereo
     sample_rate: int = 44100
     base_channels: int = 128
     c_mults: tuple = (1, 2, 4, 8, 16)
-    strides: tuple = (2, 4, 4, 8, 8)     # hop = prod = 2048
+    strides: tuple = (2, 4, 4, 8, 8)  # hop = prod = 2048
     latent_dim: int = 64
     dilations: tuple = (1, 3, 9)
     logvar_clamp: float = 10.0
-    causal: bool = False                 # causal convs everywhere (then `nn.conv` can stream the blocks)
+    causal: bool = False  # causal convs everywhere (then `nn.conv` can stream the blocks)
     weight_norm: bool = False
-    per_channel: bool = False            # code each channel alone with one shared mono codec: no L/R prior to mislearn
+    per_channel: bool = False  # code each channel alone with one shared mono codec: no L/R prior to mislearn
 
     def __post_init__(self):
-        if len(self.c_mults) != len(self.strides): raise ConfigError("LyraCodecConfig: c_mults and strides differ in length")
-        if self.channels not in (1, 2): raise ConfigError(f"LyraCodecConfig: channels must be 1 or 2, got {self.channels}")
+        if len(self.c_mults) != len(self.strides):
+            raise ConfigError("LyraCodecConfig: c_mults and strides differ in length")
+        if self.channels not in (1, 2):
+            raise ConfigError(f"LyraCodecConfig: channels must be 1 or 2, got {self.channels}")
 
     @property
-    def hop(self) -> int: return math.prod(self.strides)
+    def hop(self) -> int:
+        return math.prod(self.strides)
+
     @property
-    def widths(self) -> list[int]: return [self.base_channels * m for m in (1, *self.c_mults)]
+    def widths(self) -> list[int]:
+        return [self.base_channels * m for m in (1, *self.c_mults)]
+
     @property
-    def io_channels(self) -> int: return 1 if self.per_channel else self.channels          # what the conv stacks see
+    def io_channels(self) -> int:
+        return 1 if self.per_channel else self.channels  # what the conv stacks see
+
     @property
-    def latent_channels(self) -> int: return self.latent_dim * (self.channels if self.per_channel else 1)
+    def latent_channels(self) -> int:
+        return self.latent_dim * (self.channels if self.per_channel else 1)
+
 
 def tiny_codec_config(**kw) -> LyraCodecConfig:
     "A CPU-test size: widths 8..32, hop 32, latent 8."
@@ -57,32 +76,50 @@ def tiny_codec_config(**kw) -> LyraCodecConfig:
 # %% ../../nbs/40_models.codec.ipynb #fcfbeecd
 class LyraEncoder(nn.Module):
     "(B, io_channels, T) -> (B, 2*latent_dim, ceil(T/hop)): conv7, EncoderBlocks, Snake, conv3."
+
     def __init__(self, cfg: LyraCodecConfig):
         super().__init__()
         w, c = cfg.widths, cfg
         self.net = nn.Sequential(
             conv1d_same(c.io_channels, w[0], 7, causal=c.causal, weight_norm=c.weight_norm),
-            *[EncoderBlock(w[i], w[i + 1], s, c.dilations, c.causal, weight_norm=c.weight_norm) for i, s in enumerate(c.strides)],
-            Snake(w[-1]), conv1d_same(w[-1], 2 * c.latent_dim, 3, causal=c.causal, weight_norm=c.weight_norm))
-    def forward(self, x: Tensor) -> Tensor: return self.net(x)
+            *[
+                EncoderBlock(w[i], w[i + 1], s, c.dilations, c.causal, weight_norm=c.weight_norm)
+                for i, s in enumerate(c.strides)
+            ],
+            Snake(w[-1]),
+            conv1d_same(w[-1], 2 * c.latent_dim, 3, causal=c.causal, weight_norm=c.weight_norm),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
 
 class LyraDecoder(nn.Module):
     "(B, latent_dim, F) -> (B, io_channels, F*hop): conv3, DecoderBlocks, Snake, conv7."
+
     def __init__(self, cfg: LyraCodecConfig):
         super().__init__()
         w, c = cfg.widths, cfg
         self.net = nn.Sequential(
             conv1d_same(c.latent_dim, w[-1], 3, causal=c.causal, weight_norm=c.weight_norm),
-            *[DecoderBlock(w[i + 1], w[i], s, c.dilations, c.causal, weight_norm=c.weight_norm)
-              for i, s in reversed(list(enumerate(c.strides)))],
-            Snake(w[0]), conv1d_same(w[0], c.io_channels, 7, causal=c.causal, weight_norm=c.weight_norm))
-    def forward(self, z: Tensor) -> Tensor: return self.net(z)
+            *[
+                DecoderBlock(w[i + 1], w[i], s, c.dilations, c.causal, weight_norm=c.weight_norm)
+                for i, s in reversed(list(enumerate(c.strides)))
+            ],
+            Snake(w[0]),
+            conv1d_same(w[0], c.io_channels, 7, causal=c.causal, weight_norm=c.weight_norm),
+        )
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z)
 
 # %% ../../nbs/40_models.codec.ipynb #61e08582
 class LyraCodec(Pretrained, nn.Module):
     """Snake waveform VAE: `encode` (B, C, T) -> latent (B, D, ceil(T/hop)); `decode` -> (B, C, T).
     With `per_channel`, each channel is coded alone by the same mono stacks and D = C * latent_dim."""
+
     config_cls = LyraCodecConfig
+
     def __init__(self, cfg: LyraCodecConfig | None = None):
         super().__init__()
         self.cfg = cfg or LyraCodecConfig()
@@ -91,14 +128,20 @@ class LyraCodec(Pretrained, nn.Module):
 
     def _check_audio(self, x: Tensor) -> None:
         "Audio (B, channels, T>=1), finite (meta tensors, used to size the model, skip the value check)."
-        check_tensor(x, "LyraCodec audio", f"(B, {self.cfg.channels}, T)", ndim=3, sizes={1: self.cfg.channels},
-                     finite=not x.is_meta)
+        check_tensor(
+            x,
+            "LyraCodec audio",
+            f"(B, {self.cfg.channels}, T)",
+            ndim=3,
+            sizes={1: self.cfg.channels},
+            finite=not x.is_meta,
+        )
 
     def encode_dist(self, x: Tensor) -> tuple[Tensor, Tensor]:
         "Posterior parameters: mu, logvar (B, latent_channels, ceil(T/hop)), logvar clamped."
         self._check_audio(x)
         B, C, T = x.shape
-        h = self.encoder(x.reshape(B * C, 1, T) if self.cfg.per_channel else x)    # (B*C or B, 2*latent_dim, F)
+        h = self.encoder(x.reshape(B * C, 1, T) if self.cfg.per_channel else x)  # (B*C or B, 2*latent_dim, F)
         mu, logvar = (t.reshape(B, self.cfg.latent_channels, -1) for t in h.chunk(2, dim=1))
         return mu, logvar.clamp(-self.cfg.logvar_clamp, self.cfg.logvar_clamp)
 
@@ -115,8 +158,14 @@ class LyraCodec(Pretrained, nn.Module):
     def decode(self, z: Tensor, length: int | None = None) -> Tensor:
         "Audio (B, C, length or frames*hop) from a latent (B, latent_channels, frames)."
         c = self.cfg
-        check_tensor(z, "LyraCodec.decode latent", f"(B, {c.latent_channels}, frames)", ndim=3,
-                     sizes={1: c.latent_channels}, finite=not z.is_meta)
+        check_tensor(
+            z,
+            "LyraCodec.decode latent",
+            f"(B, {c.latent_channels}, frames)",
+            ndim=3,
+            sizes={1: c.latent_channels},
+            finite=not z.is_meta,
+        )
         B, F = z.shape[0], z.shape[-1]
         y = self.decoder(z.reshape(B * c.channels, c.latent_dim, F) if c.per_channel else z).reshape(B, c.channels, -1)
         return y if length is None else y[..., :length]
@@ -128,7 +177,8 @@ class LyraCodec(Pretrained, nn.Module):
         return dict(recon=self.decode(z, x.shape[-1]), mu=mu, logvar=logvar, z=z)
 
 # %% ../../nbs/40_models.codec.ipynb #163dddf9
-def _half_width(k: int, d: int = 1) -> int: return (k - 1) * d // 2 if k % 2 else (k - 1) * d
+def _half_width(k: int, d: int = 1) -> int:
+    return (k - 1) * d // 2 if k % 2 else (k - 1) * d
 
 # %% ../../nbs/40_models.codec.ipynb #2299a405
 def _receptive_field(self: LyraCodec) -> tuple[int, int]:
@@ -137,12 +187,17 @@ def _receptive_field(self: LyraCodec) -> tuple[int, int]:
     w = (lambda k, d=1: (k - 1) * d) if c.causal else _half_width  # a causal conv reaches its whole width back
     conv7, ru = w(7), sum(w(7, d) for d in c.dilations)
     enc, h = conv7, 1
-    for s in c.strides: enc += h * (ru + 2 * s); h *= s          # residual units, then the kernel-2s strided conv
+    for s in c.strides:
+        enc += h * (ru + 2 * s)
+        h *= s  # residual units, then the kernel-2s strided conv
     enc += h * w(3)
-    dec, h = h * w(3), h                                           # in output samples
-    for s in reversed(c.strides): dec += h * (ru + 2); h //= s     # residual units at the input rate, then 2 frames of conv-T
+    dec, h = h * w(3), h  # in output samples
+    for s in reversed(c.strides):
+        dec += h * (ru + 2)
+        h //= s  # residual units at the input rate, then 2 frames of conv-T
     dec += conv7
     return enc, math.ceil(dec / self.hop) + 1
+
 
 @torch.no_grad()
 def _encode_chunked(self: LyraCodec, x: Tensor, chunk_frames: int = 256, context_frames: int | None = None) -> Tensor:
@@ -153,14 +208,16 @@ def _encode_chunked(self: LyraCodec, x: Tensor, chunk_frames: int = 256, context
     outs = []
     for a in range(0, n, chunk_frames):
         b = min(n, a + chunk_frames)
-        lo = max(0, a - context)                                   # first latent frame of the window
-        seg = x[..., lo * hop:min(T, (b + context) * hop)]
-        outs.append(self.encode(seg)[..., a - lo:b - lo])
+        lo = max(0, a - context)  # first latent frame of the window
+        seg = x[..., lo * hop : min(T, (b + context) * hop)]
+        outs.append(self.encode(seg)[..., a - lo : b - lo])
     return torch.cat(outs, -1)
 
+
 @torch.no_grad()
-def _decode_chunked(self: LyraCodec, z: Tensor, length: int | None = None, chunk_frames: int = 256,
-                   context_frames: int | None = None) -> Tensor:
+def _decode_chunked(
+    self: LyraCodec, z: Tensor, length: int | None = None, chunk_frames: int = 256, context_frames: int | None = None
+) -> Tensor:
     "`decode(z, length)` computed `chunk_frames` latent frames at a time."
     context = context_frames if context_frames is not None else self.receptive_field()[1]
     n, hop = z.shape[-1], self.hop
@@ -168,15 +225,18 @@ def _decode_chunked(self: LyraCodec, z: Tensor, length: int | None = None, chunk
     for a in range(0, n, chunk_frames):
         b = min(n, a + chunk_frames)
         lo, hi = max(0, a - context), min(n, b + context)
-        outs.append(self.decode(z[..., lo:hi])[..., (a - lo) * hop:(b - lo) * hop])
+        outs.append(self.decode(z[..., lo:hi])[..., (a - lo) * hop : (b - lo) * hop])
     y = torch.cat(outs, -1)
     return y if length is None else y[..., :length]
+
 
 @torch.no_grad()
 def _reconstruct(self: LyraCodec, x: Tensor, chunk_frames: int | None = None) -> Tensor:
     "Encode (mean) and decode `x` (B, C, T) to the same length, in chunks when `chunk_frames` is given."
-    if chunk_frames is None: return self.decode(self.encode(x), x.shape[-1])
+    if chunk_frames is None:
+        return self.decode(self.encode(x), x.shape[-1])
     return self.decode_chunked(self.encode_chunked(x, chunk_frames), x.shape[-1], chunk_frames)
+
 
 LyraCodec.receptive_field, LyraCodec.encode_chunked = _receptive_field, _encode_chunked
 LyraCodec.decode_chunked, LyraCodec.reconstruct = _decode_chunked, _reconstruct
@@ -185,31 +245,41 @@ LyraCodec.decode_chunked, LyraCodec.reconstruct = _decode_chunked, _reconstruct
 @dataclasses.dataclass
 class LyraLossConfig(Config):
     "The codec's objective."
+
     fft_sizes: tuple = (2048, 1024, 512, 256, 128, 64, 32)
     perceptual_weighting: bool = False
-    stereo_loss: str = "none"            # 'none' | 'sum_diff' (adds the mid/side MR-STFT loss)
+    stereo_loss: str = "none"  # 'none' | 'sum_diff' (adds the mid/side MR-STFT loss)
     kl: KLSchedule = dataclasses.field(default_factory=lambda: KLSchedule(w0=0.0, w1=1e-4, steps=1000))
     adversarial: bool = False
     disc_fft_sizes: tuple = (2048, 1024, 512)
     disc_filters: int = 32
     w_adv: float = 0.1
     w_fm: float = 5.0
-    w_wave: float = 0.0                  # optional L1 on the waveform (phase-aware; not in the seed)
+    w_wave: float = 0.0  # optional L1 on the waveform (phase-aware; not in the seed)
+
 
 class LyraCodecTask(nn.Module):
     "A `LyraCodec` + its losses (+ optional discriminator) exposing `training_step` / `validation_step`."
+
     def __init__(self, codec: LyraCodec, loss: LyraLossConfig | None = None):
         super().__init__()
         self.codec, self.lcfg = codec, loss or LyraLossConfig()
         sr, l = codec.cfg.sample_rate, self.lcfg
-        if l.stereo_loss not in ("none", "sum_diff"): raise ConfigError(f"stereo_loss must be 'none' or 'sum_diff', got {l.stereo_loss!r}")
-        if l.stereo_loss == "sum_diff" and codec.cfg.channels != 2: raise ConfigError("stereo_loss='sum_diff' needs a stereo codec")
+        if l.stereo_loss not in ("none", "sum_diff"):
+            raise ConfigError(f"stereo_loss must be 'none' or 'sum_diff', got {l.stereo_loss!r}")
+        if l.stereo_loss == "sum_diff" and codec.cfg.channels != 2:
+            raise ConfigError("stereo_loss='sum_diff' needs a stereo codec")
         kw = dict(sample_rate=sr, perceptual_weighting=l.perceptual_weighting)
         self.losses = nn.ModuleDict(dict(stft=mr_stft_loss(l.fft_sizes, **kw)))
-        if l.stereo_loss == "sum_diff": self.losses["sum_diff"] = mr_stft_loss(l.fft_sizes, stereo="sum_diff", **kw)
-        for p in self.losses.parameters(): p.requires_grad_(False)   # auraloss' A-weighting FIR is a fixed conv
-        self.disc = (MultiResolutionSTFTDiscriminator(l.disc_fft_sizes, in_channels=codec.cfg.channels, filters=l.disc_filters)
-                     if l.adversarial else None)
+        if l.stereo_loss == "sum_diff":
+            self.losses["sum_diff"] = mr_stft_loss(l.fft_sizes, stereo="sum_diff", **kw)
+        for p in self.losses.parameters():
+            p.requires_grad_(False)  # auraloss' A-weighting FIR is a fixed conv
+        self.disc = (
+            MultiResolutionSTFTDiscriminator(l.disc_fft_sizes, in_channels=codec.cfg.channels, filters=l.disc_filters)
+            if l.adversarial
+            else None
+        )
         self.register_buffer("calls", torch.zeros((), dtype=torch.long))
 
     def phases(self) -> dict:
@@ -222,12 +292,13 @@ class LyraCodecTask(nn.Module):
         out["kl_w"] = torch.tensor(self.lcfg.kl(int(self.calls)))
         out["loss"] = sum(out[n] for n in self.losses) + out["kl_w"] * out["kl"]
         if self.lcfg.w_wave:
-            out["wave"] = F.l1_loss(recon, x); out["loss"] = out["loss"] + self.lcfg.w_wave * out["wave"]
+            out["wave"] = F.l1_loss(recon, x)
+            out["loss"] = out["loss"] + self.lcfg.w_wave * out["wave"]
         return out
 
     def training_step(self, batch, phase: str = "main", ctx: dict | None = None) -> dict:
-        x = batch[0] if isinstance(batch, (list, tuple)) else batch             # (B, C, T)
-        if phase == "disc":                                                     # discriminator step (first)
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch  # (B, C, T)
+        if phase == "disc":  # discriminator step (first)
             ctx["out"] = out = self.codec(x)
             return dict(loss=lsgan_d_loss(self.disc(x)[0], self.disc(out["recon"].detach())[0]))
         out = ctx["out"] if phase == "gen" else self.codec(x)
@@ -236,7 +307,8 @@ class LyraCodecTask(nn.Module):
             (_, real_feats), (fake_logits, fake_feats) = self.disc(x), self.disc(out["recon"])
             logs["adv"], logs["fm"] = lsgan_g_loss(fake_logits), feature_matching_loss(real_feats, fake_feats)
             logs["loss"] = logs["loss"] + self.lcfg.w_adv * logs["adv"] + self.lcfg.w_fm * logs["fm"]
-        if self.training: self.calls += 1
+        if self.training:
+            self.calls += 1
         return logs
 
     @torch.no_grad()
@@ -245,6 +317,7 @@ class LyraCodecTask(nn.Module):
         out = self.codec(x)
         logs = self.recon_losses(out["recon"], x, out["mu"], out["logvar"])
         from audiolab.eval.metrics import si_sdr
+
         logs["si_sdr"] = torch.tensor(si_sdr(out["recon"], x))
         return logs
 
@@ -252,22 +325,33 @@ class LyraCodecTask(nn.Module):
 def audio_segments(wavs: Sequence[Tensor], length: int, hop: int | None = None) -> Tensor:
     "Cut (C, T) clips into (N, C, length) segments every `hop` samples (default: non-overlapping)."
     hop = hop or length
-    segs = [w[..., i:i + length] for w in wavs for i in range(0, w.shape[-1] - length + 1, hop)]
-    if not segs: raise ValueError(f"no clip is at least {length} samples long")
+    segs = [w[..., i : i + length] for w in wavs for i in range(0, w.shape[-1] - length + 1, hop)]
+    if not segs:
+        raise ValueError(f"no clip is at least {length} samples long")
     return torch.stack(segs)
+
 
 def polarity_augment(x: Tensor) -> Tensor:
     "Stereo segments (N, 2, T) -> (2N, 2, T): each as is and with its right channel's polarity inverted."
     check_tensor(x, "polarity_augment segments", "(N, 2, T)", ndim=3, sizes={1: 2})
-    return torch.cat([x, x * x.new_tensor([1.0, -1.0])[:, None]])   # anti-phase stereo (L ~ -R) is as likely as in-phase
+    return torch.cat([x, x * x.new_tensor([1.0, -1.0])[:, None]])  # anti-phase stereo (L ~ -R) is as likely as in-phase
 
-def train_codec(train: Tensor, valid: Tensor, cfg: LyraCodecConfig, loss: LyraLossConfig, train_cfg, batch_size: int = 8,
-                cbs=()) -> tuple[LyraCodec, "Learner"]:
+
+def train_codec(
+    train: Tensor, valid: Tensor, cfg: LyraCodecConfig, loss: LyraLossConfig, train_cfg, batch_size: int = 8, cbs=()
+) -> tuple[LyraCodec, "Learner"]:
     "Train a `LyraCodec` on segments (N, C, T) with the audiolab `Learner`; returns the codec and the learner."
     from torch.utils.data import DataLoader, TensorDataset
     from audiolab.train.learner import Learner
+
     task = LyraCodecTask(LyraCodec(cfg), loss)
-    learn = Learner(task, DataLoader(TensorDataset(train), batch_size=batch_size, shuffle=True, drop_last=True),
-                    DataLoader(TensorDataset(valid), batch_size=batch_size), cfg=train_cfg, phases=task.phases(), cbs=cbs)
+    learn = Learner(
+        task,
+        DataLoader(TensorDataset(train), batch_size=batch_size, shuffle=True, drop_last=True),
+        DataLoader(TensorDataset(valid), batch_size=batch_size),
+        cfg=train_cfg,
+        phases=task.phases(),
+        cbs=cbs,
+    )
     learn.fit()
     return task.codec.eval(), learn

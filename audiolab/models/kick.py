@@ -4,7 +4,12 @@
 
 # %% ../../nbs/43_models.kick.ipynb #16d25ac2
 from __future__ import annotations
-import collections, dataclasses, json, math, os, re
+import collections
+import dataclasses
+import json
+import math
+import os
+import re
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -14,15 +19,39 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from ..core import (Config, ConfigError, CheckpointError, FileProblem, InputError, atomic_write, check_tensor,
-                           get_device, save_json)
+from audiolab.core import (
+    Config,
+    ConfigError,
+    CheckpointError,
+    FileProblem,
+    InputError,
+    atomic_write,
+    check_tensor,
+    get_device,
+    save_json,
+)
 from ..eval.lm import frechet_distance
 from ..audio import fade, griffin_lim, mel_spectrogram, pad_or_trim, peak_normalize, get_preset
-from ..nn.conv2d import (ResBlock2d, CondResBlock2d, Downsample2d, Upsample2d, SelfAttention2d, UNetUp2d,
-                                group_norm)
+from audiolab.nn.conv2d import (
+    ResBlock2d,
+    CondResBlock2d,
+    Downsample2d,
+    Upsample2d,
+    SelfAttention2d,
+    UNetUp2d,
+    group_norm,
+)
 from ..nn.embed import TimestepEmbedding
 from ..nn.losses import kl_divergence, KLSchedule
-from ..data.kicks import filename_keywords, random_kick, synth_kick, synth_keywords, read_kick_metadata, aggregate_kicks, preprocess_kicks
+from audiolab.data.kicks import (
+    filename_keywords,
+    random_kick,
+    synth_kick,
+    synth_keywords,
+    read_kick_metadata,
+    aggregate_kicks,
+    preprocess_kicks,
+)
 from ..train.checkpoint import save_pretrained, load_config, load_weights, load_state
 from ..train.callbacks import standard_cbs
 from ..train import distributed as D
@@ -41,18 +70,21 @@ __all__ = ['KICK_SR', 'KICK_SAMPLES', 'KICK_MEL_SHAPE', 'SAMPLERS', 'kick_wavefo
 
 # %% ../../nbs/43_models.kick.ipynb #2c20b671
 KICK_SR, KICK_SAMPLES = 44100, 88200
-KICK_MEL_SHAPE = (1, 128, 173)           # (C, n_mels, frames) for 2 s at hop 512, centered frames
+KICK_MEL_SHAPE = (1, 128, 173)  # (C, n_mels, frames) for 2 s at hop 512, centered frames
+
 
 def kick_waveform(wav: Tensor, sr: int = KICK_SR) -> Tensor:
     "(..., T) mono audio at `sr` -> (..., 88200): pad/trim to 2 s, peak -1 dBFS, 0.2 s fade-out."
-    if sr != KICK_SR: raise InputError(f"kick audio must be {KICK_SR} Hz (resample first), got {sr}")
+    if sr != KICK_SR:
+        raise InputError(f"kick audio must be {KICK_SR} Hz (resample first), got {sr}")
     check_tensor(wav, "kick audio", "(T,) or (B, T) mono", ndim=(1, 2))
     wav = pad_or_trim(wav, KICK_SAMPLES)
     return fade(peak_normalize(wav, -1.0), KICK_SR, fade_out=0.2)
 
+
 def kick_mel(wav: Tensor, sr: int = KICK_SR) -> Tensor:
     "(T,) or (B, T) mono kick -> log-mel (1, 128, 173) or (B, 1, 128, 173)."
-    mel = mel_spectrogram(kick_waveform(wav, sr), "kick44k")     # (..., 128, 173)
+    mel = mel_spectrogram(kick_waveform(wav, sr), "kick44k")  # (..., 128, 173)
     return mel.unsqueeze(-3)
 
 # %% ../../nbs/43_models.kick.ipynb #318b4263
@@ -68,55 +100,69 @@ def synth_kicks(n: int, seed: int = 0) -> tuple[Tensor, list[list[str]]]:
 class KickVAEConfig(Config):
     n_mels: int = 128
     frames: int = 173
-    channels: tuple = (32, 64, 128, 256)     # one stride-2 stage per entry
+    channels: tuple = (32, 64, 128, 256)  # one stride-2 stage per entry
     latent_ch: int = 4
-    res_blocks: int = 1                       # ResBlock2d per stage
+    res_blocks: int = 1  # ResBlock2d per stage
     groups: int = 8
 
     def __post_init__(self):
-        if not self.channels: raise ConfigError("KickVAEConfig.channels must name at least one stage")
+        if not self.channels:
+            raise ConfigError("KickVAEConfig.channels must name at least one stage")
         for c in self.channels:
-            if c % self.groups: raise ConfigError(f"KickVAEConfig: {self.groups} groups do not divide {c} channels")
+            if c % self.groups:
+                raise ConfigError(f"KickVAEConfig: {self.groups} groups do not divide {c} channels")
+
 
 def stage_sizes(h: int, w: int, n: int) -> list[tuple[int, int]]:
     "Sizes after 0..n stride-2 stages with padding 1 (ceil halving): [(h, w), (ceil(h/2), ceil(w/2)), ...]."
     sizes = [(h, w)]
-    for _ in range(n): h, w = (h + 1) // 2, (w + 1) // 2; sizes.append((h, w))
+    for _ in range(n):
+        h, w = (h + 1) // 2, (w + 1) // 2
+        sizes.append((h, w))
     return sizes
 
 # %% ../../nbs/43_models.kick.ipynb #069a7e62
 class KickVAE(nn.Module):
     "2-D mel VAE: log-mel (B, 1, n_mels, frames) <-> latent (B, latent_ch, n_mels/16, ceil(frames/16))."
+
     def __init__(self, cfg: KickVAEConfig = KickVAEConfig()):
         super().__init__()
         self.cfg, ch, g = cfg, cfg.channels, cfg.groups
         self.sizes = stage_sizes(cfg.n_mels, cfg.frames, len(ch))
         res = lambda c: [ResBlock2d(c, c, g) for _ in range(cfg.res_blocks)]
         downs, c_in = [], 1
-        for c in ch: downs.append(nn.Sequential(Downsample2d(c_in, c), *res(c))); c_in = c
+        for c in ch:
+            downs.append(nn.Sequential(Downsample2d(c_in, c), *res(c)))
+            c_in = c
         self.down = nn.ModuleList(downs)
         self.to_moments = nn.Sequential(group_norm(ch[-1], g), nn.SiLU(), nn.Conv2d(ch[-1], 2 * cfg.latent_ch, 1))
         self.from_latent = nn.Sequential(nn.Conv2d(cfg.latent_ch, ch[-1], 1), *res(ch[-1]))
-        outs = list(reversed(ch[:-1])) + [ch[0]]                        # 256 -> 128 -> 64 -> 32 -> 32
+        outs = list(reversed(ch[:-1])) + [ch[0]]  # 256 -> 128 -> 64 -> 32 -> 32
         self.up = nn.ModuleList(Upsample2d(ci, co) for ci, co in zip(reversed(ch), outs))
         self.up_res = nn.ModuleList(nn.Sequential(*res(co)) for co in outs)
         self.to_mel = nn.Sequential(group_norm(ch[0], g), nn.SiLU(), nn.Conv2d(ch[0], 1, 3, padding=1))
-        self.register_buffer("mel_mean", torch.tensor(0.)); self.register_buffer("mel_std", torch.tensor(1.))
+        self.register_buffer("mel_mean", torch.tensor(0.0))
+        self.register_buffer("mel_std", torch.tensor(1.0))
 
     @property
-    def latent_shape(self) -> tuple[int, int, int]: return (self.cfg.latent_ch, *self.sizes[-1])
+    def latent_shape(self) -> tuple[int, int, int]:
+        return (self.cfg.latent_ch, *self.sizes[-1])
 
     @torch.no_grad()
     def fit_norm(self, mels: Tensor) -> None:
         "Set the input standardisation from a batch of log-mels (B, 1, n_mels, frames)."
-        self.mel_mean.fill_(mels.mean().item()); self.mel_std.fill_(mels.std().clamp_min(1e-3).item())
+        self.mel_mean.fill_(mels.mean().item())
+        self.mel_std.fill_(mels.std().clamp_min(1e-3).item())
 
     def encode(self, mel: Tensor) -> tuple[Tensor, Tensor]:
         "(B, 1, n_mels, frames) -> mu, logvar, each (B, latent_ch, h, w)."
         if tuple(mel.shape[-3:]) != (1, self.cfg.n_mels, self.cfg.frames):
-            raise ValueError(f"KickVAE expects mels (B, 1, {self.cfg.n_mels}, {self.cfg.frames}), got {tuple(mel.shape)}")
+            raise ValueError(
+                f"KickVAE expects mels (B, 1, {self.cfg.n_mels}, {self.cfg.frames}), got {tuple(mel.shape)}"
+            )
         h = (mel - self.mel_mean) / self.mel_std
-        for stage in self.down: h = stage(h)                            # (B, C_i, H/2^i, W/2^i)
+        for stage in self.down:
+            h = stage(h)  # (B, C_i, H/2^i, W/2^i)
         mu, logvar = self.to_moments(h).chunk(2, dim=1)
         return mu, logvar.clamp(-30, 20)
 
@@ -124,7 +170,7 @@ class KickVAE(nn.Module):
         "(B, latent_ch, h, w) -> log-mel (B, 1, n_mels, frames)."
         h = self.from_latent(z)
         for up, res, size in zip(self.up, self.up_res, reversed(self.sizes[:-1])):
-            h = res(up(h, size=size))                                   # crop to the encoder's size
+            h = res(up(h, size=size))  # crop to the encoder's size
         return self.to_mel(h) * self.mel_std + self.mel_mean
 
     def forward(self, mel: Tensor, sample: bool = True) -> tuple[Tensor, Tensor, Tensor]:
@@ -141,27 +187,34 @@ def vae_loss(vae: KickVAE, mel: Tensor, kl_weight: float) -> tuple[Tensor, dict]
     loss = mse + l1 + kl_weight * kl
     return loss, {"loss": loss.item(), "mse": mse.item(), "l1": l1.item(), "kl": kl.item()}
 
+
 @torch.no_grad()
 def encode_latents(vae: KickVAE, mels: Tensor, batch_size: int = 64) -> Tensor:
     "`mu` latents (N, latent_ch, h, w) of log-mels (N, 1, n_mels, frames), in eval mode."
-    was = vae.training; vae.eval()
+    was = vae.training
+    vae.eval()
     dev = next(vae.parameters()).device
-    out = torch.cat([vae.encode(mels[i:i + batch_size].to(dev))[0].cpu() for i in range(0, len(mels), batch_size)])
-    vae.train(was); return out
+    out = torch.cat([vae.encode(mels[i : i + batch_size].to(dev))[0].cpu() for i in range(0, len(mels), batch_size)])
+    vae.train(was)
+    return out
 
 # %% ../../nbs/43_models.kick.ipynb #3d772d54
 def parse_keywords(text: str | Sequence[str] | None) -> list[str]:
     "A user's keywords ('deep, punchy 808' or a list) as tokens, by the file-name rules of `data.kicks`."
-    if text is None: return []
-    if not isinstance(text, str): text = " ".join(text)
+    if text is None:
+        return []
+    if not isinstance(text, str):
+        text = " ".join(text)
     return filename_keywords(text.replace(",", " ") + ".")
 
 # %% ../../nbs/43_models.kick.ipynb #f35865e7
 class KeywordVocab:
     "Keyword <-> id table; id 0 is padding / unknown (dropped), ids 1.. are keywords seen >= `min_count` times."
+
     def __init__(self, words: Sequence[str]):
         self.words = list(words)
-        if len(set(self.words)) != len(self.words): raise ConfigError("KeywordVocab: duplicate keywords")
+        if len(set(self.words)) != len(self.words):
+            raise ConfigError("KeywordVocab: duplicate keywords")
         self.index = {w: i + 1 for i, w in enumerate(self.words)}
 
     @classmethod
@@ -170,8 +223,11 @@ class KeywordVocab:
         counts = collections.Counter(w for kws in keyword_lists for w in set(kws))
         return cls(sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w)))
 
-    def __len__(self) -> int: return len(self.words) + 1            # table rows, padding included
-    def __repr__(self): return f"KeywordVocab({len(self.words)} keywords: {' '.join(self.words[:8])}{' ...' if len(self.words) > 8 else ''})"
+    def __len__(self) -> int:
+        return len(self.words) + 1  # table rows, padding included
+
+    def __repr__(self):
+        return f"KeywordVocab({len(self.words)} keywords: {' '.join(self.words[:8])}{' ...' if len(self.words) > 8 else ''})"
 
     def ids(self, keywords: Sequence[str]) -> list[int]:
         "Known keyword ids (unknown dropped, duplicates kept once, order kept)."
@@ -183,49 +239,61 @@ class KeywordVocab:
         L = max_len or max([len(r) for r in rows] + [1])
         return torch.tensor([r + [0] * (L - len(r)) for r in rows], dtype=torch.long).reshape(len(rows), L)
 
-    def save(self, path: str | os.PathLike) -> None: save_json(path, {"words": self.words})
+    def save(self, path: str | os.PathLike) -> None:
+        save_json(path, {"words": self.words})
+
     @classmethod
     def load(cls, path: str | os.PathLike) -> "KeywordVocab":
-        try: return cls(json.loads(Path(path).read_text())["words"])
-        except FileNotFoundError: raise CheckpointError(path, "no such vocabulary file") from None
-        except (json.JSONDecodeError, KeyError, TypeError) as e: raise CheckpointError(path, f"not a keyword vocabulary ({e})") from None
+        try:
+            return cls(json.loads(Path(path).read_text())["words"])
+        except FileNotFoundError:
+            raise CheckpointError(path, "no such vocabulary file") from None
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise CheckpointError(path, f"not a keyword vocabulary ({e})") from None
 
 # %% ../../nbs/43_models.kick.ipynb #c84e7042
 class KeywordEncoder(nn.Module):
     "(B, L) keyword ids (0 = padding) -> (B, out_dim): Linear(mean of keyword embeddings), null embedding if none."
+
     def __init__(self, vocab_size: int, emb_dim: int = 64, out_dim: int = 256):
         super().__init__()
         self.emb = nn.Embedding(vocab_size, emb_dim, padding_idx=0)
-        self.null = nn.Parameter(torch.randn(emb_dim) * 0.02)          # "no keywords": the CFG unconditional branch
+        self.null = nn.Parameter(torch.randn(emb_dim) * 0.02)  # "no keywords": the CFG unconditional branch
         self.proj = nn.Linear(emb_dim, out_dim)
 
     def forward(self, ids: Tensor) -> Tensor:
-        if ids.dim() != 2: raise ValueError(f"keyword ids must be (B, L), got shape {tuple(ids.shape)}")
-        mask = (ids > 0).unsqueeze(-1).float()                          # (B, L, 1)
-        n = mask.sum(1)                                                 # (B, 1)
-        mean = (self.emb(ids) * mask).sum(1) / n.clamp_min(1)           # (B, emb_dim)
+        if ids.dim() != 2:
+            raise ValueError(f"keyword ids must be (B, L), got shape {tuple(ids.shape)}")
+        mask = (ids > 0).unsqueeze(-1).float()  # (B, L, 1)
+        n = mask.sum(1)  # (B, 1)
+        mean = (self.emb(ids) * mask).sum(1) / n.clamp_min(1)  # (B, emb_dim)
         return self.proj(torch.where(n > 0, mean, self.null))
 
 # %% ../../nbs/43_models.kick.ipynb #e8c7049a
 @dataclasses.dataclass
 class LatentUNetConfig(Config):
     latent_ch: int = 4
-    channels: tuple = (64, 128, 256)     # widths per resolution; the last one is the middle
+    channels: tuple = (64, 128, 256)  # widths per resolution; the last one is the middle
     cond_dim: int = 256
     time_freq_dim: int = 64
     kw_emb_dim: int = 64
-    vocab_size: int = 1                  # rows of the keyword table (len(KeywordVocab)), padding included
+    vocab_size: int = 1  # rows of the keyword table (len(KeywordVocab)), padding included
     heads: int = 4
     groups: int = 8
-    prediction: str = "eps"              # training target: "eps" (the seed's noise) or "v" (√ᾱ ε - √(1-ᾱ) z0)
+    prediction: str = "eps"  # training target: "eps" (the seed's noise) or "v" (√ᾱ ε - √(1-ᾱ) z0)
 
     def __post_init__(self):
-        if len(self.channels) < 2: raise ConfigError("LatentUNetConfig.channels needs >= 2 widths (a down path and a middle)")
-        if self.vocab_size < 1: raise ConfigError("LatentUNetConfig.vocab_size counts the padding row, so it is >= 1")
-        if self.prediction not in ("eps", "v"): raise ConfigError(f"LatentUNetConfig.prediction must be 'eps' or 'v', got {self.prediction!r}")
+        if len(self.channels) < 2:
+            raise ConfigError("LatentUNetConfig.channels needs >= 2 widths (a down path and a middle)")
+        if self.vocab_size < 1:
+            raise ConfigError("LatentUNetConfig.vocab_size counts the padding row, so it is >= 1")
+        if self.prediction not in ("eps", "v"):
+            raise ConfigError(f"LatentUNetConfig.prediction must be 'eps' or 'v', got {self.prediction!r}")
+
 
 class LatentUNet(nn.Module):
     "Noise predictor ε(z_t, t, keywords): (B, latent_ch, h, w), (B,) steps, (B, L) keyword ids -> (B, latent_ch, h, w)."
+
     def __init__(self, cfg: LatentUNetConfig = LatentUNetConfig()):
         super().__init__()
         self.cfg, ch, d, g = cfg, cfg.channels, cfg.cond_dim, cfg.groups
@@ -234,10 +302,15 @@ class LatentUNet(nn.Module):
         self.conv_in = nn.Conv2d(cfg.latent_ch, ch[0], 3, padding=1)
         self.down_res = nn.ModuleList(CondResBlock2d(c, c, d, g) for c in ch[:-1])
         self.downs = nn.ModuleList(Downsample2d(ci, co) for ci, co in zip(ch[:-1], ch[1:]))
-        self.mid1, self.attn, self.mid2 = CondResBlock2d(ch[-1], ch[-1], d, g), SelfAttention2d(ch[-1], cfg.heads, g), CondResBlock2d(ch[-1], ch[-1], d, g)
+        self.mid1, self.attn, self.mid2 = (
+            CondResBlock2d(ch[-1], ch[-1], d, g),
+            SelfAttention2d(ch[-1], cfg.heads, g),
+            CondResBlock2d(ch[-1], ch[-1], d, g),
+        )
         self.ups = nn.ModuleList(UNetUp2d(ci, co, co, d, g) for ci, co in zip(ch[:0:-1], ch[-2::-1]))
         self.out = nn.Sequential(group_norm(ch[0], g), nn.SiLU(), nn.Conv2d(ch[0], cfg.latent_ch, 3, padding=1))
-        nn.init.zeros_(self.out[-1].weight); nn.init.zeros_(self.out[-1].bias)
+        nn.init.zeros_(self.out[-1].weight)
+        nn.init.zeros_(self.out[-1].bias)
 
     def cond(self, t: Tensor, ids: Tensor) -> Tensor:
         "Condition vector (B, cond_dim) = time embedding + keyword encoding."
@@ -245,21 +318,26 @@ class LatentUNet(nn.Module):
 
     def forward(self, z: Tensor, t: Tensor, ids: Tensor) -> Tensor:
         c = self.cond(t.expand(z.shape[0]) if t.dim() == 0 else t, ids)  # (B, cond_dim)
-        h, skips = self.conv_in(z), []                                   # (B, 64, 8, 11)
+        h, skips = self.conv_in(z), []  # (B, 64, 8, 11)
         for res, down in zip(self.down_res, self.downs):
-            h = res(h, c); skips.append(h); h = down(h)                  # (B, 128, 4, 6), (B, 256, 2, 3)
+            h = res(h, c)
+            skips.append(h)
+            h = down(h)  # (B, 128, 4, 6), (B, 256, 2, 3)
         h = self.mid2(self.attn(self.mid1(h, c)), c)
-        for up in self.ups: h = up(h, skips.pop(), c)                    # (B, 128, 4, 6) -> (B, 64, 8, 11)
+        for up in self.ups:
+            h = up(h, skips.pop(), c)  # (B, 128, 4, 6) -> (B, 64, 8, 11)
         return self.out(h)
 
 # %% ../../nbs/43_models.kick.ipynb #70414cc2
 class NoiseSchedule:
     "Linear β schedule (DDPM): betas, alphas_cumprod (ᾱ), and q(z_t | z_0)."
+
     def __init__(self, steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02):
-        if steps < 1 or not 0 < beta_start <= beta_end < 1: raise ConfigError(f"bad noise schedule: steps={steps}, betas {beta_start}..{beta_end}")
+        if steps < 1 or not 0 < beta_start <= beta_end < 1:
+            raise ConfigError(f"bad noise schedule: steps={steps}, betas {beta_start}..{beta_end}")
         self.steps = steps
         self.betas = torch.linspace(beta_start, beta_end, steps, dtype=torch.float64)
-        self.alphas_cumprod = torch.cumprod(1 - self.betas, 0)              # (T,) float64
+        self.alphas_cumprod = torch.cumprod(1 - self.betas, 0)  # (T,) float64
 
     def abar(self, t: Tensor) -> Tensor:
         "ᾱ at integer steps `t` (any shape); step -1 means clean data (ᾱ = 1)."
@@ -277,8 +355,15 @@ def drop_keywords(ids: Tensor, p: float, generator: torch.Generator | None = Non
     keep = torch.rand(ids.shape[0], generator=generator, device="cpu").to(ids.device) >= p
     return ids * keep.unsqueeze(1)
 
-def diffusion_loss(unet: LatentUNet, sched: NoiseSchedule, z0: Tensor, ids: Tensor, p_uncond: float = 0.15,
-                   generator: torch.Generator | None = None) -> Tensor:
+
+def diffusion_loss(
+    unet: LatentUNet,
+    sched: NoiseSchedule,
+    z0: Tensor,
+    ids: Tensor,
+    p_uncond: float = 0.15,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     "ε- (or v-, per `unet.cfg.prediction`) prediction MSE at uniform random steps, with classifier-free keyword dropout `p_uncond`."
     B = z0.shape[0]
     t = torch.randint(0, sched.steps, (B,), generator=generator).to(z0.device)
@@ -286,37 +371,48 @@ def diffusion_loss(unet: LatentUNet, sched: NoiseSchedule, z0: Tensor, ids: Tens
     zt = sched.add_noise(z0, noise, t)
     if unet.cfg.prediction == "v":
         a = sched.abar(t).to(z0).view(-1, *[1] * (z0.dim() - 1))
-        target = a.sqrt() * noise - (1 - a).sqrt() * z0                  # v: the velocity of z_t along the noise circle
-    else: target = noise
+        target = a.sqrt() * noise - (1 - a).sqrt() * z0  # v: the velocity of z_t along the noise circle
+    else:
+        target = noise
     return F.mse_loss(unet(zt, t, drop_keywords(ids, p_uncond, generator)), target)
 
 # %% ../../nbs/43_models.kick.ipynb #ea839f16
 def make_ema(model: nn.Module, decay: float = 0.9999) -> AveragedModel:
     "An EMA copy of `model` (`ema.update_parameters(model)` after each step; `ema.module` to sample)."
-    if not 0 <= decay < 1: raise ConfigError(f"EMA decay must be in [0, 1), got {decay}")
+    if not 0 <= decay < 1:
+        raise ConfigError(f"EMA decay must be in [0, 1), got {decay}")
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 # %% ../../nbs/43_models.kick.ipynb #19668685
-def guided_eps(unet: LatentUNet, ids: Tensor, guidance: float, sched: NoiseSchedule | None = None) -> Callable[[Tensor, Tensor], Tensor]:
+def guided_eps(
+    unet: LatentUNet, ids: Tensor, guidance: float, sched: NoiseSchedule | None = None
+) -> Callable[[Tensor, Tensor], Tensor]:
     """ε(z, t) for keyword ids (B, L) with classifier-free guidance `guidance` (one batched call for both branches).
     A v-prediction U-Net's output is turned into ε = √(1-ᾱ) z + √ᾱ v (guidance is linear, so it commutes)."""
     has_kw = bool((ids > 0).any())
     null = torch.zeros_like(ids)
-    if unet.cfg.prediction == "v" and sched is None: raise ConfigError("guided_eps: a v-prediction U-Net needs the noise schedule")
+    if unet.cfg.prediction == "v" and sched is None:
+        raise ConfigError("guided_eps: a v-prediction U-Net needs the noise schedule")
+
     def eps_fn(z: Tensor, t: Tensor) -> Tensor:
         tb = t.expand(z.shape[0]) if t.dim() == 0 else t
-        if not has_kw: out = unet(z, tb, null)                        # no keywords: the unconditional branch only
+        if not has_kw:
+            out = unet(z, tb, null)  # no keywords: the unconditional branch only
         else:
             o_c, o_u = unet(torch.cat([z, z]), torch.cat([tb, tb]), torch.cat([ids, null])).chunk(2)
             out = o_u + guidance * (o_c - o_u)
-        if unet.cfg.prediction == "eps": return out
+        if unet.cfg.prediction == "eps":
+            return out
         a = sched.abar(tb).to(z).view(-1, *[1] * (z.dim() - 1))
         return (1 - a).sqrt() * z + a.sqrt() * out
+
     return eps_fn
+
 
 def trailing_timesteps(n: int, T: int = 1000) -> list[int]:
     "`n` decreasing steps from T-1, evenly spaced ('trailing' spacing)."
-    if not 1 <= n <= T: raise ValueError(f"sampler steps must be in [1, {T}], got {n}")
+    if not 1 <= n <= T:
+        raise ValueError(f"sampler steps must be in [1, {T}], got {n}")
     return [int(round(T - k * T / n)) - 1 for k in range(n)]
 
 # %% ../../nbs/43_models.kick.ipynb #d814a2ff
@@ -325,45 +421,62 @@ def _x0(z: Tensor, eps: Tensor, a: float, clip: float | None = None) -> Tensor:
     x0 = (z - math.sqrt(1 - a) * eps) / math.sqrt(a)
     return x0 if clip is None else x0.clamp(-clip, clip)
 
+
 @torch.no_grad()
-def ddpm_sample(eps_fn, sched: NoiseSchedule, z: Tensor, generator: torch.Generator | None = None, clip_x0: float | None = None) -> Tensor:
+def ddpm_sample(
+    eps_fn, sched: NoiseSchedule, z: Tensor, generator: torch.Generator | None = None, clip_x0: float | None = None
+) -> Tensor:
     "Ancestral DDPM over all steps: posterior q(z_{t-1} | z_t, x̂0) with variance β̃_t = β_t (1-ᾱ_{t-1}) / (1-ᾱ_t)."
     ac = sched.alphas_cumprod.tolist()
     for t in range(sched.steps - 1, -1, -1):
         a, a_prev, beta = ac[t], (ac[t - 1] if t > 0 else 1.0), sched.betas[t].item()
         x0 = _x0(z, eps_fn(z, torch.tensor(t, device=z.device)), a, clip_x0)
         mean = (math.sqrt(a_prev) * beta * x0 + math.sqrt(1 - beta) * (1 - a_prev) * z) / (1 - a)
-        z = mean + math.sqrt(beta * (1 - a_prev) / (1 - a)) * torch.randn(z.shape, generator=generator).to(z) if t > 0 else mean
+        z = (
+            mean + math.sqrt(beta * (1 - a_prev) / (1 - a)) * torch.randn(z.shape, generator=generator).to(z)
+            if t > 0
+            else mean
+        )
     return z
 
+
 @torch.no_grad()
-def ddim_sample(eps_fn, sched: NoiseSchedule, z: Tensor, steps: int = 50, generator=None, clip_x0: float | None = None) -> Tensor:
+def ddim_sample(
+    eps_fn, sched: NoiseSchedule, z: Tensor, steps: int = 50, generator=None, clip_x0: float | None = None
+) -> Tensor:
     "Deterministic DDIM (η = 0) over `steps` trailing timesteps, ending at clean data."
     ts = trailing_timesteps(steps, sched.steps)
     for i, t in enumerate(ts):
-        a = sched.abar(torch.tensor(t)).item(); a_next = sched.abar(torch.tensor(ts[i + 1] if i + 1 < len(ts) else -1)).item()
+        a = sched.abar(torch.tensor(t)).item()
+        a_next = sched.abar(torch.tensor(ts[i + 1] if i + 1 < len(ts) else -1)).item()
         eps = eps_fn(z, torch.tensor(t, device=z.device))
         x0 = _x0(z, eps, a, clip_x0)
-        if clip_x0 is not None: eps = (z - math.sqrt(a) * x0) / math.sqrt(1 - a)       # ε consistent with the clamped x̂0
+        if clip_x0 is not None:
+            eps = (z - math.sqrt(a) * x0) / math.sqrt(1 - a)  # ε consistent with the clamped x̂0
         z = math.sqrt(a_next) * x0 + math.sqrt(1 - a_next) * eps
     return z
 
+
 @torch.no_grad()
-def dpmpp_2m_sample(eps_fn, sched: NoiseSchedule, z: Tensor, steps: int = 20, generator=None, clip_x0: float | None = None) -> Tensor:
+def dpmpp_2m_sample(
+    eps_fn, sched: NoiseSchedule, z: Tensor, steps: int = 20, generator=None, clip_x0: float | None = None
+) -> Tensor:
     "DPM-Solver++(2M) over `steps` trailing timesteps (data prediction, first order on the first and last step)."
     ts = trailing_timesteps(steps, sched.steps) + [-1]
     a_ = [sched.abar(torch.tensor(t)).item() for t in ts]
-    lam = [0.5 * math.log(a / (1 - a)) if a < 1 else math.inf for a in a_]     # λ = log(α/σ)
+    lam = [0.5 * math.log(a / (1 - a)) if a < 1 else math.inf for a in a_]  # λ = log(α/σ)
     x0_prev, h_prev = None, None
     for i, t in enumerate(ts[:-1]):
         x0 = _x0(z, eps_fn(z, torch.tensor(t, device=z.device)), a_[i], clip_x0)
-        if ts[i + 1] == -1: return x0                                         # ᾱ = 1: the data estimate itself
+        if ts[i + 1] == -1:
+            return x0  # ᾱ = 1: the data estimate itself
         h = lam[i + 1] - lam[i]
         D = x0 if x0_prev is None else (1 + h / (2 * h_prev)) * x0 - h / (2 * h_prev) * x0_prev
         sig, sig_next = math.sqrt(1 - a_[i]), math.sqrt(1 - a_[i + 1])
         z = (sig_next / sig) * z - math.sqrt(a_[i + 1]) * math.expm1(-h) * D
         x0_prev, h_prev = x0, h
     return z
+
 
 SAMPLERS = {"ddpm": ddpm_sample, "ddim": ddim_sample, "dpm++": dpmpp_2m_sample}
 
@@ -372,22 +485,34 @@ def active_frames(mel: Tensor, floor: float = -7.0, margin: int = 8) -> int:
     """1 + the last frame where any band of any item of log-mels (..., n_mels, frames) exceeds `floor`, plus `margin` frames.
     The floor: silence is log(1e-5) = -11.5 in the data, but the tiny VAE decodes it to about -9..-8, so -9 never trims;
     at -7 (~48 dB under a +4 peak band) the VAE's reconstructions of held-out kicks end within a few frames of the kicks."""
-    loud = (mel > floor).flatten(0, -2).any(0).nonzero()                   # frames with energy above the floor
+    loud = (mel > floor).flatten(0, -2).any(0).nonzero()  # frames with energy above the floor
     last = int(loud.max()) + 1 if len(loud) else 1
     return min(mel.shape[-1], last + margin)
+
 
 def bake_weight_norm(module: nn.Module) -> nn.Module:
     "Fold weight-norm parametrizations into plain weights (inference: no recomputation per call)."
     from torch.nn.utils import parametrize
+
     for m in module.modules():
-        if parametrize.is_parametrized(m, "weight"): parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
+        if parametrize.is_parametrized(m, "weight"):
+            parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
     return module
 
 # %% ../../nbs/43_models.kick.ipynb #d6174257
 class KickLDM(nn.Module):
     "Keyword-conditioned kick generator: `generate(keywords, n, steps, guidance, seed)` -> (n, 88200) waveforms."
-    def __init__(self, vae: KickVAE, unet: LatentUNet, vocab: KeywordVocab, latent_scale: float = 1.0,
-                 sched: NoiseSchedule | None = None, vocoder: nn.Module | None = None, clip_x0: float | None = 4.0):
+
+    def __init__(
+        self,
+        vae: KickVAE,
+        unet: LatentUNet,
+        vocab: KeywordVocab,
+        latent_scale: float = 1.0,
+        sched: NoiseSchedule | None = None,
+        vocoder: nn.Module | None = None,
+        clip_x0: float | None = 4.0,
+    ):
         super().__init__()
         if unet.cfg.vocab_size != len(vocab):
             raise ConfigError(f"U-Net keyword table has {unet.cfg.vocab_size} rows, vocabulary {len(vocab)}")
@@ -396,19 +521,26 @@ class KickLDM(nn.Module):
         self.latent_scale, self.sched, self.clip_x0 = float(latent_scale), sched or NoiseSchedule(), clip_x0
 
     @torch.no_grad()
-    def sample_latents(self, keywords=None, n: int = 1, steps: int = 20, guidance: float = 3.0, seed: int = 0,
-                       sampler: str = "dpm++") -> Tensor:
+    def sample_latents(
+        self, keywords=None, n: int = 1, steps: int = 20, guidance: float = 3.0, seed: int = 0, sampler: str = "dpm++"
+    ) -> Tensor:
         "Unscaled VAE latents (n, *latent_shape) for one keyword query (text or list) and `sampler` in SAMPLERS."
-        if sampler not in SAMPLERS: raise ConfigError(f"unknown sampler {sampler!r}; known: {sorted(SAMPLERS)}")
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1: raise InputError(f"n (kicks to generate) must be an int >= 1, got {n!r}")
-        if not math.isfinite(guidance): raise InputError(f"guidance must be a finite number, got {guidance}")
+        if sampler not in SAMPLERS:
+            raise ConfigError(f"unknown sampler {sampler!r}; known: {sorted(SAMPLERS)}")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InputError(f"n (kicks to generate) must be an int >= 1, got {n!r}")
+        if not math.isfinite(guidance):
+            raise InputError(f"guidance must be a finite number, got {guidance}")
         dev = next(self.unet.parameters()).device
         g = torch.Generator().manual_seed(seed)
         z = torch.randn((n, *self.vae.latent_shape), generator=g).to(dev)
         ids = self.vocab.encode([parse_keywords(keywords)] * n).to(dev)
         eps_fn = guided_eps(self.unet, ids, guidance, self.sched)
-        z = SAMPLERS[sampler](eps_fn, self.sched, z, steps=steps, generator=g, clip_x0=self.clip_x0) if sampler != "ddpm" \
+        z = (
+            SAMPLERS[sampler](eps_fn, self.sched, z, steps=steps, generator=g, clip_x0=self.clip_x0)
+            if sampler != "ddpm"
             else ddpm_sample(eps_fn, self.sched, z, g, self.clip_x0)
+        )
         return z / self.latent_scale
 
     @torch.no_grad()
@@ -420,41 +552,68 @@ class KickLDM(nn.Module):
         m = mel[:, 0, :, :F_]
         if self.vocoder is not None:
             wav = self.vocoder(m.to(next(self.vocoder.parameters()).device)).reshape(mel.shape[0], -1)
-        else: wav = griffin_lim(m.float().cpu(), "kick44k", n_iter=32)
+        else:
+            wav = griffin_lim(m.float().cpu(), "kick44k", n_iter=32)
         return kick_waveform(wav.float().cpu())
 
     @torch.inference_mode()
-    def generate(self, keywords=None, n: int = 1, steps: int = 20, guidance: float = 3.0, seed: int = 0,
-                 sampler: str = "dpm++") -> Tensor:
+    def generate(
+        self, keywords=None, n: int = 1, steps: int = 20, guidance: float = 3.0, seed: int = 0, sampler: str = "dpm++"
+    ) -> Tensor:
         "`n` 2 s kicks (n, 88200) at 44.1 kHz for `keywords` (e.g. 'deep punchy'); same seed, same kicks."
         return self.vocode(self.vae.decode(self.sample_latents(keywords, n, steps, guidance, seed, sampler)))
 
 # %% ../../nbs/43_models.kick.ipynb #332a986c
 def _load_vocoder(path) -> nn.Module | None:
     "HiFi-GAN (`models.vocoder`, imported lazily) at `path`; None (Griffin-Lim, with a warning) when nothing is there yet."
-    if not (Path(path)/"model.safetensors").is_file():
-        import warnings; warnings.warn(f"no vocoder at {path} (no model.safetensors): kicks are vocoded by Griffin-Lim")
+    if not (Path(path) / "model.safetensors").is_file():
+        import warnings
+
+        warnings.warn(f"no vocoder at {path} (no model.safetensors): kicks are vocoded by Griffin-Lim")
         return None
     from audiolab.models.vocoder import HiFiGAN
+
     return HiFiGAN.from_pretrained(path).eval()
 
+
 def _save_ldm(self: KickLDM, path: str | os.PathLike) -> Path:
-    path = Path(path); path.mkdir(parents=True, exist_ok=True)
-    save_pretrained(self.vae, path/"vae", self.vae.cfg); save_pretrained(self.unet, path/"unet", self.unet.cfg)
-    self.vocab.save(path/"vocab.json")
-    save_json(path/"kick.json", {"latent_scale": self.latent_scale, "clip_x0": self.clip_x0, "steps": self.sched.steps,
-                                 "beta_start": self.sched.betas[0].item(), "beta_end": self.sched.betas[-1].item()})
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    save_pretrained(self.vae, path / "vae", self.vae.cfg)
+    save_pretrained(self.unet, path / "unet", self.unet.cfg)
+    self.vocab.save(path / "vocab.json")
+    save_json(
+        path / "kick.json",
+        {
+            "latent_scale": self.latent_scale,
+            "clip_x0": self.clip_x0,
+            "steps": self.sched.steps,
+            "beta_start": self.sched.betas[0].item(),
+            "beta_end": self.sched.betas[-1].item(),
+        },
+    )
     return path
+
 
 def _load_ldm(cls, path: str | os.PathLike, vocoder: str | os.PathLike | nn.Module | None = None) -> KickLDM:
     path = Path(path)
-    try: meta = json.loads((path/"kick.json").read_text())
-    except FileNotFoundError: raise CheckpointError(path/"kick.json", "no such file (not a KickLDM directory)") from None
-    vae = load_weights(KickVAE(load_config(path/"vae", KickVAEConfig)), path/"vae"/"model.safetensors")
-    unet = load_weights(LatentUNet(load_config(path/"unet", LatentUNetConfig)), path/"unet"/"model.safetensors")
+    try:
+        meta = json.loads((path / "kick.json").read_text())
+    except FileNotFoundError:
+        raise CheckpointError(path / "kick.json", "no such file (not a KickLDM directory)") from None
+    vae = load_weights(KickVAE(load_config(path / "vae", KickVAEConfig)), path / "vae" / "model.safetensors")
+    unet = load_weights(LatentUNet(load_config(path / "unet", LatentUNetConfig)), path / "unet" / "model.safetensors")
     voc = _load_vocoder(vocoder) if isinstance(vocoder, (str, os.PathLike)) else vocoder
-    return cls(vae, unet, KeywordVocab.load(path/"vocab.json"), meta["latent_scale"],
-               NoiseSchedule(meta["steps"], meta["beta_start"], meta["beta_end"]), voc, meta.get("clip_x0", 4.0))
+    return cls(
+        vae,
+        unet,
+        KeywordVocab.load(path / "vocab.json"),
+        meta["latent_scale"],
+        NoiseSchedule(meta["steps"], meta["beta_start"], meta["beta_end"]),
+        voc,
+        meta.get("clip_x0", 4.0),
+    )
+
 
 KickLDM.save_pretrained, KickLDM.from_pretrained = _save_ldm, classmethod(_load_ldm)
 
@@ -463,15 +622,19 @@ def mel_embedding(mel: Tensor, bands: int = 16, blocks: int = 11) -> Tensor:
     "Log-mels (B, 1, n_mels, frames) -> (B, bands * blocks) average-pooled embedding."
     return F.adaptive_avg_pool2d(mel.float(), (bands, blocks)).flatten(1)
 
-
 # %% ../../nbs/43_models.kick.ipynb #cad8927f
 @dataclasses.dataclass
 class KickConfig(Config):
     "The `kick` section of params.yaml: model sizes, both trainings, keywords and evaluation."
+
     vae: KickVAEConfig = dataclasses.field(default_factory=KickVAEConfig)
     unet: LatentUNetConfig = dataclasses.field(default_factory=LatentUNetConfig)
-    vae_train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(max_steps=40000, lr=1e-4, clip_grad=1.0))
-    diff_train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(max_steps=100000, lr=1e-4, grad_accum=2, ema_decay=0.9999))
+    vae_train: TrainConfig = dataclasses.field(
+        default_factory=lambda: TrainConfig(max_steps=40000, lr=1e-4, clip_grad=1.0)
+    )
+    diff_train: TrainConfig = dataclasses.field(
+        default_factory=lambda: TrainConfig(max_steps=100000, lr=1e-4, grad_accum=2, ema_decay=0.9999)
+    )
     kl: KLSchedule = dataclasses.field(default_factory=lambda: KLSchedule(1e-4, 1e-3, steps=8000))
     vae_batch: int = 32
     diff_batch: int = 16
@@ -479,34 +642,48 @@ class KickConfig(Config):
     min_count: int = 5
     max_keywords: int = 8
     valid_frac: float = 0.1
-    eval_n: int = 256                    # kicks generated per sampler setting for FAD
-    ddpm_n: int = 64                     # of which DDPM-1000 generates (and every row is also scored on) the first ddpm_n
+    eval_n: int = 256  # kicks generated per sampler setting for FAD
+    ddpm_n: int = 64  # of which DDPM-1000 generates (and every row is also scored on) the first ddpm_n
     eval_steps: tuple = (10, 20, 50)
     guidance: float = 3.0
     seed: int = 0
-    corpus_dir: str = "prep/kicks"       # metadata.csv + <mels_subdir>/<stem>.pt log-mels (the `prep` stage)
+    corpus_dir: str = "prep/kicks"  # metadata.csv + <mels_subdir>/<stem>.pt log-mels (the `prep` stage)
     mels_subdir: str = "mels"
-    out_dir: str = "models/kick"         # vae/, vae_model/, split.json, latents.pt, vocab.json, diffusion/, ldm/, eval/
+    out_dir: str = "models/kick"  # vae/, vae_model/, split.json, latents.pt, vocab.json, diffusion/, ldm/, eval/
     save_every: int = 1000
     sample_every: int = 1000
 
+
 class VAETask(nn.Module):
     "Learner wrapper: `training_step(mel (B,1,n_mels,frames) or (mel,))` -> seed-2 VAE loss dict at `self.kl_weight`."
-    def __init__(self, vae: KickVAE, kl_weight: float = 1e-4): super().__init__(); self.vae, self.kl_weight = vae, kl_weight
+
+    def __init__(self, vae: KickVAE, kl_weight: float = 1e-4):
+        super().__init__()
+        self.vae, self.kl_weight = vae, kl_weight
+
     def training_step(self, batch) -> dict:
         mel = batch[0] if isinstance(batch, (list, tuple)) else batch
         loss, parts = vae_loss(self.vae, mel, self.kl_weight)
         return {**parts, "loss": loss, "kl_weight": self.kl_weight}
 
+
 class KLAnnealCB(Callback):
     "Set `learn.model.kl_weight = schedule(learn.step)` before every step."
-    def __init__(self, schedule: KLSchedule): self.schedule = schedule
-    def before_batch(self, learn): learn.model.kl_weight = self.schedule(learn.step)
+
+    def __init__(self, schedule: KLSchedule):
+        self.schedule = schedule
+
+    def before_batch(self, learn):
+        learn.model.kl_weight = self.schedule(learn.step)
+
 
 class DiffusionTask(nn.Module):
     "Learner wrapper: `training_step((z0 (B,C,h,w), ids (B,L)))` -> ε-MSE with keyword dropout."
+
     def __init__(self, unet: LatentUNet, sched: NoiseSchedule | None = None, p_uncond: float = 0.15):
-        super().__init__(); self.unet, self.sched, self.p_uncond = unet, sched or NoiseSchedule(), p_uncond
+        super().__init__()
+        self.unet, self.sched, self.p_uncond = unet, sched or NoiseSchedule(), p_uncond
+
     def training_step(self, batch) -> dict:
         z0, ids = batch
         return {"loss": diffusion_loss(self.unet, self.sched, z0, ids, self.p_uncond if self.training else 0.0)}
@@ -518,46 +695,80 @@ def split_indices(n: int, valid_frac: float, seed: int = 0) -> tuple[Tensor, Ten
     k = max(1, round(n * valid_frac)) if n > 1 and valid_frac > 0 else 0
     return perm[k:].sort().values, perm[:k].sort().values
 
+
 def _loader(ds, batch: int, shuffle: bool) -> DataLoader:
     return DataLoader(ds, batch_size=min(batch, len(ds)), shuffle=shuffle, drop_last=shuffle and len(ds) >= batch)
 
-def train_vae(cfg: KickConfig, mels: Tensor, valid_mels: Tensor | None = None, cbs: Sequence = (), device=None) -> tuple[KickVAE, Learner]:
+
+def train_vae(
+    cfg: KickConfig, mels: Tensor, valid_mels: Tensor | None = None, cbs: Sequence = (), device=None
+) -> tuple[KickVAE, Learner]:
     "Fit a `KickVAE` to log-mels (N, 1, n_mels, frames) with `cfg.vae_train`; returns (vae in eval mode, learner)."
-    vae = KickVAE(cfg.vae); vae.fit_norm(mels)
-    learn = Learner(VAETask(vae, cfg.kl(0)), _loader(TensorDataset(mels), cfg.vae_batch, True),
-                    _loader(TensorDataset(valid_mels), cfg.vae_batch, False) if valid_mels is not None and len(valid_mels) else None,
-                    cfg=cfg.vae_train, cbs=[KLAnnealCB(cfg.kl), *cbs], device=device)
+    vae = KickVAE(cfg.vae)
+    vae.fit_norm(mels)
+    learn = Learner(
+        VAETask(vae, cfg.kl(0)),
+        _loader(TensorDataset(mels), cfg.vae_batch, True),
+        _loader(TensorDataset(valid_mels), cfg.vae_batch, False)
+        if valid_mels is not None and len(valid_mels)
+        else None,
+        cfg=cfg.vae_train,
+        cbs=[KLAnnealCB(cfg.kl), *cbs],
+        device=device,
+    )
     learn.fit()
     return learn.eval_model.vae.eval(), learn
 
-def train_diffusion(cfg: KickConfig, latents: Tensor, ids: Tensor, valid: tuple[Tensor, Tensor] | None = None,
-                    cbs: Sequence = (), device=None) -> tuple[LatentUNet, Learner]:
+
+def train_diffusion(
+    cfg: KickConfig,
+    latents: Tensor,
+    ids: Tensor,
+    valid: tuple[Tensor, Tensor] | None = None,
+    cbs: Sequence = (),
+    device=None,
+) -> tuple[LatentUNet, Learner]:
     "Fit a `LatentUNet` to scaled latents (N, C, h, w) with keyword ids (N, L); returns (EMA U-Net in eval mode, learner)."
     unet = LatentUNet(cfg.unet)
-    learn = Learner(DiffusionTask(unet, NoiseSchedule(), cfg.p_uncond), _loader(TensorDataset(latents, ids), cfg.diff_batch, True),
-                    _loader(TensorDataset(*valid), cfg.diff_batch, False) if valid is not None and len(valid[0]) else None,
-                    cfg=cfg.diff_train, cbs=list(cbs), device=device)
+    learn = Learner(
+        DiffusionTask(unet, NoiseSchedule(), cfg.p_uncond),
+        _loader(TensorDataset(latents, ids), cfg.diff_batch, True),
+        _loader(TensorDataset(*valid), cfg.diff_batch, False) if valid is not None and len(valid[0]) else None,
+        cfg=cfg.diff_train,
+        cbs=list(cbs),
+        device=device,
+    )
     learn.fit()
     return learn.eval_model.unet.eval(), learn
 
 # %% ../../nbs/43_models.kick.ipynb #9899e34c
-def load_kick_corpus(corpus_dir: str | os.PathLike, mels_subdir: str = "mels") -> tuple[Tensor, list[list[str]], list[str]]:
+def load_kick_corpus(
+    corpus_dir: str | os.PathLike, mels_subdir: str = "mels"
+) -> tuple[Tensor, list[list[str]], list[str]]:
     "Log-mels (N, 1, 128, 173), keyword lists and file names of a preprocessed kick corpus (metadata.csv + .pt mels)."
     root = Path(corpus_dir)
-    if not (root/"metadata.csv").is_file(): raise FileProblem(root/"metadata.csv", "no kick metadata (run the kicks data stage first)")
+    if not (root / "metadata.csv").is_file():
+        raise FileProblem(root / "metadata.csv", "no kick metadata (run the kicks data stage first)")
     mels, kws, names = [], [], []
-    for row in read_kick_metadata(root/"metadata.csv"):
-        p = root/mels_subdir/(Path(row["filename"]).stem + ".pt")
-        if not p.is_file(): continue                                   # skipped by preprocessing (reported there)
+    for row in read_kick_metadata(root / "metadata.csv"):
+        p = root / mels_subdir / (Path(row["filename"]).stem + ".pt")
+        if not p.is_file():
+            continue  # skipped by preprocessing (reported there)
         m = torch.load(p, weights_only=True)
-        if tuple(m.shape[-3:]) != KICK_MEL_SHAPE: raise FileProblem(p, f"log-mel of shape {tuple(m.shape)}, expected {KICK_MEL_SHAPE}")
-        mels.append(m.reshape(KICK_MEL_SHAPE)); kws.append(row["keywords"]); names.append(row["filename"])
-    if not mels: raise FileProblem(root/mels_subdir, "no preprocessed kick mels listed in metadata.csv")
+        if tuple(m.shape[-3:]) != KICK_MEL_SHAPE:
+            raise FileProblem(p, f"log-mel of shape {tuple(m.shape)}, expected {KICK_MEL_SHAPE}")
+        mels.append(m.reshape(KICK_MEL_SHAPE))
+        kws.append(row["keywords"])
+        names.append(row["filename"])
+    if not mels:
+        raise FileProblem(root / mels_subdir, "no preprocessed kick mels listed in metadata.csv")
     return torch.stack(mels), kws, names
+
 
 def _griffin_sample(vae: KickVAE, mel: Tensor) -> tuple[Tensor, int]:
     "A (1, T) waveform of a log-mel (1, 1, 128, frames) via Griffin-Lim, for dvclive audio samples."
     return kick_waveform(griffin_lim(mel[:, 0].float().cpu(), "kick44k", n_iter=16)), KICK_SR
+
 
 def train_kick_vae(cfg: KickConfig) -> dict:
     "Stage 1: train the VAE on the train split of `cfg.corpus_dir`; writes `out_dir/vae/` (ckpt, live) and `out_dir/vae_model/`."
@@ -566,41 +777,75 @@ def train_kick_vae(cfg: KickConfig) -> dict:
     tr, va = split_indices(len(mels), cfg.valid_frac, cfg.seed)
     out = Path(cfg.out_dir)
     probe = mels[va[:1]] if len(va) else mels[:1]
-    sample_fn = lambda learn: {"recon": _griffin_sample(learn.eval_model.vae, learn.eval_model.vae(probe.to(learn.device), sample=False)[0].cpu())}
-    cbs = standard_cbs(out/"vae", cfg.save_every, sample_fn=sample_fn if cfg.sample_every else None,
-                       sample_every=cfg.sample_every, progress=D.is_main())
+    sample_fn = lambda learn: {
+        "recon": _griffin_sample(
+            learn.eval_model.vae, learn.eval_model.vae(probe.to(learn.device), sample=False)[0].cpu()
+        )
+    }
+    cbs = standard_cbs(
+        out / "vae",
+        cfg.save_every,
+        sample_fn=sample_fn if cfg.sample_every else None,
+        sample_every=cfg.sample_every,
+        progress=D.is_main(),
+    )
     vae, learn = train_vae(cfg, mels[tr], mels[va], cbs=cbs)
     if learn.is_main:
-        save_pretrained(vae, out/"vae_model", cfg.vae)
-        save_json(out/"split.json", {"train": [names[i] for i in tr.tolist()], "valid": [names[i] for i in va.tolist()]})
+        save_pretrained(vae, out / "vae_model", cfg.vae)
+        save_json(
+            out / "split.json", {"train": [names[i] for i in tr.tolist()], "valid": [names[i] for i in va.tolist()]}
+        )
     D.barrier()
     return learn.metrics
+
 
 def encode_kick_corpus(cfg: KickConfig) -> dict:
     "Stage 2: `mu` latents of every kick (`out_dir/latents.pt`), the keyword vocabulary of the train split (`vocab.json`)."
     mels, kws, names = load_kick_corpus(cfg.corpus_dir, cfg.mels_subdir)
     out = Path(cfg.out_dir)
-    vae = load_weights(KickVAE(load_config(out/"vae_model", KickVAEConfig)), out/"vae_model"/"model.safetensors").eval()
-    split = json.loads((out/"split.json").read_text())
-    train = set(split["train"]); is_train = torch.tensor([n in train for n in names])
+    vae = load_weights(
+        KickVAE(load_config(out / "vae_model", KickVAEConfig)), out / "vae_model" / "model.safetensors"
+    ).eval()
+    split = json.loads((out / "split.json").read_text())
+    train = set(split["train"])
+    is_train = torch.tensor([n in train for n in names])
     lat = encode_latents(vae.to(get_device()), mels).cpu()
     scale = 1 / lat[is_train].std().item()
     vocab = KeywordVocab.build([k for k, t in zip(kws, is_train.tolist()) if t], cfg.min_count)
-    vocab.save(out/"vocab.json")
-    with atomic_write(out/"latents.pt") as f:
-        torch.save({"latents": lat, "ids": vocab.encode(kws, cfg.max_keywords), "is_train": is_train, "names": names,
-                    "keywords": kws, "latent_scale": scale}, f)
-    return {"n": len(names), "n_train": int(is_train.sum()), "latent_std": lat.std().item(), "latent_scale": scale, "vocab": len(vocab.words)}
+    vocab.save(out / "vocab.json")
+    with atomic_write(out / "latents.pt") as f:
+        torch.save(
+            {
+                "latents": lat,
+                "ids": vocab.encode(kws, cfg.max_keywords),
+                "is_train": is_train,
+                "names": names,
+                "keywords": kws,
+                "latent_scale": scale,
+            },
+            f,
+        )
+    return {
+        "n": len(names),
+        "n_train": int(is_train.sum()),
+        "latent_std": lat.std().item(),
+        "latent_scale": scale,
+        "vocab": len(vocab.words),
+    }
+
 
 def train_kick_diffusion(cfg: KickConfig) -> dict:
     "Stage 3: train the latent U-Net (EMA) on `latents.pt`; writes `out_dir/diffusion/` (ckpt, live) and the `out_dir/ldm/` KickLDM."
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out_dir)
-    d = load_state(out/"latents.pt")
-    vocab, scale, tr = KeywordVocab.load(out/"vocab.json"), d["latent_scale"], d["is_train"]
-    vae = load_weights(KickVAE(load_config(out/"vae_model", KickVAEConfig)), out/"vae_model"/"model.safetensors").eval()
+    d = load_state(out / "latents.pt")
+    vocab, scale, tr = KeywordVocab.load(out / "vocab.json"), d["latent_scale"], d["is_train"]
+    vae = load_weights(
+        KickVAE(load_config(out / "vae_model", KickVAEConfig)), out / "vae_model" / "model.safetensors"
+    ).eval()
     cfg = cfg.replace(unet=cfg.unet.replace(vocab_size=len(vocab)))
     z, ids = d["latents"] * scale, d["ids"]
+
     def sample_fn(learn):
         ldm = KickLDM(vae.to(learn.device), learn.eval_model.unet, vocab, scale)
         res = {}
@@ -609,66 +854,120 @@ def train_kick_diffusion(cfg: KickConfig) -> dict:
             res[f"gen_{q or 'uncond'}"] = _griffin_sample(vae, mel.cpu())
         learn.eval_model.train(learn.model.training)
         return res
-    cbs = standard_cbs(out/"diffusion", cfg.save_every, sample_fn=sample_fn if cfg.sample_every else None,
-                       sample_every=cfg.sample_every, progress=D.is_main())
+
+    cbs = standard_cbs(
+        out / "diffusion",
+        cfg.save_every,
+        sample_fn=sample_fn if cfg.sample_every else None,
+        sample_every=cfg.sample_every,
+        progress=D.is_main(),
+    )
     unet, learn = train_diffusion(cfg, z[tr], ids[tr], (z[~tr], ids[~tr]), cbs=cbs)
-    if learn.is_main: KickLDM(vae.cpu(), unet.cpu(), vocab, scale).save_pretrained(out/"ldm")
+    if learn.is_main:
+        KickLDM(vae.cpu(), unet.cpu(), vocab, scale).save_pretrained(out / "ldm")
     D.barrier()
     return learn.metrics
 
 # %% ../../nbs/43_models.kick.ipynb #b0f11b56
 @torch.no_grad()
-def sample_for_keywords(ldm: KickLDM, keyword_lists: Sequence[Sequence[str]], sampler: str, steps: int,
-                        guidance: float, seed: int = 0, batch: int = 256) -> tuple[Tensor, Tensor]:
+def sample_for_keywords(
+    ldm: KickLDM,
+    keyword_lists: Sequence[Sequence[str]],
+    sampler: str,
+    steps: int,
+    guidance: float,
+    seed: int = 0,
+    batch: int = 256,
+) -> tuple[Tensor, Tensor]:
     "Unscaled latents (N, C, h, w) and decoded log-mels (N, 1, n_mels, frames), one per keyword list, in batches."
     dev = next(ldm.unet.parameters()).device
     zs, mels, g = [], [], torch.Generator().manual_seed(seed)
     for i in range(0, len(keyword_lists), batch):
-        kws = keyword_lists[i:i + batch]
+        kws = keyword_lists[i : i + batch]
         ids = ldm.vocab.encode(kws).to(dev)
         z = torch.randn((len(kws), *ldm.vae.latent_shape), generator=g).to(dev)
         eps_fn = guided_eps(ldm.unet, ids, guidance, ldm.sched)
-        z = (ddpm_sample(eps_fn, ldm.sched, z, g, ldm.clip_x0) if sampler == "ddpm"
-             else SAMPLERS[sampler](eps_fn, ldm.sched, z, steps, clip_x0=ldm.clip_x0)) / ldm.latent_scale
-        zs.append(z.float().cpu()); mels.append(ldm.vae.decode(z).float().cpu())
+        z = (
+            ddpm_sample(eps_fn, ldm.sched, z, g, ldm.clip_x0)
+            if sampler == "ddpm"
+            else SAMPLERS[sampler](eps_fn, ldm.sched, z, steps, clip_x0=ldm.clip_x0)
+        ) / ldm.latent_scale
+        zs.append(z.float().cpu())
+        mels.append(ldm.vae.decode(z).float().cpu())
     return torch.cat(zs), torch.cat(mels)
+
 
 def latent_embedding(z: Tensor) -> Tensor:
     "VAE `mu` latents (B, C, h, w) -> (B, C * 2 * w): averaged over frequency into 2 bands (88 dims for (4, 8, 11))."
     return F.adaptive_avg_pool2d(z.float(), (2, z.shape[-1])).flatten(1)
 
+
 @torch.no_grad()
-def evaluate_samplers(ldm: KickLDM, ref_mels: Tensor, keyword_lists: Sequence[Sequence[str]],
-                      settings: Sequence[tuple[str, int]] = (("ddpm", 1000), ("ddim", 10), ("ddim", 20), ("ddim", 50),
-                                                            ("dpm++", 10), ("dpm++", 20), ("dpm++", 50)),
-                      guidance: float = 3.0, seed: int = 0, batch: int = 256, ddpm_n: int | None = None,
-                      on_row: Callable | None = None) -> list[dict]:
+def evaluate_samplers(
+    ldm: KickLDM,
+    ref_mels: Tensor,
+    keyword_lists: Sequence[Sequence[str]],
+    settings: Sequence[tuple[str, int]] = (
+        ("ddpm", 1000),
+        ("ddim", 10),
+        ("ddim", 20),
+        ("ddim", 50),
+        ("dpm++", 10),
+        ("dpm++", 20),
+        ("dpm++", 50),
+    ),
+    guidance: float = 3.0,
+    seed: int = 0,
+    batch: int = 256,
+    ddpm_n: int | None = None,
+    on_row: Callable | None = None,
+) -> list[dict]:
     """FAD of generated vs reference kicks per (sampler, steps) in two embeddings -- `fad_mel` (`mel_embedding` of the
     decoded log-mels) and `fad_latent` (`latent_embedding` of the VAE latents vs the references' `mu`) -- plus a
     `noise` row (N(0, I) latents, no denoising) and a `vae_recon` row (the references through the VAE).
     DDPM (1000 U-Net calls per kick) generates only the first `ddpm_n` queries; since FAD is biased by the sample
     size, every row also scores its first `ddpm_n` kicks (`fad_mel_k`, `fad_latent_k`) for the comparison with DDPM."""
     import time
+
     dev = next(ldm.unet.parameters()).device
     k = min(ddpm_n or len(keyword_lists), len(keyword_lists))
     ref_mu = encode_latents(ldm.vae, ref_mels, batch)
     ref_m, ref_l = mel_embedding(ref_mels), latent_embedding(ref_mu)
+
     def row(sampler, steps, z, mels, secs):
-        em, el = mel_embedding(mels), latent_embedding(z)                 # (n, 176), (n, 88)
-        r = dict(sampler=sampler, steps=steps, n=len(z), fad_mel=frechet_distance(em, ref_m), fad_latent=frechet_distance(el, ref_l),
-                 fad_mel_k=frechet_distance(em[:k], ref_m), fad_latent_k=frechet_distance(el[:k], ref_l), seconds=round(secs, 3))
-        if on_row is not None: on_row(r)
+        em, el = mel_embedding(mels), latent_embedding(z)  # (n, 176), (n, 88)
+        r = dict(
+            sampler=sampler,
+            steps=steps,
+            n=len(z),
+            fad_mel=frechet_distance(em, ref_m),
+            fad_latent=frechet_distance(el, ref_l),
+            fad_mel_k=frechet_distance(em[:k], ref_m),
+            fad_latent_k=frechet_distance(el[:k], ref_l),
+            seconds=round(secs, 3),
+        )
+        if on_row is not None:
+            on_row(r)
         return r
-    decode = lambda z: torch.cat([ldm.vae.decode(z[i:i + batch].to(dev)).cpu() for i in range(0, len(z), batch)])
-    z = torch.randn((len(keyword_lists), *ldm.vae.latent_shape), generator=torch.Generator().manual_seed(seed + 1)) / ldm.latent_scale
+
+    decode = lambda z: torch.cat([ldm.vae.decode(z[i : i + batch].to(dev)).cpu() for i in range(0, len(z), batch)])
+    z = (
+        torch.randn((len(keyword_lists), *ldm.vae.latent_shape), generator=torch.Generator().manual_seed(seed + 1))
+        / ldm.latent_scale
+    )
     rows = [row("noise", 0, z, decode(z), 0.0), row("vae_recon", 0, ref_mu, decode(ref_mu), 0.0)]
     for sampler, steps in settings:
         t0 = time.perf_counter()
-        z, mels = sample_for_keywords(ldm, keyword_lists[:k] if sampler == "ddpm" else keyword_lists, sampler, steps, guidance, seed, batch)
+        z, mels = sample_for_keywords(
+            ldm, keyword_lists[:k] if sampler == "ddpm" else keyword_lists, sampler, steps, guidance, seed, batch
+        )
         rows.append(row(sampler, steps, z, mels, time.perf_counter() - t0))
     return rows
 
-def fewest_steps_within(rows: list[dict], tol: float = 0.10, reference: str = "ddpm", key: str = "fad_mel_k") -> dict | None:
+
+def fewest_steps_within(
+    rows: list[dict], tol: float = 0.10, reference: str = "ddpm", key: str = "fad_mel_k"
+) -> dict | None:
     "The few-step row with the fewest steps whose FAD (`key`, by default at DDPM's sample size) is within `tol` (relative) of the `reference` sampler's."
     ref = next(r[key] for r in rows if r["sampler"] == reference)
     ok = [r for r in rows if r["sampler"] not in (reference, "noise", "vae_recon") and r[key] <= ref * (1 + tol)]
@@ -680,16 +979,24 @@ def kick_panel(ldm: KickLDM, sampler: str = "dpm++"):
     import ipywidgets as W
     from IPython.display import display
     from audiolab.viz import AudioPlayer
+
     kw = W.Text(value="deep punchy", description="keywords")
     steps = W.IntSlider(value=20, min=1, max=100, description="steps")
     guidance = W.FloatSlider(value=3.0, min=0.0, max=10.0, step=0.5, description="guidance")
     seed = W.IntText(value=0, description="seed")
     button, out = W.Button(description="Generate", button_style="primary"), W.Output()
+
     def on_click(_=None):
         wav = ldm.generate(kw.value, 1, steps.value, guidance.value, seed.value, sampler)
         out.clear_output(wait=True)
-        with out: display(AudioPlayer(wav, KICK_SR, title=f"{kw.value!r} · {steps.value} steps · g={guidance.value}", preset="kick44k"))
+        with out:
+            display(
+                AudioPlayer(
+                    wav, KICK_SR, title=f"{kw.value!r} · {steps.value} steps · g={guidance.value}", preset="kick44k"
+                )
+            )
+
     button.on_click(on_click)
     panel = W.VBox([W.HBox([kw, seed]), W.HBox([steps, guidance]), button, out])
-    panel.generate = on_click                                          # for scripted use / tests
+    panel.generate = on_click  # for scripted use / tests
     return panel

@@ -5,7 +5,8 @@
 # %% ../../nbs/42_models.melvae.ipynb #52115f04
 from __future__ import annotations
 from typing import Iterable
-import dataclasses, math
+import dataclasses
+import math
 from typing import Callable, NamedTuple, Sequence
 
 import torch
@@ -33,10 +34,11 @@ __all__ = ['SOLVERS', 'NFE_PER_STEP', 'MelVAEConfig', 'PerBand', 'FreqMix', 'Dow
 @dataclasses.dataclass
 class MelVAEConfig(Config):
     "Every knob of MelCausalVAE: encoder table, decoder table, flow matching, sampling defaults."
+
     # mels (vocos24k preset: 24 kHz, hop 256, 100 bins, natural-log magnitude)
     mel_channels: int = 100
     sample_rate: int = 24000
-    mel_mean: float = -4.0            # normalisation (mel - mel_mean) / mel_std of encoder input and flow target
+    mel_mean: float = -4.0  # normalisation (mel - mel_mean) / mel_std of encoder input and flow target
     mel_std: float = 2.5
     # encoder: causal Convformer
     d_model: int = 512
@@ -48,7 +50,7 @@ class MelVAEConfig(Config):
     n_residual_blocks: int = 3
     kl_loss_weight: float = 1e-3
     kl_loss_warmup_steps: int = 1000
-    enc_channels: int = 32            # width of the (frequency x time) front end; doubled per downsampling stage
+    enc_channels: int = 32  # width of the (frequency x time) front end; doubled per downsampling stage
     conv_dilations: tuple = (1, 2, 4)
     conv_kernel_size: int = 7
     # decoder: conditional flow-matching DiT
@@ -56,36 +58,45 @@ class MelVAEConfig(Config):
     unet_depth: int = 6
     unet_heads: int = 8
     unet_dropout_rate: float = 0.0
-    sigma: float = 1e-5               # sigma_min of the conditional OT path
-    uncond_prob: float = 0.1          # condition dropout in training (classifier-free guidance)
-    gain_aug_db: float = 0.0          # training-time random level shift of each mel, uniform in +-gain_aug_db dB
+    sigma: float = 1e-5  # sigma_min of the conditional OT path
+    uncond_prob: float = 0.1  # condition dropout in training (classifier-free guidance)
+    gain_aug_db: float = 0.0  # training-time random level shift of each mel, uniform in +-gain_aug_db dB
     # sampling defaults
     num_steps: int = 16
     solver: str = "euler"
-    sway_coef: float | None = -1.0    # None: uniform time grid
+    sway_coef: float | None = -1.0  # None: uniform time grid
 
     def __post_init__(self):
         C = self.compress_factor_C
-        if C < 2 or C & (C - 1): raise ConfigError(f"compress_factor_C must be a power of 2 >= 2, got {C}")
-        if self.d_model % self.tf_heads: raise ConfigError(f"d_model {self.d_model} is not divisible by tf_heads {self.tf_heads}")
-        if self.unet_dim % self.unet_heads: raise ConfigError(f"unet_dim {self.unet_dim} is not divisible by unet_heads {self.unet_heads}")
-        if self.solver not in ("euler", "midpoint"): raise ConfigError(f"unknown solver {self.solver!r}; known: euler, midpoint")
-        if not 0 <= self.uncond_prob < 1: raise ConfigError(f"uncond_prob must be in [0, 1), got {self.uncond_prob}")
+        if C < 2 or C & (C - 1):
+            raise ConfigError(f"compress_factor_C must be a power of 2 >= 2, got {C}")
+        if self.d_model % self.tf_heads:
+            raise ConfigError(f"d_model {self.d_model} is not divisible by tf_heads {self.tf_heads}")
+        if self.unet_dim % self.unet_heads:
+            raise ConfigError(f"unet_dim {self.unet_dim} is not divisible by unet_heads {self.unet_heads}")
+        if self.solver not in ("euler", "midpoint"):
+            raise ConfigError(f"unknown solver {self.solver!r}; known: euler, midpoint")
+        if not 0 <= self.uncond_prob < 1:
+            raise ConfigError(f"uncond_prob must be in [0, 1), got {self.uncond_prob}")
         self.conv_dilations = tuple(self.conv_dilations)
 
     @property
-    def n_down(self) -> int: return int(math.log2(self.compress_factor_C))
+    def n_down(self) -> int:
+        return int(math.log2(self.compress_factor_C))
 
     @property
-    def frame_rate(self) -> float: return self.sample_rate / 256           # vocos24k hop
+    def frame_rate(self) -> float:
+        return self.sample_rate / 256  # vocos24k hop
 
 # %% ../../nbs/42_models.melvae.ipynb #343bc580
 class PerBand(nn.Module):
     "Run a 1-D time module (`[N, c, T]`) on every mel band independently: `(B, c, F, T) -> (B, c', F, T')`."
-    def __init__(self, inner: nn.Module):
-        super().__init__(); self.inner = inner
 
-    def forward(self, x):                                     # (B, c, F, T)
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):  # (B, c, F, T)
         y = self.inner(rearrange(x, "b c f t -> (b f) c t"))  # (B*F, c', T')
         return rearrange(y, "(b f) c t -> b c f t", b=x.shape[0])
 
@@ -93,45 +104,62 @@ class PerBand(nn.Module):
         y, state = self.inner.step(rearrange(x, "b c f t -> (b f) c t"), state)
         return rearrange(y, "(b f) c t -> b c f t", b=x.shape[0]), state
 
+
 class FreqMix(nn.Module):
     "A `(kernel x 1)` conv over frequency (optionally strided): mixes bands, never frames. `(B, c, F, T) -> (B, c', F', T)`."
+
     def __init__(self, c_in: int, c_out: int, stride: int = 1, kernel: int = 3):
         super().__init__()
         self.conv = nn.Conv2d(c_in, c_out, (kernel, 1), (stride, 1), (kernel // 2, 0))
 
-    def forward(self, x): return self.conv(x)
-    def step(self, x, state=None): return self(x), state     # stateless
+    def forward(self, x):
+        return self.conv(x)
+
+    def step(self, x, state=None):
+        return self(x), state  # stateless
 
     @staticmethod
-    def out_bins(n: int, stride: int = 1, kernel: int = 3) -> int: return (n + 2 * (kernel // 2) - kernel) // stride + 1
+    def out_bins(n: int, stride: int = 1, kernel: int = 3) -> int:
+        return (n + 2 * (kernel // 2) - kernel) // stride + 1
+
 
 class Downsample2d(nn.Module):
     "Halve time (non-overlapping frame pairs: causal, stateless) and frequency; `(B, c, F, T) -> (B, c', ceil(F/2), T/2)`."
+
     def __init__(self, c_in: int, c_out: int):
         super().__init__()
         self.conv = nn.Conv2d(c_in, c_out, (3, 2), (2, 2), (1, 0))
 
     def forward(self, x):
-        if x.shape[-1] % 2: raise ValueError(f"Downsample2d needs an even number of frames, got {x.shape[-1]}")
+        if x.shape[-1] % 2:
+            raise ValueError(f"Downsample2d needs an even number of frames, got {x.shape[-1]}")
         return self.conv(x)
-    def step(self, x, state=None): return self(x), state
+
+    def step(self, x, state=None):
+        return self(x), state
 
 # %% ../../nbs/42_models.melvae.ipynb #1b7bc47c
 class StreamSequential(nn.ModuleList):
     "Modules applied in order, offline (`forward`) or chunk by chunk (`step`, one state per module)."
-    def __init__(self, modules: Iterable[nn.Module] = ()): super().__init__(modules)   # a signature docs can resolve
+
+    def __init__(self, modules: Iterable[nn.Module] = ()):
+        super().__init__(modules)  # a signature docs can resolve
 
     def forward(self, x):
-        for m in self: x = m(x)
+        for m in self:
+            x = m(x)
         return x
 
     def step(self, x, state=None):
         state = list(state) if state is not None else [None] * len(self)
-        for i, m in enumerate(self): x, state[i] = m.step(x, state[i])
+        for i, m in enumerate(self):
+            x, state[i] = m.step(x, state[i])
         return x, state
+
 
 class ConvBlock2d(nn.Module):
     "Causal dilated residual unit along time on each band, then residual frequency mixing; `(B, c, F, T)` kept."
+
     def __init__(self, ch: int, dilation: int = 1, kernel_size: int = 7):
         super().__init__()
         self.time = PerBand(ResidualUnit(ch, dilation, kernel_size, causal=True))
@@ -145,42 +173,52 @@ class ConvBlock2d(nn.Module):
         x, state = self.time.step(x, state)
         return x + self.freq(F.gelu(x)), state
 
+
 def down_stage(c_in: int, c_out: int, n_blocks: int, kernel_size: int = 7) -> StreamSequential:
     "`n_blocks` residual blocks (dilations 1, 3, 9, ...) then time/frequency stride 2 to `c_out` channels."
-    return StreamSequential([ConvBlock2d(c_in, 3 ** j, kernel_size) for j in range(n_blocks)] + [Downsample2d(c_in, c_out)])
+    return StreamSequential(
+        [ConvBlock2d(c_in, 3**j, kernel_size) for j in range(n_blocks)] + [Downsample2d(c_in, c_out)]
+    )
 
 # %% ../../nbs/42_models.melvae.ipynb #a206b670
 class ConvformerEncoder(nn.Module):
     "Causal Convformer: normalised mel `(B, T, mel_channels)`, `T % C == 0` -> `(mu, logvar)`, each `(B, T/C, latent_dim)`."
+
     def __init__(self, cfg: MelVAEConfig):
         super().__init__()
         self.cfg, ch, nf = cfg, cfg.enc_channels, cfg.mel_channels
-        layers = [FreqMix(1, ch)]                                                         # input projection
+        layers = [FreqMix(1, ch)]  # input projection
         layers += [ConvBlock2d(ch, d, cfg.conv_kernel_size) for d in cfg.conv_dilations]  # causal conv blocks
-        for _ in range(cfg.n_down):                                                       # downsampling stages
+        for _ in range(cfg.n_down):  # downsampling stages
             c_out = min(2 * ch, cfg.d_model)
             layers.append(down_stage(ch, c_out, cfg.n_residual_blocks, cfg.conv_kernel_size))
             ch, nf = c_out, FreqMix.out_bins(nf, 2)
         self.front = StreamSequential(layers)
         self.collapse = nn.Sequential(nn.Linear(ch * nf, cfg.d_model), nn.LayerNorm(cfg.d_model))  # frequency collapse
-        self.tail = nn.ModuleList([TransformerEncoderLayer(cfg.d_model, cfg.tf_heads, dropout=cfg.drop_p, causal=True, rope=True)
-                                   for _ in range(cfg.tf_layers)])
+        self.tail = nn.ModuleList(
+            [
+                TransformerEncoderLayer(cfg.d_model, cfg.tf_heads, dropout=cfg.drop_p, causal=True, rope=True)
+                for _ in range(cfg.tf_layers)
+            ]
+        )
         self.norm = nn.LayerNorm(cfg.d_model)
         self.to_latent = nn.Linear(cfg.d_model, 2 * cfg.latent_dim)
 
     def _check(self, n: int, what: str):
         C = self.cfg.compress_factor_C
-        if n % C: raise ValueError(f"{what} length {n} is not a multiple of C={C}; pad it (MelVAE.encode does)")
+        if n % C:
+            raise ValueError(f"{what} length {n} is not a multiple of C={C}; pad it (MelVAE.encode does)")
 
-    def _latent(self, h):                                     # (B, N, d_model) -> mu, logvar (B, N, latent_dim)
+    def _latent(self, h):  # (B, N, d_model) -> mu, logvar (B, N, latent_dim)
         mu, logvar = self.to_latent(self.norm(h)).chunk(2, -1)
         return mu, logvar.clamp(-12.0, 6.0)
 
-    def forward(self, mel):                                   # (B, T, M)
+    def forward(self, mel):  # (B, T, M)
         self._check(mel.shape[1], "mel")
-        h = self.front(rearrange(mel, "b t m -> b 1 m t"))    # (B, c, F', N)
+        h = self.front(rearrange(mel, "b t m -> b 1 m t"))  # (B, c, F', N)
         h = self.collapse(rearrange(h, "b c f n -> b n (c f)"))
-        for layer in self.tail: h = layer(h)
+        for layer in self.tail:
+            h = layer(h)
         return self._latent(h)
 
     def step(self, mel_chunk, state=None):
@@ -189,7 +227,8 @@ class ConvformerEncoder(nn.Module):
         state = state or {"front": None, "tail": [KVCache() for _ in self.tail]}
         h, front = self.front.step(rearrange(mel_chunk, "b t m -> b 1 m t"), state["front"])
         h = self.collapse(rearrange(h, "b c f n -> b n (c f)"))
-        for layer, cache in zip(self.tail, state["tail"]): h = layer(h, cache=cache)
+        for layer, cache in zip(self.tail, state["tail"]):
+            h = layer(h, cache=cache)
         return self._latent(h), {"front": front, "tail": state["tail"]}
 
 # %% ../../nbs/42_models.melvae.ipynb #a4364c14
@@ -199,24 +238,30 @@ def check_causality(enc: ConvformerEncoder, T: int = 64, batch: int = 2, seed: i
     C, M = enc.cfg.compress_factor_C, enc.cfg.mel_channels
     x = torch.randn(batch, T, M, generator=g)
     p = int(torch.randint(1, T, (1,), generator=g))
-    y = x.clone(); y[:, p:] += torch.randn(batch, T - p, M, generator=g)
-    with torch.no_grad(): (mx, _), (my, _) = enc(x), enc(y)
-    n_ok = p // C                                             # latents 0..n_ok-1 only see frames < n_ok*C <= p
-    if not torch.allclose(mx[:, :n_ok], my[:, :n_ok], atol=atol): raise AssertionError(f"a latent before frame {p} changed")
-    if torch.allclose(mx[:, n_ok:], my[:, n_ok:], atol=atol): raise AssertionError("the perturbation changed nothing")
+    y = x.clone()
+    y[:, p:] += torch.randn(batch, T - p, M, generator=g)
+    with torch.no_grad():
+        (mx, _), (my, _) = enc(x), enc(y)
+    n_ok = p // C  # latents 0..n_ok-1 only see frames < n_ok*C <= p
+    if not torch.allclose(mx[:, :n_ok], my[:, :n_ok], atol=atol):
+        raise AssertionError(f"a latent before frame {p} changed")
+    if torch.allclose(mx[:, n_ok:], my[:, n_ok:], atol=atol):
+        raise AssertionError("the perturbation changed nothing")
     return p
+
 
 def stream_encode(enc: ConvformerEncoder, mel: torch.Tensor, chunk: int) -> torch.Tensor:
     "Encode `(B, T, M)` `chunk` frames at a time (a multiple of C); returns `mu (B, T/C, latent_dim)`."
     state, mus = None, []
     for i in range(0, mel.shape[1], chunk):
-        (mu, _), state = enc.step(mel[:, i:i + chunk], state)
+        (mu, _), state = enc.step(mel[:, i : i + chunk], state)
         mus.append(mu)
     return torch.cat(mus, 1)
 
 # %% ../../nbs/42_models.melvae.ipynb #7c790fe2
 class CFMDecoder(nn.Module):
     "DiT velocity field `v(x_t, t | c)`: x_t `(B, T, M)`, t `(B,)`, c `(B, T, unet_dim)` from `condition(z, T)` -> `(B, T, M)`."
+
     def __init__(self, cfg: MelVAEConfig):
         super().__init__()
         self.cfg, D = cfg, cfg.unet_dim
@@ -225,25 +270,32 @@ class CFMDecoder(nn.Module):
         self.phase = nn.Embedding(cfg.compress_factor_C, D)
         self.null_cond = nn.Parameter(torch.zeros(D))
         self.time = TimestepEmbedding(D)
-        self.blocks = nn.ModuleList([DiTBlock(D, cfg.unet_heads, cond_dim=D, dropout=cfg.unet_dropout_rate, rope=True)
-                                     for _ in range(cfg.unet_depth)])
+        self.blocks = nn.ModuleList(
+            [
+                DiTBlock(D, cfg.unet_heads, cond_dim=D, dropout=cfg.unet_dropout_rate, rope=True)
+                for _ in range(cfg.unet_depth)
+            ]
+        )
         self.final = DiTFinalLayer(D, D, cfg.mel_channels)
 
     def condition(self, z, T: int, drop: torch.Tensor | None = None):
         "Upsample latents `(B, N, L)` to `(B, T, D)`; rows where `drop` `(B,)` is True get the null condition."
         C = self.cfg.compress_factor_C
-        c = repeat(self.cond_proj(z), "b n d -> b (n r) d", r=C)[:, :T]             # (B, T, D)
+        c = repeat(self.cond_proj(z), "b n d -> b (n r) d", r=C)[:, :T]  # (B, T, D)
         c = c + self.phase(torch.arange(T, device=z.device) % C)
-        if drop is not None: c = torch.where(drop[:, None, None], self.null_cond.expand_as(c), c)
+        if drop is not None:
+            c = torch.where(drop[:, None, None], self.null_cond.expand_as(c), c)
         return c
 
-    def null(self, B: int, T: int): return self.null_cond.expand(B, T, -1)
+    def null(self, B: int, T: int):
+        return self.null_cond.expand(B, T, -1)
 
-    def forward(self, x_t, t, cond, mask=None):               # mask (B, T) True = valid frame
-        h = self.in_proj(x_t) + cond                          # (B, T, D); positions enter through RoPE
-        c = self.time(t)[:, None, :] + cond                   # (B, T, D) per-frame adaLN condition
+    def forward(self, x_t, t, cond, mask=None):  # mask (B, T) True = valid frame
+        h = self.in_proj(x_t) + cond  # (B, T, D); positions enter through RoPE
+        c = self.time(t)[:, None, :] + cond  # (B, T, D) per-frame adaLN condition
         kpm = None if mask is None else ~mask
-        for blk in self.blocks: h = blk(h, c, key_padding_mask=kpm)
+        for blk in self.blocks:
+            h = blk(h, c, key_padding_mask=kpm)
         return self.final(h, c)
 
 # %% ../../nbs/42_models.melvae.ipynb #077642a4
@@ -255,24 +307,32 @@ def cfm_path(x1: torch.Tensor, x0: torch.Tensor, t: torch.Tensor, sigma: float):
 # %% ../../nbs/42_models.melvae.ipynb #63c6c707
 def time_grid(num_steps: int, sway_coef: float | None = None, device=None) -> torch.Tensor:
     "`num_steps + 1` times from 0 to 1: uniform, or sway-sampled with coefficient `sway_coef`."
-    if num_steps < 1: raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     u = torch.linspace(0, 1, num_steps + 1, device=device)
     return u if sway_coef is None else u + sway_coef * (torch.cos(math.pi / 2 * u) - 1 + u)
 
-def euler_step(f, x, t0: float, t1: float): return x + (t1 - t0) * f(x, t0)
+
+def euler_step(f, x, t0: float, t1: float):
+    return x + (t1 - t0) * f(x, t0)
+
 
 def midpoint_step(f, x, t0: float, t1: float):
     h = t1 - t0
     return x + h * f(x + h / 2 * f(x, t0), t0 + h / 2)
 
+
 SOLVERS = {"euler": euler_step, "midpoint": midpoint_step}
 NFE_PER_STEP = {"euler": 1, "midpoint": 2}
 
+
 def odeint(f: Callable, x0: torch.Tensor, times: torch.Tensor, method: str = "euler") -> torch.Tensor:
     "Integrate `dx/dt = f(x, t)` (`t` a float) over `times` with a fixed-step solver; returns the end point."
-    if method not in SOLVERS: raise ValueError(f"unknown solver {method!r}; known: {sorted(SOLVERS)}")
+    if method not in SOLVERS:
+        raise ValueError(f"unknown solver {method!r}; known: {sorted(SOLVERS)}")
     step, x, ts = SOLVERS[method], x0, times.tolist()
-    for t0, t1 in zip(ts[:-1], ts[1:]): x = step(f, x, t0, t1)
+    for t0, t1 in zip(ts[:-1], ts[1:]):
+        x = step(f, x, t0, t1)
     return x
 
 # %% ../../nbs/42_models.melvae.ipynb #45a1974e
@@ -280,32 +340,43 @@ def lengths_to_mask(lengths: torch.Tensor, T: int) -> torch.Tensor:
     "`(B,)` lengths -> `(B, T)` bool mask, True on valid frames."
     return torch.arange(T, device=lengths.device)[None] < lengths[:, None]
 
+
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     "Mean of `x (B, T, ...)` over the frames where `mask (B, T)` is True."
     m = mask.to(x.dtype).view(*mask.shape, *([1] * (x.dim() - 2))).expand_as(x)
     return (x * m).sum() / m.sum().clamp(min=1)
 
+
 class MelVAEOutput(NamedTuple):
     "What `encode_and_sample` returns: log-mel `(B, T, M)`, latents (posterior means) `(B, ceil(T/C), L)`, mel lengths `(B,)`."
+
     mel: torch.Tensor
     latents: torch.Tensor
     lengths: torch.Tensor
 
+
 class MelVAE(nn.Module, Pretrained):
     "MelCausalVAE: causal Convformer encoder + conditional flow-matching DiT decoder on log-mels `[B, T, M]`."
+
     def __init__(self, cfg: MelVAEConfig):
         super().__init__()
         self.cfg = cfg
         self.encoder, self.decoder = ConvformerEncoder(cfg), CFMDecoder(cfg)
         self.kl_schedule = KLSchedule(0.0, cfg.kl_loss_weight, cfg.kl_loss_warmup_steps, kind="cosine")
-        self.register_buffer("train_calls", torch.zeros((), dtype=torch.long))   # KL warm-up clock, saved with the weights
+        self.register_buffer(
+            "train_calls", torch.zeros((), dtype=torch.long)
+        )  # KL warm-up clock, saved with the weights
 
-    def normalize(self, mel): return (mel - self.cfg.mel_mean) / self.cfg.mel_std
-    def denormalize(self, x): return x * self.cfg.mel_std + self.cfg.mel_mean
+    def normalize(self, mel):
+        return (mel - self.cfg.mel_mean) / self.cfg.mel_std
+
+    def denormalize(self, x):
+        return x * self.cfg.mel_std + self.cfg.mel_mean
 
     def encode(self, mel, lengths=None):
         "Log-mel `(B, T, M)` -> `mu, logvar (B, ceil(T/C), L)` and the latent mask `(B, ceil(T/C))`."
-        B, T, _ = mel.shape; C = self.cfg.compress_factor_C
+        B, T, _ = mel.shape
+        C = self.cfg.compress_factor_C
         lengths = torch.full((B,), T, device=mel.device) if lengths is None else lengths
         x = self.normalize(mel) * lengths_to_mask(lengths, T)[..., None]
         mu, logvar = self.encoder(F.pad(x, (0, 0, 0, -T % C)))
@@ -315,7 +386,7 @@ class MelVAE(nn.Module, Pretrained):
         "Training losses on log-mels `(B, T, M)`: `loss`, `flow_loss`, `kl_loss`, `kl_weight`."
         cfg, (B, T, _) = self.cfg, mel.shape
         lengths = torch.full((B,), T, device=mel.device) if lengths is None else lengths
-        if self.training and cfg.gain_aug_db:                 # a level change is a constant shift of the log-mel
+        if self.training and cfg.gain_aug_db:  # a level change is a constant shift of the log-mel
             db = (torch.rand(B, 1, 1, device=mel.device) * 2 - 1) * cfg.gain_aug_db
             mel = mel + db * (math.log(10) / 20)
         mu, logvar, zmask = self.encode(mel, lengths)
@@ -334,18 +405,34 @@ class MelVAE(nn.Module, Pretrained):
 def guided_velocity(decoder: CFMDecoder, cond, mask, guidance_scale: float) -> Callable:
     "The velocity field `f(x, t)` the solvers integrate, with classifier-free guidance."
     null = decoder.null(*cond.shape[:2])
+
     def f(x, t: float):
         tt = torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype)
-        if guidance_scale == 1.0: return decoder(x, tt, cond, mask)
-        v_c, v_u = decoder(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([cond, null]),
-                           None if mask is None else torch.cat([mask, mask])).chunk(2)
+        if guidance_scale == 1.0:
+            return decoder(x, tt, cond, mask)
+        v_c, v_u = decoder(
+            torch.cat([x, x]),
+            torch.cat([tt, tt]),
+            torch.cat([cond, null]),
+            None if mask is None else torch.cat([mask, mask]),
+        ).chunk(2)
         return v_u + guidance_scale * (v_c - v_u)
+
     return f
 
+
 @torch.no_grad()
-def _sample(self: MelVAE, z, num_steps: int | None = None, temperature: float = 1.0, guidance_scale: float = 1.0,
-            solver: str | None = None, sway_coef: float | None | str = "default", lengths=None,
-            generator: torch.Generator | None = None):
+def _sample(
+    self: MelVAE,
+    z,
+    num_steps: int | None = None,
+    temperature: float = 1.0,
+    guidance_scale: float = 1.0,
+    solver: str | None = None,
+    sway_coef: float | None | str = "default",
+    lengths=None,
+    generator: torch.Generator | None = None,
+):
     "Decode latents `z (B, N, L)` to log-mels `(B, T, M)`, `T = N*C` (or `max(lengths)`), by integrating the flow."
     cfg = self.cfg
     num_steps, solver = num_steps or cfg.num_steps, solver or cfg.solver
@@ -357,45 +444,68 @@ def _sample(self: MelVAE, z, num_steps: int | None = None, temperature: float = 
     f = guided_velocity(self.decoder, self.decoder.condition(z, T), mask, guidance_scale)
     return self.denormalize(odeint(f, x0.to(z) * temperature, time_grid(num_steps, sway_coef), solver))
 
+
 MelVAE.sample = _sample
 
 # %% ../../nbs/42_models.melvae.ipynb #711484de
 def audios_to_mels(audios_srs: Sequence, sample_rate: int = 24000) -> tuple[torch.Tensor, torch.Tensor]:
     "`[(wav, sr), ...]` (wav `(T,)` or `(channels, T)`) -> padded vocos24k log-mels `(B, T, 100)` and lengths `(B,)`."
-    if not len(audios_srs): raise ValueError("audios_srs is empty")
+    if not len(audios_srs):
+        raise ValueError("audios_srs is empty")
     mels = []
     for i, item in enumerate(audios_srs):
-        if not (isinstance(item, (tuple, list)) and len(item) == 2): raise ValueError(f"item {i}: expected (waveform, sample_rate)")
+        if not (isinstance(item, (tuple, list)) and len(item) == 2):
+            raise ValueError(f"item {i}: expected (waveform, sample_rate)")
         wav, sr = torch.as_tensor(item[0], dtype=torch.float32), int(item[1])
-        if wav.dim() == 2: wav = wav.mean(0)
-        if wav.dim() != 1 or wav.numel() < 256: raise ValueError(f"item {i}: need a (T,) or (channels, T) waveform of >= 256 samples, got {tuple(wav.shape)}")
-        if not torch.isfinite(wav).all(): raise ValueError(f"item {i}: waveform has NaN/Inf samples")
-        if sr != sample_rate: wav = resample(wav, sr, sample_rate)
-        mels.append(mel_spectrogram(wav, "vocos24k").T)       # (T_i, 100)
+        if wav.dim() == 2:
+            wav = wav.mean(0)
+        if wav.dim() != 1 or wav.numel() < 256:
+            raise ValueError(
+                f"item {i}: need a (T,) or (channels, T) waveform of >= 256 samples, got {tuple(wav.shape)}"
+            )
+        if not torch.isfinite(wav).all():
+            raise ValueError(f"item {i}: waveform has NaN/Inf samples")
+        if sr != sample_rate:
+            wav = resample(wav, sr, sample_rate)
+        mels.append(mel_spectrogram(wav, "vocos24k").T)  # (T_i, 100)
     lengths = torch.tensor([m.shape[0] for m in mels])
     return nn.utils.rnn.pad_sequence(mels, batch_first=True, padding_value=math.log(1e-7)), lengths
 
+
 @torch.no_grad()
-def _encode_and_sample(self: MelVAE, audios_srs: Sequence, num_steps: int | None = None, temperature: float = 1.0,
-                       guidance_scale: float = 1.0, solver: str | None = None, sway_coef="default",
-                       generator: torch.Generator | None = None) -> MelVAEOutput:
+def _encode_and_sample(
+    self: MelVAE,
+    audios_srs: Sequence,
+    num_steps: int | None = None,
+    temperature: float = 1.0,
+    guidance_scale: float = 1.0,
+    solver: str | None = None,
+    sway_coef="default",
+    generator: torch.Generator | None = None,
+) -> MelVAEOutput:
     "Reconstruct `[(wav, sr), ...]`: returns `MelVAEOutput(mel (B, T, 100), latents (B, ceil(T/C), L), lengths)`."
     dev = next(self.parameters()).device
     mel, lengths = audios_to_mels(audios_srs, self.cfg.sample_rate)
     mel, lengths = mel.to(dev), lengths.to(dev)
     mu, _, _ = self.encode(mel, lengths)
-    rec = self.sample(mu, num_steps, temperature, guidance_scale, solver, sway_coef, lengths=lengths, generator=generator)
+    rec = self.sample(
+        mu, num_steps, temperature, guidance_scale, solver, sway_coef, lengths=lengths, generator=generator
+    )
     return MelVAEOutput(rec * lengths_to_mask(lengths, rec.shape[1])[..., None], mu, lengths)
 
+
 MelVAE.encode_and_sample = _encode_and_sample
+
 
 def mel_to_audio(mel: torch.Tensor, vocoder=None) -> torch.Tensor:
     "Log-mel `(B, T, 100)` -> waveform `(B, samples)` at 24 kHz with `vocoder.decode` (B, 100, T), else Griffin-Lim."
     feats = mel.transpose(1, 2)
-    with torch.no_grad(): return vocoder.decode(feats) if vocoder is not None else griffin_lim(feats, "vocos24k")
+    with torch.no_grad():
+        return vocoder.decode(feats) if vocoder is not None else griffin_lim(feats, "vocos24k")
 
 # %% ../../nbs/42_models.melvae.ipynb #a1e8c6fc
-import json, os
+import json
+import os
 from pathlib import Path
 from torch.utils.data import Dataset, DataLoader
 from ..audio import load_audio
@@ -409,6 +519,7 @@ from ..train.checkpoint import save_pretrained
 @dataclasses.dataclass
 class MelVAETrainConfig(MelVAEConfig):
     "The `melvae` section of params.yaml: model knobs (`MelVAEConfig`) + data + optimisation."
+
     data_dir: str = "data/speech"
     train_splits: tuple = ("train-clean-100",)
     valid_splits: tuple = ("dev-clean",)
@@ -426,7 +537,7 @@ class MelVAETrainConfig(MelVAEConfig):
     ema_decay: float | None = None
     valid_every: int = 500
     save_every: int = 0
-    sample_every: int = 0             # log a reconstructed audio sample at validations every N steps (0: never)
+    sample_every: int = 0  # log a reconstructed audio sample at validations every N steps (0: never)
     seed: int = 0
 
     def model_config(self) -> MelVAEConfig:
@@ -438,52 +549,86 @@ class MelVAETrainConfig(MelVAEConfig):
 # %% ../../nbs/42_models.melvae.ipynb #7b69140d
 class SpeechMels(Dataset):
     "vocos24k log-mels `(T, 100)` of the utterances under a LibriTTS-layout `root`; items are `segment_frames` windows."
-    def __init__(self, root: str | os.PathLike, splits: Sequence[str] | None = None, segment_frames: int = 128,
-                 random_crop: bool = True, sample_rate: int = 24000):
-        items = read_libritts(root, list(splits) if splits else None)
-        if not items: raise FileNotFoundError(f"{root}: no utterances in splits {list(splits or [])} (LibriTTS layout <split>/<spk>/<chap>/*.wav)")
-        self.items, self.segment, self.random_crop = items, segment_frames, random_crop
-        self.mels = [mel_spectrogram(load_audio(it["path"], sr=sample_rate, mono=True)[0][0], "vocos24k").T for it in items]
 
-    def __len__(self): return len(self.mels)
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        splits: Sequence[str] | None = None,
+        segment_frames: int = 128,
+        random_crop: bool = True,
+        sample_rate: int = 24000,
+    ):
+        items = read_libritts(root, list(splits) if splits else None)
+        if not items:
+            raise FileNotFoundError(
+                f"{root}: no utterances in splits {list(splits or [])} (LibriTTS layout <split>/<spk>/<chap>/*.wav)"
+            )
+        self.items, self.segment, self.random_crop = items, segment_frames, random_crop
+        self.mels = [
+            mel_spectrogram(load_audio(it["path"], sr=sample_rate, mono=True)[0][0], "vocos24k").T for it in items
+        ]
+
+    def __len__(self):
+        return len(self.mels)
 
     def __getitem__(self, i) -> dict:
-        m = self.mels[i]; T = m.shape[0]
+        m = self.mels[i]
+        T = m.shape[0]
         start = int(torch.randint(0, T - self.segment + 1, ())) if self.random_crop and T > self.segment else 0
-        seg = m[start:start + self.segment]
+        seg = m[start : start + self.segment]
         n = seg.shape[0]
         return {"mel": F.pad(seg, (0, 0, 0, self.segment - n), value=math.log(1e-7)), "length": n}
 
-    def frames(self) -> torch.Tensor: return torch.cat(self.mels)   # (sum T, 100)
+    def frames(self) -> torch.Tensor:
+        return torch.cat(self.mels)  # (sum T, 100)
+
 
 def mel_stats(frames: torch.Tensor) -> dict:
     "Per-bin mean mel (the baseline) and the global mean/std (for `mel_mean`/`mel_std`) of `(N, M)` frames."
-    return {"mean_mel": frames.mean(0).tolist(), "mel_mean": frames.mean().item(), "mel_std": frames.std().item(), "frames": frames.shape[0]}
+    return {
+        "mean_mel": frames.mean(0).tolist(),
+        "mel_mean": frames.mean().item(),
+        "mel_std": frames.std().item(),
+        "frames": frames.shape[0],
+    }
 
 # %% ../../nbs/42_models.melvae.ipynb #150213bf
 def _training_step(self: MelVAE, batch: dict) -> dict:
     "The Learner's hook: losses on `batch = {'mel': (B, T, M), 'length': (B,)}`; the KL warm-up counts training calls."
     out = self(batch["mel"], batch["length"], step=int(self.train_calls))
-    if self.training: self.train_calls += 1
+    if self.training:
+        self.train_calls += 1
     return out
+
 
 def _validation_step(self: MelVAE, batch: dict) -> dict:
     "Validation losses (no condition dropout) at the full KL weight."
     return self(batch["mel"], batch["length"], step=self.cfg.kl_loss_warmup_steps)
 
+
 MelVAE.training_step, MelVAE.validation_step = _training_step, _validation_step
 
 # %% ../../nbs/42_models.melvae.ipynb #aae1a5df
 @torch.no_grad()
-def evaluate_reconstruction(model: MelVAE, mels: Sequence[torch.Tensor], mean_mel: torch.Tensor, num_steps: int | None = None,
-                            solver: str | None = None, sway_coef="default", guidance_scale: float = 1.0,
-                            temperature: float = 1.0, batch_size: int = 8, seed: int = 0) -> dict:
+def evaluate_reconstruction(
+    model: MelVAE,
+    mels: Sequence[torch.Tensor],
+    mean_mel: torch.Tensor,
+    num_steps: int | None = None,
+    solver: str | None = None,
+    sway_coef="default",
+    guidance_scale: float = 1.0,
+    temperature: float = 1.0,
+    batch_size: int = 8,
+    seed: int = 0,
+) -> dict:
     "Mel L1 of reconstructions of `mels` (each `(T, M)`) and of the `mean_mel (M,)` baseline, over all frames."
-    model.eval(); dev = next(model.parameters()).device
+    model.eval()
+    dev = next(model.parameters()).device
     g = torch.Generator(dev).manual_seed(seed)
     err = base = frames = 0.0
     for i in range(0, len(mels), batch_size):
-        chunk = [m.to(dev) for m in mels[i:i + batch_size]]
+        chunk = [m.to(dev) for m in mels[i : i + batch_size]]
         lengths = torch.tensor([m.shape[0] for m in chunk], device=dev)
         mel = nn.utils.rnn.pad_sequence(chunk, batch_first=True)
         mask = lengths_to_mask(lengths, mel.shape[1])[..., None]
@@ -493,29 +638,47 @@ def evaluate_reconstruction(model: MelVAE, mels: Sequence[torch.Tensor], mean_me
         base += ((mean_mel.to(dev) - mel).abs() * mask).sum().item()
         frames += mask.sum().item()
     n = frames * mels[0].shape[-1]
-    return {"mel_l1": err / n, "baseline_l1": base / n, "improvement": 1 - err / base, "utterances": len(mels), "frames": int(frames)}
+    return {
+        "mel_l1": err / n,
+        "baseline_l1": base / n,
+        "improvement": 1 - err / base,
+        "utterances": len(mels),
+        "frames": int(frames),
+    }
 
 # %% ../../nbs/42_models.melvae.ipynb #6a0c8666
 def _sample_fn(valid: SpeechMels, num_steps: int = 8):
     "A DVCLiveCB sample hook: reconstruct the first validation utterance, vocode with Griffin-Lim."
+
     def fn(learn) -> dict:
         model, dev = learn.eval_model, learn.device
         mel = valid.mels[0][None].to(dev)
         mu, _, _ = model.encode(mel)
         rec = model.sample(mu, num_steps, lengths=torch.tensor([mel.shape[1]], device=dev))
         return {"recon": (mel_to_audio(rec)[0].cpu(), 24000), "target": (mel_to_audio(mel)[0].cpu(), 24000)}
+
     return fn
+
 
 def train_melvae(cfg: MelVAETrainConfig) -> dict:
     "Train MelCausalVAE with the shared Learner (torchrun-ready); writes `out_dir/{ckpt,live,model}`; returns validation metrics."
     torch.manual_seed(cfg.seed)
     train_ds = SpeechMels(cfg.data_dir, cfg.train_splits, cfg.segment_frames, random_crop=True)
-    valid_ds = SpeechMels(cfg.data_dir, cfg.valid_splits, cfg.segment_frames, random_crop=False) if cfg.valid_splits else None
-    train_dl = DataLoader(train_ds, cfg.batch_size, shuffle=True, drop_last=len(train_ds) >= cfg.batch_size, num_workers=cfg.num_workers)
+    valid_ds = (
+        SpeechMels(cfg.data_dir, cfg.valid_splits, cfg.segment_frames, random_crop=False) if cfg.valid_splits else None
+    )
+    train_dl = DataLoader(
+        train_ds, cfg.batch_size, shuffle=True, drop_last=len(train_ds) >= cfg.batch_size, num_workers=cfg.num_workers
+    )
     valid_dl = DataLoader(valid_ds, cfg.batch_size) if valid_ds is not None else None
     out = Path(cfg.out_dir)
-    cbs = standard_cbs(out, cfg.save_every, sample_fn=_sample_fn(valid_ds) if cfg.sample_every and valid_ds else None,
-                       sample_every=cfg.sample_every, progress=D.is_main())
+    cbs = standard_cbs(
+        out,
+        cfg.save_every,
+        sample_fn=_sample_fn(valid_ds) if cfg.sample_every and valid_ds else None,
+        sample_every=cfg.sample_every,
+        progress=D.is_main(),
+    )
     learn = Learner(MelVAE(cfg.model_config()), train_dl, valid_dl, cfg.train_config(), cbs=cbs)
     learn.fit()
     if learn.is_main:

@@ -4,7 +4,9 @@
 
 # %% ../../nbs/44_models.saxgpt.ipynb #1aa6425a
 from __future__ import annotations
-import dataclasses, math, os
+import dataclasses
+import math
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -25,42 +27,50 @@ __all__ = ['SIZES', 'SaxGPTConfig', 'delay_valid', 'delay', 'undelay', 'SaxGPT',
 
 # %% ../../nbs/44_models.saxgpt.ipynb #10831cb3
 SIZES = {  # name: (d_model, nhead, encoder layers, decoder layers, feed-forward width)
-    "tiny":   dict(d_model=64,  nhead=2,  num_encoder_layers=2,  num_decoder_layers=2,  dim_feedforward=256),
-    "xsmall": dict(d_model=128, nhead=2,  num_encoder_layers=4,  num_decoder_layers=4,  dim_feedforward=512),
-    "small":  dict(d_model=256, nhead=4,  num_encoder_layers=6,  num_decoder_layers=6,  dim_feedforward=1024),
-    "medium": dict(d_model=384, nhead=6,  num_encoder_layers=6,  num_decoder_layers=6,  dim_feedforward=1536),
-    "large":  dict(d_model=512, nhead=8,  num_encoder_layers=8,  num_decoder_layers=8,  dim_feedforward=2048),
+    "tiny": dict(d_model=64, nhead=2, num_encoder_layers=2, num_decoder_layers=2, dim_feedforward=256),
+    "xsmall": dict(d_model=128, nhead=2, num_encoder_layers=4, num_decoder_layers=4, dim_feedforward=512),
+    "small": dict(d_model=256, nhead=4, num_encoder_layers=6, num_decoder_layers=6, dim_feedforward=1024),
+    "medium": dict(d_model=384, nhead=6, num_encoder_layers=6, num_decoder_layers=6, dim_feedforward=1536),
+    "large": dict(d_model=512, nhead=8, num_encoder_layers=8, num_decoder_layers=8, dim_feedforward=2048),
     "xlarge": dict(d_model=768, nhead=12, num_encoder_layers=12, num_decoder_layers=12, dim_feedforward=3072),
 }
+
 
 @dataclasses.dataclass
 class SaxGPTConfig(Config):
     "SaxGPT architecture. Fields left `None` come from the `size` preset in `SIZES`."
+
     size: str = "medium"
     d_model: int | None = None
     nhead: int | None = None
     num_encoder_layers: int | None = None
     num_decoder_layers: int | None = None
     dim_feedforward: int | None = None
-    vocab_size: int = 2049              # codes per codebook + the padding index
+    vocab_size: int = 2049  # codes per codebook + the padding index
     num_codebooks: int = 4
     padding_idx: int = 2048
     dropout: float = 0.1
     activation: str = "relu"
-    max_seq_len: int = 1505             # positions of the learned tables (decoder: frames + codebooks)
+    max_seq_len: int = 1505  # positions of the learned tables (decoder: frames + codebooks)
     scale_embeddings: bool = True
-    share_embeddings: bool = True       # one embedding table set for backing and lead
-    dropout_mode: str = "auto"          # attention dropout: see nn.attention (auto = fused kernels on CPU)
+    share_embeddings: bool = True  # one embedding table set for backing and lead
+    dropout_mode: str = "auto"  # attention dropout: see nn.attention (auto = fused kernels on CPU)
 
     def __post_init__(self):
-        if self.size not in SIZES: raise ConfigError(f"unknown SaxGPT size {self.size!r}; known: {list(SIZES)}")
+        if self.size not in SIZES:
+            raise ConfigError(f"unknown SaxGPT size {self.size!r}; known: {list(SIZES)}")
         for k, v in SIZES[self.size].items():
-            if getattr(self, k) is None: setattr(self, k, v)
+            if getattr(self, k) is None:
+                setattr(self, k, v)
         if self.padding_idx != self.vocab_size - 1:
-            raise ConfigError(f"padding_idx must be the last index (vocab_size - 1 = {self.vocab_size - 1}), got {self.padding_idx}")
+            raise ConfigError(
+                f"padding_idx must be the last index (vocab_size - 1 = {self.vocab_size - 1}), got {self.padding_idx}"
+            )
 
     @property
-    def n_codes(self) -> int: return self.vocab_size - 1
+    def n_codes(self) -> int:
+        return self.vocab_size - 1
+
     @property
     def max_frames(self) -> int:
         "Longest lead (frames) one window holds: the decoder reads `frames + num_codebooks` delayed columns."
@@ -73,49 +83,59 @@ def delay_valid(K: int, T: int, device=None) -> Tensor:
     k = torch.arange(K, device=device)[:, None]
     return (t > k) & (t <= k + T)
 
+
 def delay(codes: Tensor, padding_idx: int) -> Tensor:
     "`(B, K, T)` codes -> `(B, K, T + K + 1)` delayed layout, padding elsewhere."
     B, K, T = codes.shape
     out = codes.new_full((B, K, T + K + 1), padding_idx)
-    for k in range(K): out[:, k, k + 1:k + 1 + T] = codes[:, k]
+    for k in range(K):
+        out[:, k, k + 1 : k + 1 + T] = codes[:, k]
     return out
+
 
 def undelay(delayed: Tensor) -> Tensor:
     "Exact inverse of `delay`: `(B, K, T + K + 1)` -> `(B, K, T)`."
     B, K, L = delayed.shape
     T = L - K - 1
-    if T < 0: raise ValueError(f"a delayed layout of {K} codebooks needs at least {K + 1} columns, got {L}")
-    return torch.stack([delayed[:, k, k + 1:k + 1 + T] for k in range(K)], 1)
+    if T < 0:
+        raise ValueError(f"a delayed layout of {K} codebooks needs at least {K + 1} columns, got {L}")
+    return torch.stack([delayed[:, k, k + 1 : k + 1 + T] for k in range(K)], 1)
 
 # %% ../../nbs/44_models.saxgpt.ipynb #36ec0be0
 class SaxGPT(nn.Module, Pretrained):
     "Backing codes `(B, K, S)` + delayed lead columns `(B, K, T)` -> logits `(B, K, T, n_codes)`."
+
     config_cls = SaxGPTConfig
 
     def __init__(self, cfg: SaxGPTConfig | None = None):
         super().__init__()
         self.cfg = c = cfg or SaxGPTConfig()
-        emb = lambda: MultiCodebookEmbedding(c.num_codebooks, c.vocab_size, c.d_model, c.padding_idx, c.scale_embeddings)
-        self.embed = emb()                                             # lead (and backing when shared)
+        emb = lambda: MultiCodebookEmbedding(
+            c.num_codebooks, c.vocab_size, c.d_model, c.padding_idx, c.scale_embeddings
+        )
+        self.embed = emb()  # lead (and backing when shared)
         self.embed_backing = None if c.share_embeddings else emb()
         self.pos_enc = LearnedPositionalEmbedding(c.max_seq_len, c.d_model, c.dropout)
         self.pos_dec = LearnedPositionalEmbedding(c.max_seq_len, c.d_model, c.dropout)
         kw = dict(ff_dim=c.dim_feedforward, dropout=c.dropout, activation=c.activation, dropout_mode=c.dropout_mode)
         self.encoder = TransformerEncoder(c.num_encoder_layers, c.d_model, c.nhead, **kw)
         self.decoder = TransformerDecoder(c.num_decoder_layers, c.d_model, c.nhead, causal=True, **kw)
-        self.heads = nn.Linear(c.d_model, c.num_codebooks * c.n_codes)   # the K logit heads as one matmul
-        self.register_buffer("train_calls", torch.zeros((), dtype=torch.long))   # drives scheduled sampling
+        self.heads = nn.Linear(c.d_model, c.num_codebooks * c.n_codes)  # the K logit heads as one matmul
+        self.register_buffer("train_calls", torch.zeros((), dtype=torch.long))  # drives scheduled sampling
         self._init_embeddings()
 
     def _init_embeddings(self):
         "N(0, 1/d) tables: times √d (scaled embeddings) each codebook adds unit-variance vectors. Padding rows stay 0."
         for m in (self.embed, self.embed_backing):
-            if m is None: continue
+            if m is None:
+                continue
             for tab in m.tables:
-                nn.init.normal_(tab.weight, std=self.cfg.d_model ** -0.5 if self.cfg.scale_embeddings else 0.02)
-                with torch.no_grad(): tab.weight[self.cfg.padding_idx].zero_()
+                nn.init.normal_(tab.weight, std=self.cfg.d_model**-0.5 if self.cfg.scale_embeddings else 0.02)
+                with torch.no_grad():
+                    tab.weight[self.cfg.padding_idx].zero_()
 
-    def num_params(self) -> int: return sum(p.numel() for p in self.parameters())
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
 
 # %% ../../nbs/44_models.saxgpt.ipynb #57c4950b
 def _encode(self: SaxGPT, backing: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -123,37 +143,44 @@ def _encode(self: SaxGPT, backing: Tensor) -> tuple[Tensor, Tensor | None]:
     c = self.cfg
     if backing.dim() != 3 or backing.shape[1] != c.num_codebooks:
         raise ValueError(f"backing codes must be (B, {c.num_codebooks}, S), got {tuple(backing.shape)}")
-    pad = (backing == c.padding_idx).all(1)                                  # (B, S)
-    mask = pad if pad.is_meta or bool(pad.any()) else None                  # (meta: shape inference only)
-    x = self.pos_enc((self.embed_backing or self.embed)(backing))           # (B, S, D)
+    pad = (backing == c.padding_idx).all(1)  # (B, S)
+    mask = pad if pad.is_meta or bool(pad.any()) else None  # (meta: shape inference only)
+    x = self.pos_enc((self.embed_backing or self.embed)(backing))  # (B, S, D)
     return self.encoder(x, key_padding_mask=mask), mask
 
-def _decode(self: SaxGPT, columns: Tensor, memory: Tensor, memory_mask: Tensor | None = None, cache=None,
-            pos: int = 0) -> Tensor:
+
+def _decode(
+    self: SaxGPT, columns: Tensor, memory: Tensor, memory_mask: Tensor | None = None, cache=None, pos: int = 0
+) -> Tensor:
     "Delayed lead columns `(B, K, T)` starting at column `pos` -> logits `(B, K, T, n_codes)`."
-    x = self.pos_dec(self.embed(columns), offset=pos)                        # (B, T, D)
+    x = self.pos_dec(self.embed(columns), offset=pos)  # (B, T, D)
     h = self.decoder(x, memory, cache=cache, memory_key_padding_mask=memory_mask)
     B, T, _ = h.shape
-    return self.heads(h).view(B, T, self.cfg.num_codebooks, -1).transpose(1, 2)   # (B, K, T, V)
+    return self.heads(h).view(B, T, self.cfg.num_codebooks, -1).transpose(1, 2)  # (B, K, T, V)
+
 
 def _check(self: SaxGPT, codes: Tensor, what: str) -> Tensor:
     "Refuse codes the embeddings cannot take: not `(B, K, T)` integers in [0, vocab_size) (padding allowed)."
     K = self.cfg.num_codebooks
     check_tensor(codes, what, f"(B, {K}, T)", ndim=3, sizes={1: K})
-    return codes if codes.is_meta else check_codes(codes, what, self.cfg.vocab_size, K, q_dim=1)   # meta: shapes only
+    return codes if codes.is_meta else check_codes(codes, what, self.cfg.vocab_size, K, q_dim=1)  # meta: shapes only
+
 
 def _forward(self: SaxGPT, backing: Tensor, columns: Tensor) -> Tensor:
     "Teacher forcing: logits `(B, K, T, n_codes)` for delayed columns `(B, K, T)` over `(B, K, S)` backing."
-    self.check(backing, "SaxGPT backing codes"); self.check(columns, "SaxGPT lead columns")
+    self.check(backing, "SaxGPT backing codes")
+    self.check(columns, "SaxGPT lead columns")
     memory, mask = self.encode(backing)
     return self.decode(columns, memory, mask)
+
 
 SaxGPT.encode, SaxGPT.decode, SaxGPT.forward, SaxGPT.check = _encode, _decode, _forward, _check
 
 # %% ../../nbs/44_models.saxgpt.ipynb #0e9ead3b
 def count_params(size: str, **overrides) -> int:
     "Parameters of a SaxGPT of `size` (built on the meta device: instant even for xlarge)."
-    with torch.device("meta"): return SaxGPT(SaxGPTConfig(size=size, **overrides)).num_params()
+    with torch.device("meta"):
+        return SaxGPT(SaxGPTConfig(size=size, **overrides)).num_params()
 
 # %% ../../nbs/44_models.saxgpt.ipynb #81bb9644
 def lm_loss(logits: Tensor, targets: Tensor, padding_idx: int) -> dict:
@@ -171,15 +198,18 @@ def lm_loss(logits: Tensor, targets: Tensor, padding_idx: int) -> dict:
     out["acc"] = torch.stack([out[f"acc_{k}"] for k in range(K)]).mean()
     return out
 
+
 def ss_probability(step: int, max_prob: float, start: int = 0, ramp: int = 1000) -> float:
     "Scheduled-sampling probability at training call `step`: 0 until `start`, then linear up to `max_prob` over `ramp`."
-    if max_prob <= 0 or step < start: return 0.0
+    if max_prob <= 0 or step < start:
+        return 0.0
     return max_prob * min(1.0, (step - start + 1) / max(1, ramp))
+
 
 def mix_predictions(columns: Tensor, logits: Tensor, p: float, padding_idx: int, generator=None) -> Tensor:
     """Scheduled sampling: `columns (B, K, T)` with each non-padding token at column `t ≥ 1` replaced, with
     probability `p`, by the argmax of `logits (B, K, T, V)` at `t - 1` (the prediction for that token)."""
-    pred = logits[..., :-1, :].argmax(-1)                                    # predictions of columns 1..T-1
+    pred = logits[..., :-1, :].argmax(-1)  # predictions of columns 1..T-1
     cur = columns[..., 1:]
     swap = (torch.rand(cur.shape, generator=generator, device=cur.device) < p) & (cur != padding_idx)
     return torch.cat([columns[..., :1], torch.where(swap, pred, cur)], -1)
@@ -188,32 +218,45 @@ def mix_predictions(columns: Tensor, logits: Tensor, p: float, padding_idx: int,
 def _step_loss(self: SaxGPT, batch, ss_prob: float = 0.0) -> dict:
     "Loss on a `(backing, lead)` batch of `(B, K, S)` / `(B, K, T)` codes (the windows of `data.saxpipe`)."
     backing, lead = batch
-    full = delay(lead, self.cfg.padding_idx)                                 # (B, K, T + K + 1)
+    full = delay(lead, self.cfg.padding_idx)  # (B, K, T + K + 1)
     cols, targets = full[..., :-1], full[..., 1:]
     memory, mask = self.encode(backing)
     if ss_prob > 0:
-        with torch.no_grad(): tf_logits = self.decode(cols, memory.detach(), mask)
+        with torch.no_grad():
+            tf_logits = self.decode(cols, memory.detach(), mask)
         cols = mix_predictions(cols, tf_logits, ss_prob, self.cfg.padding_idx)
     out = lm_loss(self.decode(cols, memory, mask), targets, self.cfg.padding_idx)
-    if ss_prob > 0: out["ss_prob"] = torch.tensor(ss_prob)
+    if ss_prob > 0:
+        out["ss_prob"] = torch.tensor(ss_prob)
     return out
+
 
 def _training_step(self: SaxGPT, batch) -> dict:
     "The Learner's hook: loss with scheduled sampling at the probability of this training call (see `ss`)."
     ss = getattr(self, "ss", None) or {}
     p = ss_probability(int(self.train_calls), **ss) if ss else 0.0
-    if self.training: self.train_calls += 1
+    if self.training:
+        self.train_calls += 1
     return self.step_loss(batch, p)
 
-def _validation_step(self: SaxGPT, batch) -> dict: return self.step_loss(batch, 0.0)
+
+def _validation_step(self: SaxGPT, batch) -> dict:
+    return self.step_loss(batch, 0.0)
+
 
 SaxGPT.step_loss, SaxGPT.training_step, SaxGPT.validation_step = _step_loss, _training_step, _validation_step
 
 # %% ../../nbs/44_models.saxgpt.ipynb #71cb85be
-def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                generator: torch.Generator | None = None) -> Tensor:
+def sample_next(
+    logits: Tensor,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     "Token ids `(...)` drawn from `(..., V)` logits."
-    if temperature <= 0: return logits.argmax(-1)
+    if temperature <= 0:
+        return logits.argmax(-1)
     logits = logits.float() / temperature
     if top_k and top_k < logits.shape[-1]:
         kth = logits.topk(top_k, dim=-1).values[..., -1:]
@@ -221,7 +264,7 @@ def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int = 0, top_p:
     if top_p < 1.0:
         srt, idx = logits.sort(-1, descending=True)
         cum = srt.softmax(-1).cumsum(-1)
-        drop = cum - srt.softmax(-1) >= top_p                                # keep the smallest set reaching top_p
+        drop = cum - srt.softmax(-1) >= top_p  # keep the smallest set reaching top_p
         logits = logits.scatter(-1, idx, srt.masked_fill(drop, float("-inf")))
     probs = logits.softmax(-1)
     flat = probs.reshape(-1, probs.shape[-1])
@@ -229,41 +272,59 @@ def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int = 0, top_p:
 
 # %% ../../nbs/44_models.saxgpt.ipynb #ba8dc2eb
 @torch.inference_mode()
-def _generate(self: SaxGPT, backing: Tensor, n_frames: int | None = None, prompt: Tensor | None = None,
-              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, use_cache: bool = True,
-              generator: torch.Generator | None = None, return_logits: bool = False):
+def _generate(
+    self: SaxGPT,
+    backing: Tensor,
+    n_frames: int | None = None,
+    prompt: Tensor | None = None,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    use_cache: bool = True,
+    generator: torch.Generator | None = None,
+    return_logits: bool = False,
+):
     """Lead codes `(B, K, n_frames)` over `(B, K, S)` backing codes (`n_frames` defaults to `S`), continuing
     `prompt (B, K, P)` if given (the output starts with it). `return_logits`: also the `(B, K, L-1, V)` logits
     the step function produced (the logits column `t` was sampled from sit at index `t - 1`)."""
     c, K, pad = self.cfg, self.cfg.num_codebooks, self.cfg.padding_idx
     self.check(backing, "SaxGPT.generate backing codes")
-    if prompt is not None: self.check(prompt, "SaxGPT.generate prompt")
+    if prompt is not None:
+        self.check(prompt, "SaxGPT.generate prompt")
     n = backing.shape[-1] if n_frames is None else n_frames
     P = 0 if prompt is None else prompt.shape[-1]
-    if n > c.max_frames: raise ValueError(f"{n} frames exceed one window ({c.max_frames}); use generate_long")
-    if P > n: raise ValueError(f"prompt of {P} frames is longer than the {n} frames to generate")
-    was_training = self.training; self.eval()
+    if n > c.max_frames:
+        raise ValueError(f"{n} frames exceed one window ({c.max_frames}); use generate_long")
+    if P > n:
+        raise ValueError(f"prompt of {P} frames is longer than the {n} frames to generate")
+    was_training = self.training
+    self.eval()
     B, L, dev = backing.shape[0], n + K + 1, backing.device
     buf = torch.full((B, K, L), pad, dtype=torch.long, device=dev)
-    valid = delay_valid(K, n, dev)                                           # (K, L)
+    valid = delay_valid(K, n, dev)  # (K, L)
     free = valid.clone()
     if P:
-        buf[..., :P + K + 1] = delay(prompt.to(dev).long(), pad)                  # prompt frames, delayed
-        free &= torch.arange(L, device=dev)[None] > torch.arange(K, device=dev)[:, None] + P   # frames >= P are free
+        buf[..., : P + K + 1] = delay(prompt.to(dev).long(), pad)  # prompt frames, delayed
+        free &= torch.arange(L, device=dev)[None] > torch.arange(K, device=dev)[:, None] + P  # frames >= P are free
     memory, mask = self.encode(backing)
     cache = self.decoder.make_cache(max_len=L) if use_cache else None
     all_logits = [] if return_logits else None
-    logits = self.decode(buf[..., :P + 1], memory, mask, cache, 0)[..., -1, :]   # prefill columns 0..P
+    logits = self.decode(buf[..., : P + 1], memory, mask, cache, 0)[..., -1, :]  # prefill columns 0..P
     for t in range(P + 1, L):
-        if return_logits: all_logits.append(logits)
-        tok = sample_next(logits, temperature, top_k, top_p, generator)         # (B, K)
+        if return_logits:
+            all_logits.append(logits)
+        tok = sample_next(logits, temperature, top_k, top_p, generator)  # (B, K)
         buf[..., t] = torch.where(free[:, t], tok, buf[..., t])
-        if t == L - 1: break
-        if use_cache: logits = self.decode(buf[..., t:t + 1], memory, mask, cache, t)[..., -1, :]
-        else: logits = self.decode(buf[..., :t + 1], memory, mask)[..., -1, :]
+        if t == L - 1:
+            break
+        if use_cache:
+            logits = self.decode(buf[..., t : t + 1], memory, mask, cache, t)[..., -1, :]
+        else:
+            logits = self.decode(buf[..., : t + 1], memory, mask)[..., -1, :]
     self.train(was_training)
     out = undelay(buf)
     return (out, torch.stack(all_logits, 2)) if return_logits else out
+
 
 SaxGPT.generate = _generate
 
@@ -281,9 +342,10 @@ def generate_long(self: SaxGPT, backing: Tensor, window: int | None = None, hop:
     while out.shape[-1] < S:
         s += hop
         n = min(window, S - s)
-        nxt = self.generate(backing[..., s:s + n], n, prompt=out[..., s:], **kw)   # prompt: frames s .. end
-        out = torch.cat([out, nxt[..., out.shape[-1] - s:]], -1)
+        nxt = self.generate(backing[..., s : s + n], n, prompt=out[..., s:], **kw)  # prompt: frames s .. end
+        out = torch.cat([out, nxt[..., out.shape[-1] - s :]], -1)
     return out
+
 
 SaxGPT.generate_long = generate_long
 
@@ -294,12 +356,14 @@ from ..train.callbacks import standard_cbs
 from ..train.checkpoint import save_pretrained
 from ..train import distributed as D
 
+
 @dataclasses.dataclass
 class SaxGPTTrainConfig(SaxGPTConfig):
     "The `saxgpt` section of params.yaml: `SaxGPTConfig` + data + optimisation + scheduled sampling."
+
     data_dir: str = "runs/saxpipe/7_datasets"
     out_dir: str = "runs/saxgpt"
-    seq_len: int | None = None          # window frames (None: as the dataset was written, 1500)
+    seq_len: int | None = None  # window frames (None: as the dataset was written, 1500)
     stride: int | None = None
     batch_size: int = 4
     num_workers: int = 0
@@ -318,7 +382,7 @@ class SaxGPTTrainConfig(SaxGPTConfig):
     valid_every: int = 500
     valid_batches: int | None = None
     save_every: int = 0
-    ss_max_prob: float = 0.0            # scheduled sampling: final replacement probability (0: off)
+    ss_max_prob: float = 0.0  # scheduled sampling: final replacement probability (0: off)
     ss_start_step: int = 0
     ss_ramp_steps: int = 1000
     seed: int = 0
@@ -329,46 +393,59 @@ class SaxGPTTrainConfig(SaxGPTConfig):
     def train_config(self) -> TrainConfig:
         return self.select(TrainConfig)
 
+
 def load_windows(cfg: SaxGPTTrainConfig, split: str):
     "`data.saxpipe.CodeWindows` of `<data_dir>/<split>.pt` with the config's window overrides."
     from audiolab.data.saxpipe import CodeWindows
+
     kw = {k: getattr(cfg, k) for k in ("seq_len", "stride") if getattr(cfg, k) is not None}
     return CodeWindows.load(Path(cfg.data_dir) / f"{split}.pt", **kw)
+
 
 def train_saxgpt(cfg: SaxGPTTrainConfig) -> dict:
     "Train SaxGPT with the shared Learner (torchrun-ready); writes `out_dir/{ckpt,live,model}`; returns validation metrics."
     torch.manual_seed(cfg.seed)
     train_ds = load_windows(cfg, "train")
     if train_ds.padding_idx != cfg.padding_idx:
-        raise ConfigError(f"saxgpt.padding_idx ({cfg.padding_idx}) differs from the dataset's ({train_ds.padding_idx}, the tokenizer's "
-                          f"codebook size): set saxgpt vocab_size: {train_ds.padding_idx + 1}, padding_idx: {train_ds.padding_idx}")
+        raise ConfigError(
+            f"saxgpt.padding_idx ({cfg.padding_idx}) differs from the dataset's ({train_ds.padding_idx}, the tokenizer's "
+            f"codebook size): set saxgpt vocab_size: {train_ds.padding_idx + 1}, padding_idx: {train_ds.padding_idx}"
+        )
     valid_ds = load_windows(cfg, "val") if (Path(cfg.data_dir) / "val.pt").exists() else None
-    if valid_ds is not None and len(valid_ds) == 0: valid_ds = None
-    train_dl = DataLoader(train_ds, cfg.batch_size, shuffle=True, drop_last=len(train_ds) >= cfg.batch_size,
-                          num_workers=cfg.num_workers)
+    if valid_ds is not None and len(valid_ds) == 0:
+        valid_ds = None
+    train_dl = DataLoader(
+        train_ds, cfg.batch_size, shuffle=True, drop_last=len(train_ds) >= cfg.batch_size, num_workers=cfg.num_workers
+    )
     valid_dl = DataLoader(valid_ds, cfg.batch_size) if valid_ds is not None else None
     model = SaxGPT(cfg.model_config())
-    if cfg.ss_max_prob > 0: model.ss = dict(max_prob=cfg.ss_max_prob, start=cfg.ss_start_step, ramp=cfg.ss_ramp_steps)
+    if cfg.ss_max_prob > 0:
+        model.ss = dict(max_prob=cfg.ss_max_prob, start=cfg.ss_start_step, ramp=cfg.ss_ramp_steps)
     out = Path(cfg.out_dir)
-    learn = Learner(model, train_dl, valid_dl, cfg.train_config(), cbs=standard_cbs(out, cfg.save_every, progress=D.is_main()))
+    learn = Learner(
+        model, train_dl, valid_dl, cfg.train_config(), cbs=standard_cbs(out, cfg.save_every, progress=D.is_main())
+    )
     learn.fit()
-    if learn.is_main: save_pretrained(learn.eval_model, out / "model", cfg.model_config())
+    if learn.is_main:
+        save_pretrained(learn.eval_model, out / "model", cfg.model_config())
     D.barrier()
     return learn.metrics
 
 # %% ../../nbs/44_models.saxgpt.ipynb #b93ae41d
 from ..eval.lm import TokenMetrics, ar_tf_report, distribution_report, unigram_baseline, agreement
 
+
 @torch.no_grad()
 def teacher_forced(model: SaxGPT, backing: Tensor, lead: Tensor) -> tuple[Tensor, Tensor]:
     "Logits `(B, K, T, n_codes)` and argmax `(B, K, T)` per lead frame, teacher-forced (read back from the delayed layout)."
     model.eval()
     full = delay(lead, model.cfg.padding_idx)
-    logits = model(backing, full[..., :-1])                                  # (B, K, T + K, V): column t + 1
+    logits = model(backing, full[..., :-1])  # (B, K, T + K, V): column t + 1
     B, K, L, V = logits.shape
     T = lead.shape[-1]
-    per_frame = torch.stack([logits[:, k, k:k + T] for k in range(K)], 1)    # column k+1+f is predicted at k+f
+    per_frame = torch.stack([logits[:, k, k : k + T] for k in range(K)], 1)  # column k+1+f is predicted at k+f
     return per_frame, per_frame.argmax(-1)
+
 
 @torch.no_grad()
 def evaluate_tf(model: SaxGPT, windows, batch_size: int = 8, max_windows: int | None = None) -> dict:
@@ -382,8 +459,11 @@ def evaluate_tf(model: SaxGPT, windows, batch_size: int = 8, max_windows: int | 
         tm.update(logits, lead)
     return tm.compute()
 
+
 @torch.no_grad()
-def evaluate_generation(model: SaxGPT, backing: Tensor, lead: Tensor, settings: Sequence[dict], seed: int = 0) -> list[dict]:
+def evaluate_generation(
+    model: SaxGPT, backing: Tensor, lead: Tensor, settings: Sequence[dict], seed: int = 0
+) -> list[dict]:
     "For each sampling setting (`temperature`, `top_k`, `top_p`): generated leads vs the held-out `lead (B, K, T)`."
     pad, V = model.cfg.padding_idx, model.cfg.n_codes
     rows = []
@@ -394,6 +474,7 @@ def evaluate_generation(model: SaxGPT, backing: Tensor, lead: Tensor, settings: 
         row["tokens"] = gen
         rows.append(row)
     return rows
+
 
 @torch.no_grad()
 def evaluate_consistency(model: SaxGPT, backing: Tensor, lead: Tensor, frame_rate: float | None = 50.0) -> dict:

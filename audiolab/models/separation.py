@@ -4,7 +4,10 @@
 
 # %% ../../nbs/47_models.separation.ipynb #8f44cd7d
 from __future__ import annotations
-import dataclasses, json, math, warnings
+import dataclasses
+import json
+import math
+import warnings
 from pathlib import Path
 
 import torch
@@ -26,60 +29,80 @@ __all__ = ['LEAD_STEMS', 'BACKING_STEMS', 'MIN_SECONDS', 'stem_rule', 'Separator
 LEAD_STEMS = ("vocals", "other")
 BACKING_STEMS = ("drums", "bass", "piano", "guitar")
 
+
 def stem_rule(stems: dict[str, Tensor], lead=LEAD_STEMS, backing=BACKING_STEMS) -> dict[str, Tensor]:
     "{'lead', 'backing'} from a model's stems: identity for lead/backing models, else sums by the seed's rule."
-    if "lead" in stems and "backing" in stems: return {"lead": stems["lead"], "backing": stems["backing"]}
+    if "lead" in stems and "backing" in stems:
+        return {"lead": stems["lead"], "backing": stems["backing"]}
     pick = lambda names: [stems[n] for n in names if n in stems]
     l, b = pick(lead), pick(backing)
-    if not l or not b: raise ConfigError(f"stem rule: model stems {sorted(stems)} give no lead {lead} or no backing {backing}")
+    if not l or not b:
+        raise ConfigError(f"stem rule: model stems {sorted(stems)} give no lead {lead} or no backing {backing}")
     return {"lead": sum(l), "backing": sum(b)}
 
 # %% ../../nbs/47_models.separation.ipynb #d138bc2a
 @dataclasses.dataclass
 class SeparatorConfig(Config):
     "A lead/backing HTDemucs and its training settings."
+
     sources: tuple = ("lead", "backing")
     sample_rate: int = 32000
     audio_channels: int = 1
-    channels: int = 48                  # width knob (Demucs default 48; tiny 8)
+    channels: int = 48  # width knob (Demucs default 48; tiny 8)
     growth: int = 2
     depth: int = 4
     nfft: int = 4096
-    t_layers: int = 5                   # cross-domain transformer layers
+    t_layers: int = 5  # cross-domain transformer layers
     t_heads: int = 8
-    segment_s: float = 4.0              # training crop = the model's segment for chunked inference
-    remix: bool = True                  # shuffle backings across the batch
-    gain_db: float = 3.0                # random ± gain per stem when remixing
+    segment_s: float = 4.0  # training crop = the model's segment for chunked inference
+    remix: bool = True  # shuffle backings across the batch
+    gain_db: float = 3.0  # random ± gain per stem when remixing
+
 
 class SeparatorNet(nn.Module, Pretrained):
     "Mixture (B, C, L) -> stems (B, S, C, L) with a Demucs HTDemucs at `cfg`'s size."
+
     config_cls = SeparatorConfig
 
     def __init__(self, cfg: SeparatorConfig | None = None):
         super().__init__()
         self.cfg = cfg = cfg or SeparatorConfig()
-        self.net = HTDemucs(sources=list(cfg.sources), audio_channels=cfg.audio_channels, samplerate=cfg.sample_rate,
-                            segment=cfg.segment_s, channels=cfg.channels, growth=cfg.growth, depth=cfg.depth,
-                            nfft=cfg.nfft, t_layers=cfg.t_layers, t_heads=cfg.t_heads)
+        self.net = HTDemucs(
+            sources=list(cfg.sources),
+            audio_channels=cfg.audio_channels,
+            samplerate=cfg.sample_rate,
+            segment=cfg.segment_s,
+            channels=cfg.channels,
+            growth=cfg.growth,
+            depth=cfg.depth,
+            nfft=cfg.nfft,
+            t_layers=cfg.t_layers,
+            t_heads=cfg.t_heads,
+        )
 
-    def forward(self, mix: Tensor) -> Tensor: return self.net(mix)
+    def forward(self, mix: Tensor) -> Tensor:
+        return self.net(mix)
 
     def training_step(self, batch) -> dict:
         "L1 between the separated and the true stems of a batch of (lead, backing) crops, each (B, C, L)."
-        stems = torch.stack(list(batch), 1)                                          # (B, S, C, L)
+        stems = torch.stack(list(batch), 1)  # (B, S, C, L)
         if self.training and self.cfg.remix:
             B = stems.shape[0]
             stems = torch.stack([stems[:, 0], stems[torch.randperm(B, device=stems.device), 1]], 1)
-            stems = stems * 10 ** (self.cfg.gain_db * (2 * torch.rand(B, stems.shape[1], 1, 1, device=stems.device) - 1) / 20)
+            stems = stems * 10 ** (
+                self.cfg.gain_db * (2 * torch.rand(B, stems.shape[1], 1, 1, device=stems.device) - 1) / 20
+            )
         est = self(stems.sum(1))
-        per = (est - stems).abs().mean((0, 2, 3))                                    # (S,)
+        per = (est - stems).abs().mean((0, 2, 3))  # (S,)
         return dict(loss=per.mean(), **{f"l1_{s}": v for s, v in zip(self.cfg.sources, per)})
 
 # %% ../../nbs/47_models.separation.ipynb #a0a9f7d0
-MIN_SECONDS = 0.01                                           # shorter audio is refused (Demucs asserts on it)
+MIN_SECONDS = 0.01  # shorter audio is refused (Demucs asserts on it)
+
 
 class Separator:
     "A Demucs model (HTDemucs or a bag) + the stem rule: audio (C, L) at any rate -> {'lead', 'backing'}."
+
     def __init__(self, model: nn.Module, lead=LEAD_STEMS, backing=BACKING_STEMS):
         self.model = model.net if isinstance(model, SeparatorNet) else model
         self.lead, self.backing = tuple(lead), tuple(backing)
@@ -92,19 +115,27 @@ class Separator:
     def load(cls, path, name: str | None = None, **kw) -> "Separator":
         "From our `save_pretrained` dir, a `save_reference` dir, a Demucs `.th` package, or a Demucs repo dir holding model `name`."
         p = Path(path)
-        if (p / "config.json").is_file(): return cls(SeparatorNet.from_pretrained(p), **kw)
+        if (p / "config.json").is_file():
+            return cls(SeparatorNet.from_pretrained(p), **kw)
         if (p / "pretrained.json").is_file():
             ref = json.loads((p / "pretrained.json").read_text())
             return cls.load(ref["path"], ref.get("name"), **kw)
         if p.is_file():
             from demucs.states import load_model
-            try: return cls(load_model(p), **kw)
-            except Exception as e: raise CheckpointError(p, f"not a Demucs model package ({type(e).__name__}: {e})") from None
+
+            try:
+                return cls(load_model(p), **kw)
+            except Exception as e:
+                raise CheckpointError(p, f"not a Demucs model package ({type(e).__name__}: {e})") from None
         if p.is_dir():
             from demucs.pretrained import get_model
-            if not name: raise ConfigError(f"{p}: a Demucs repository needs a model name (e.g. htdemucs_6s)")
-            try: return cls(get_model(name, repo=p), **kw)
-            except Exception as e: raise CheckpointError(p, f"cannot load Demucs model {name!r} ({type(e).__name__}: {e})") from None
+
+            if not name:
+                raise ConfigError(f"{p}: a Demucs repository needs a model name (e.g. htdemucs_6s)")
+            try:
+                return cls(get_model(name, repo=p), **kw)
+            except Exception as e:
+                raise CheckpointError(p, f"cannot load Demucs model {name!r} ({type(e).__name__}: {e})") from None
         raise CheckpointError(p, "no such file or directory")
 
     @staticmethod
@@ -112,21 +143,28 @@ class Separator:
         """Write `out_dir/pretrained.json` naming a Demucs `.th` or repo (+ model `name`), so `load(out_dir)` loads that
         model; returns it (loaded first: a reference that does not load is refused)."""
         sep = Separator.load(path, name)
-        out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
         save_json(out / "pretrained.json", dict(path=str(Path(path).resolve()), name=name, sources=sep.sources))
         return sep
 
     @torch.no_grad()
-    def separate(self, wav: Tensor, sr: int, shifts: int = 0, split: bool = True, overlap: float = 0.25) -> dict[str, Tensor]:
+    def separate(
+        self, wav: Tensor, sr: int, shifts: int = 0, split: bool = True, overlap: float = 0.25
+    ) -> dict[str, Tensor]:
         "Every stem for audio (C, L) at `sr`: {source: (C, L)} at `sr` with the input's channels (`shifts` > 0: random-shift averaging)."
-        if not isinstance(sr, int) or sr <= 0: raise InputError(f"Separator.separate: sr must be a positive int (Hz), got {sr!r}")
+        if not isinstance(sr, int) or sr <= 0:
+            raise InputError(f"Separator.separate: sr must be a positive int (Hz), got {sr!r}")
         check_tensor(wav, "Separator.separate: wav", f"(C, L) at {sr} Hz", ndim=2, min_len=math.ceil(MIN_SECONDS * sr))
         C, L = wav.shape
         dev = next(self.model.parameters()).device
         x = to_channels(resample(wav, sr, self.samplerate), self.model.audio_channels).to(dev)
-        ref = x.mean(0); mu, sd = ref.mean(), ref.std() + 1e-8                         # Demucs' input standardisation
-        y = apply_model(self.model, ((x - mu) / sd)[None], shifts=shifts, split=split, overlap=overlap, progress=False)[0]
-        y = y * sd + mu                                                              # (S, C', L')
+        ref = x.mean(0)
+        mu, sd = ref.mean(), ref.std() + 1e-8  # Demucs' input standardisation
+        y = apply_model(self.model, ((x - mu) / sd)[None], shifts=shifts, split=split, overlap=overlap, progress=False)[
+            0
+        ]
+        y = y * sd + mu  # (S, C', L')
         out = {}
         for s, stem in zip(self.sources, y.cpu()):
             stem = to_channels(resample(stem, self.samplerate, sr), C)
@@ -147,30 +185,53 @@ def sdr(ref: Tensor, est: Tensor, eps: float = 1e-7) -> Tensor:
     num = ref.pow(2).sum((-2, -1)) + eps
     return 10 * torch.log10(num / ((ref - est).pow(2).sum((-2, -1)) + eps))
 
+
 def evaluate_separator(sep: Separator, songs: list[dict], sr: int, shifts: int = 0) -> dict:
     "Mean SDR per stem over `songs` ({'lead', 'backing'} (C, L) each; mix = their sum) + the mixture-as-estimate baseline."
     rows = []
     for s in songs:
         mix = s["lead"] + s["backing"]
         est = sep.lead_backing(mix, sr, shifts=shifts)
-        rows.append({**{f"sdr_{k}": sdr(s[k], est[k]).item() for k in ("lead", "backing")},
-                     **{f"mix_sdr_{k}": sdr(s[k], mix).item() for k in ("lead", "backing")}})
+        rows.append(
+            {
+                **{f"sdr_{k}": sdr(s[k], est[k]).item() for k in ("lead", "backing")},
+                **{f"mix_sdr_{k}": sdr(s[k], mix).item() for k in ("lead", "backing")},
+            }
+        )
     out = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
-    out["sdr"] = (out["sdr_lead"] + out["sdr_backing"]) / 2; out["n_songs"] = len(rows)
+    out["sdr"] = (out["sdr_lead"] + out["sdr_backing"]) / 2
+    out["n_songs"] = len(rows)
     return out
 
 # %% ../../nbs/47_models.separation.ipynb #364ead48
-def fit_separator(net: SeparatorNet, songs: list[dict], train_cfg, out_dir=None, batch_size: int = 4,
-                  valid_songs: list[dict] | None = None, progress: bool = False, cbs=()):
+def fit_separator(
+    net: SeparatorNet,
+    songs: list[dict],
+    train_cfg,
+    out_dir=None,
+    batch_size: int = 4,
+    valid_songs: list[dict] | None = None,
+    progress: bool = False,
+    cbs=(),
+):
     "Train `net` on random `cfg.segment_s` crops of `songs` ({'lead', 'backing'} (C, L)); returns the Learner."
     from torch.utils.data import DataLoader
     from audiolab.train.learner import Learner
     from audiolab.train.callbacks import standard_cbs
     from audiolab.data.saxpipe import RandomCrops
+
     seg = int(net.cfg.segment_s * net.cfg.sample_rate)
     crops = lambda ss, n, seed: RandomCrops([(s["lead"], s["backing"]) for s in ss], seg, n, seed)
-    dl = DataLoader(crops(songs, train_cfg.max_steps * batch_size * train_cfg.grad_accum, train_cfg.seed), batch_size=batch_size)
-    vdl = DataLoader(crops(valid_songs, 2 * batch_size, train_cfg.seed + 1), batch_size=batch_size) if valid_songs else None
-    learn = Learner(net, dl, vdl, train_cfg, cbs=[*(standard_cbs(out_dir, progress=progress) if out_dir is not None else []), *cbs])
+    dl = DataLoader(
+        crops(songs, train_cfg.max_steps * batch_size * train_cfg.grad_accum, train_cfg.seed), batch_size=batch_size
+    )
+    vdl = (
+        DataLoader(crops(valid_songs, 2 * batch_size, train_cfg.seed + 1), batch_size=batch_size)
+        if valid_songs
+        else None
+    )
+    learn = Learner(
+        net, dl, vdl, train_cfg, cbs=[*(standard_cbs(out_dir, progress=progress) if out_dir is not None else []), *cbs]
+    )
     learn.fit()
     return learn

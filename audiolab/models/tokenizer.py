@@ -4,7 +4,11 @@
 
 # %% ../../nbs/46_models.tokenizer.ipynb #2acac373
 from __future__ import annotations
-import dataclasses, json, math, re, warnings
+import dataclasses
+import json
+import math
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +17,16 @@ import torch.nn.functional as F
 import yaml
 from torch import nn, Tensor
 
-from ..core import Config, ConfigError, CheckpointError, atomic_path, save_json, check_tensor, check_codes, InputError
+from audiolab.core import (
+    Config,
+    ConfigError,
+    CheckpointError,
+    atomic_path,
+    save_json,
+    check_tensor,
+    check_codes,
+    InputError,
+)
 from ..audio import MelPreset
 from ..eval.metrics import mel_distance, si_sdr
 from ..nn.losses import MelL1Loss, mr_stft_loss
@@ -36,80 +49,99 @@ __all__ = ['HF_CONFIG_MAP', 'TokenizerConfig', 'ReseedingCodebook', 'AudioTokeni
 @dataclasses.dataclass
 class TokenizerConfig(Config):
     "EnCodec-style tokenizer: SEANet encoder/decoder + residual VQ (+ the weights of its training losses)."
+
     sample_rate: int = 32000
     channels: int = 1
-    n_filters: int = 64                 # width knob: 64 = encodec_32khz, 8 = tiny
-    dimension: int = 128                # latent / codebook dimension
-    ratios: tuple = (8, 5, 4, 4)        # decoder upsampling ratios; hop = prod = 640
+    n_filters: int = 64  # width knob: 64 = encodec_32khz, 8 = tiny
+    dimension: int = 128  # latent / codebook dimension
+    ratios: tuple = (8, 5, 4, 4)  # decoder upsampling ratios; hop = prod = 640
     n_residual_layers: int = 1
-    lstm: int = 2                       # LSTM layers at the bottleneck (0: purely convolutional)
+    lstm: int = 2  # LSTM layers at the bottleneck (0: purely convolutional)
     causal: bool = False
-    norm: str = "weight_norm"           # weight_norm | time_group_norm | none
+    norm: str = "weight_norm"  # weight_norm | time_group_norm | none
     pad_mode: str = "reflect"
-    true_skip: bool = True              # identity skip in residual blocks (encodec_32khz) vs 1x1 conv
+    true_skip: bool = True  # identity skip in residual blocks (encodec_32khz) vs 1x1 conv
     compress: int = 2
     kernel_size: int = 7
     last_kernel_size: int = 7
     residual_kernel_size: int = 3
     dilation_base: int = 2
     trim_right_ratio: float = 1.0
-    n_q: int = 4                        # codebooks
-    bins: int = 2048                    # codebook size
-    decay: float = 0.99                 # EMA decay of the codebooks
-    kmeans_iters: int = 50              # k-means iterations at initialisation
-    ae_warmup_steps: int = 0            # `fit_tokenizer`: train as a plain autoencoder (VQ bypassed) first ...
-    kmeans_frames: int = 4096           # ... then k-means-initialise on at least this many frames
-    kmeans_refit: bool = True           # `fit_tokenizer`: k-means again on the trained encoder's latents at the end
-    threshold_ema_dead_code: float = 2.0  # a code whose EMA count per batch falls below this is re-seeded from the batch
-    chunk_len_s: float = 25.0           # encode long audio in chunks of this length ...
-    chunk_context_s: float = 1.0        # ... each seeing this much audio either side
-    w_l1: float = 1.0                   # training loss weights
+    n_q: int = 4  # codebooks
+    bins: int = 2048  # codebook size
+    decay: float = 0.99  # EMA decay of the codebooks
+    kmeans_iters: int = 50  # k-means iterations at initialisation
+    ae_warmup_steps: int = 0  # `fit_tokenizer`: train as a plain autoencoder (VQ bypassed) first ...
+    kmeans_frames: int = 4096  # ... then k-means-initialise on at least this many frames
+    kmeans_refit: bool = True  # `fit_tokenizer`: k-means again on the trained encoder's latents at the end
+    threshold_ema_dead_code: float = (
+        2.0  # a code whose EMA count per batch falls below this is re-seeded from the batch
+    )
+    chunk_len_s: float = 25.0  # encode long audio in chunks of this length ...
+    chunk_context_s: float = 1.0  # ... each seeing this much audio either side
+    w_l1: float = 1.0  # training loss weights
     w_stft: float = 1.0
-    w_mel: float = 0.0                  # multi-scale log-mel L1 (EnCodec's frequency loss); trains fastest on CPU
+    w_mel: float = 0.0  # multi-scale log-mel L1 (EnCodec's frequency loss); trains fastest on CPU
     w_commit: float = 1.0
-    w_adv: float = 0.0                  # > 0 turns on the adversarial phases (audiolab.nn.disc)
+    w_adv: float = 0.0  # > 0 turns on the adversarial phases (audiolab.nn.disc)
     w_feat: float = 0.0
 
     @property
-    def hop_length(self) -> int: return int(np.prod(self.ratios))
+    def hop_length(self) -> int:
+        return int(np.prod(self.ratios))
+
     @property
-    def frame_rate(self) -> float: return self.sample_rate / self.hop_length
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
 
 # %% ../../nbs/46_models.tokenizer.ipynb #a3c9e5f1
 def _kmeans(x: Tensor, k: int, iters: int) -> tuple[Tensor, Tensor]:
     "k-means of x (N, D) into k centroids (k, D) and their counts (k,), with (N, k) distances instead of (N, k, D)."
-    means = x[torch.randperm(len(x), device=x.device)[:k]] if len(x) >= k else x[torch.randint(0, len(x), (k,), device=x.device)]
+    means = (
+        x[torch.randperm(len(x), device=x.device)[:k]]
+        if len(x) >= k
+        else x[torch.randint(0, len(x), (k,), device=x.device)]
+    )
     for _ in range(iters):
-        idx = torch.cdist(x, means).argmin(-1)                                   # (N,)
+        idx = torch.cdist(x, means).argmin(-1)  # (N,)
         counts = torch.bincount(idx, minlength=k)
         sums = torch.zeros_like(means).index_add_(0, idx, x)
         means = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], means)
     return means, counts.to(x.dtype)
 
+
 class ReseedingCodebook(EuclideanCodebook):
     "The `encodec` EMA codebook, with k-means that fits in memory and dead codes that stay re-seeded (see above)."
+
     @torch.jit.ignore
-    def init_embed_(self, data: Tensor):                                         # data (N, D)
-        if self.inited: return
+    def init_embed_(self, data: Tensor):  # data (N, D)
+        if self.inited:
+            return
         embed, counts = _kmeans(data, self.codebook_size, self.kmeans_iters)
-        self.embed.data.copy_(embed); self.embed_avg.data.copy_(embed * counts[:, None]); self.cluster_size.data.copy_(counts)
+        self.embed.data.copy_(embed)
+        self.embed_avg.data.copy_(embed * counts[:, None])
+        self.cluster_size.data.copy_(counts)
         self.inited.data.fill_(1)
 
     def expire_codes_(self, x: Tensor):
         "Re-seed codes whose EMA count is below the threshold with random frames of x (N, D), statistics reset."
         t = self.threshold_ema_dead_code
         dead = self.cluster_size < t
-        if not t or not dead.any(): return
+        if not t or not dead.any():
+            return
         new = x[torch.randint(0, len(x), (int(dead.sum()),), device=x.device)]
-        self.embed.data[dead] = new; self.embed_avg.data[dead] = new * t; self.cluster_size.data[dead] = t
+        self.embed.data[dead] = new
+        self.embed_avg.data[dead] = new * t
+        self.cluster_size.data[dead] = t
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        shape = x.shape; x = self.preprocess(x)                                  # (..., D) -> (N, D)
+        shape = x.shape
+        x = self.preprocess(x)  # (..., D) -> (N, D)
         self.init_embed_(x)
         ind = self.quantize(x)
         quantize = self.dequantize(self.postprocess_emb(ind, shape))
-        if self.training:                                                        # EMA update, then re-seed the dead
-            onehot = F.one_hot(ind, self.codebook_size).type(x.dtype)            # (N, bins)
+        if self.training:  # EMA update, then re-seed the dead
+            onehot = F.one_hot(ind, self.codebook_size).type(x.dtype)  # (N, bins)
             ema_inplace(self.cluster_size, onehot.sum(0), self.decay)
             ema_inplace(self.embed_avg, (x.t() @ onehot).t(), self.decay)
             n = laplace_smoothing(self.cluster_size, self.codebook_size, self.epsilon) * self.cluster_size.sum()
@@ -117,31 +149,49 @@ class ReseedingCodebook(EuclideanCodebook):
             self.expire_codes_(x)
         return quantize, self.postprocess_emb(ind, shape)
 
-
 # %% ../../nbs/46_models.tokenizer.ipynb #197dcf6d
 class AudioTokenizer(nn.Module, Pretrained):
     "Waveform (B, C, L) ⇄ codes (B, K, T) with T = ceil(L / hop); built from the `encodec` package's modules."
+
     config_cls = TokenizerConfig
 
     def __init__(self, cfg: TokenizerConfig | None = None):
         super().__init__()
         self.cfg = cfg = cfg or TokenizerConfig()
-        seanet = dict(channels=cfg.channels, dimension=cfg.dimension, n_filters=cfg.n_filters,
-                      n_residual_layers=cfg.n_residual_layers, ratios=list(cfg.ratios), norm=cfg.norm,
-                      kernel_size=cfg.kernel_size, last_kernel_size=cfg.last_kernel_size,
-                      residual_kernel_size=cfg.residual_kernel_size, dilation_base=cfg.dilation_base,
-                      causal=cfg.causal, pad_mode=cfg.pad_mode, true_skip=cfg.true_skip, compress=cfg.compress,
-                      lstm=cfg.lstm)
-        with warnings.catch_warnings():                      # torch's legacy weight_norm warns; EnCodec uses it
+        seanet = dict(
+            channels=cfg.channels,
+            dimension=cfg.dimension,
+            n_filters=cfg.n_filters,
+            n_residual_layers=cfg.n_residual_layers,
+            ratios=list(cfg.ratios),
+            norm=cfg.norm,
+            kernel_size=cfg.kernel_size,
+            last_kernel_size=cfg.last_kernel_size,
+            residual_kernel_size=cfg.residual_kernel_size,
+            dilation_base=cfg.dilation_base,
+            causal=cfg.causal,
+            pad_mode=cfg.pad_mode,
+            true_skip=cfg.true_skip,
+            compress=cfg.compress,
+            lstm=cfg.lstm,
+        )
+        with warnings.catch_warnings():  # torch's legacy weight_norm warns; EnCodec uses it
             warnings.simplefilter("ignore")
             self.encoder = SEANetEncoder(**seanet)
             self.decoder = SEANetDecoder(**seanet, trim_right_ratio=cfg.trim_right_ratio)
-        self.quantizer = ResidualVectorQuantizer(dimension=cfg.dimension, n_q=cfg.n_q, bins=cfg.bins, decay=cfg.decay,
-                                                 kmeans_init=True, kmeans_iters=cfg.kmeans_iters,
-                                                 threshold_ema_dead_code=cfg.threshold_ema_dead_code)
-        for layer in self.quantizer.vq.layers: layer._codebook.__class__ = ReseedingCodebook   # same buffers, fixed updates
-        self.vq_bypass = False                               # True: the decoder sees unquantized latents (warm-up)
-        self._stft = None                                    # loss modules, built on first training step
+        self.quantizer = ResidualVectorQuantizer(
+            dimension=cfg.dimension,
+            n_q=cfg.n_q,
+            bins=cfg.bins,
+            decay=cfg.decay,
+            kmeans_init=True,
+            kmeans_iters=cfg.kmeans_iters,
+            threshold_ema_dead_code=cfg.threshold_ema_dead_code,
+        )
+        for layer in self.quantizer.vq.layers:
+            layer._codebook.__class__ = ReseedingCodebook  # same buffers, fixed updates
+        self.vq_bypass = False  # True: the decoder sees unquantized latents (warm-up)
+        self._stft = None  # loss modules, built on first training step
 
     hop_length = property(lambda self: self.cfg.hop_length)
     frame_rate = property(lambda self: self.cfg.frame_rate)
@@ -153,20 +203,32 @@ class AudioTokenizer(nn.Module, Pretrained):
         return all(bool(l._codebook.inited.item()) for l in self.quantizer.vq.layers)
 
     def _check(self, wav: Tensor, what: str = "AudioTokenizer.encode: wav") -> Tensor:
-        check_tensor(wav, what, f"(B, {self.cfg.channels}, L) at {self.sample_rate} Hz", ndim=(2, 3), sizes={-2: self.cfg.channels})
-        return wav if wav.ndim == 3 else wav[None]           # (C, L) -> (1, C, L)
+        check_tensor(
+            wav,
+            what,
+            f"(B, {self.cfg.channels}, L) at {self.sample_rate} Hz",
+            ndim=(2, 3),
+            sizes={-2: self.cfg.channels},
+        )
+        return wav if wav.ndim == 3 else wav[None]  # (C, L) -> (1, C, L)
 
     @torch.no_grad()
     def init_codebooks(self, wav: Tensor, batch_frames: int | None = None, batch_size: int = 16) -> None:
         "k-means-initialise every codebook on the latents of wav (B, C, L) (give it >= `cfg.kmeans_frames` frames)."
         wav = self._check(wav, "AudioTokenizer.init_codebooks: wav")
-        z = torch.cat([self.encoder(w) for w in wav.split(batch_size)])       # (B, D, T)
-        for l in self.quantizer.vq.layers: l._codebook.inited.fill_(0)
-        was = self.training; self.train(); self.quantizer(z, self.frame_rate); self.train(was)
-        if batch_frames:                    # EMA counts are per training batch: rescale the k-means counts to one
+        z = torch.cat([self.encoder(w) for w in wav.split(batch_size)])  # (B, D, T)
+        for l in self.quantizer.vq.layers:
+            l._codebook.inited.fill_(0)
+        was = self.training
+        self.train()
+        self.quantizer(z, self.frame_rate)
+        self.train(was)
+        if batch_frames:  # EMA counts are per training batch: rescale the k-means counts to one
             for l in self.quantizer.vq.layers:
-                cb = l._codebook; s = batch_frames / z.shape[0] / z.shape[-1]
-                cb.cluster_size.mul_(s); cb.embed_avg.mul_(s)
+                cb = l._codebook
+                s = batch_frames / z.shape[0] / z.shape[-1]
+                cb.cluster_size.mul_(s)
+                cb.embed_avg.mul_(s)
 
     def embed(self, wav: Tensor) -> Tensor:
         "Continuous latents before quantization: (B, C, L) -> (B, D, T)."
@@ -179,22 +241,28 @@ class AudioTokenizer(nn.Module, Pretrained):
     def encode(self, wav: Tensor) -> Tensor:
         "Audio (B, C, L) -> codes (B, K, T) int64 in [0, bins), T = ceil(L / hop)."
         if not self.is_initialized:
-            warnings.warn("AudioTokenizer: codebooks are not initialised yet (train it or load weights): all codes are 0")
+            warnings.warn(
+                "AudioTokenizer: codebooks are not initialised yet (train it or load weights): all codes are 0"
+            )
         return self.quantize(self.embed(wav))
 
     def decode(self, codes: Tensor) -> Tensor:
         "Codes (B, K, T) -> audio (B, C, T * hop)."
         check_codes(codes, "AudioTokenizer.decode: codes", self.cfg.bins)
         if codes.ndim != 3 or codes.shape[1] > self.cfg.n_q:
-            raise InputError(f"AudioTokenizer.decode: codes: expected (B, K<={self.cfg.n_q} codebooks, T), got shape {tuple(codes.shape)}")
+            raise InputError(
+                f"AudioTokenizer.decode: codes: expected (B, K<={self.cfg.n_q} codebooks, T), got shape {tuple(codes.shape)}"
+            )
         return self.decoder(self.quantizer.decode(codes.transpose(0, 1)))
 
     def forward(self, wav: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         "Training path: (recon (B, C, L), codes (B, K, T), commitment loss) with straight-through quantization."
-        wav = self._check(wav); z = self.encoder(wav)                          # (B, D, T)
-        if self.vq_bypass: return self.decoder(z)[..., :wav.shape[-1]], self.quantize(z.detach()), z.new_zeros(())
+        wav = self._check(wav)
+        z = self.encoder(wav)  # (B, D, T)
+        if self.vq_bypass:
+            return self.decoder(z)[..., : wav.shape[-1]], self.quantize(z.detach()), z.new_zeros(())
         q = self.quantizer(z, self.frame_rate)
-        return self.decoder(q.quantized)[..., :wav.shape[-1]], q.codes.transpose(0, 1), q.penalty
+        return self.decoder(q.quantized)[..., : wav.shape[-1]], q.codes.transpose(0, 1), q.penalty
 
 # %% ../../nbs/46_models.tokenizer.ipynb #374964ed
 def _chunk_spans(n_frames: int, chunk: int, ctx: int):
@@ -203,74 +271,109 @@ def _chunk_spans(n_frames: int, chunk: int, ctx: int):
         b = min(a + chunk, n_frames)
         yield (a, b), (max(0, a - ctx), min(n_frames, b + ctx))
 
-def _embed_long(self: AudioTokenizer, wav: Tensor, chunk_len_s: float | None = None, context_s: float | None = None) -> Tensor:
+
+def _embed_long(
+    self: AudioTokenizer, wav: Tensor, chunk_len_s: float | None = None, context_s: float | None = None
+) -> Tensor:
     "Latents (B, D, T) of long audio, computed chunk by chunk (see `encode_long`)."
-    wav = self._check(wav); hop, L = self.hop_length, wav.shape[-1]
+    wav = self._check(wav)
+    hop, L = self.hop_length, wav.shape[-1]
     T = math.ceil(L / hop)
     chunk = max(1, round((chunk_len_s or self.cfg.chunk_len_s) * self.frame_rate))
     ctx = math.ceil((self.cfg.chunk_context_s if context_s is None else context_s) * self.frame_rate)
-    if chunk >= T: return self.embed(wav)
+    if chunk >= T:
+        return self.embed(wav)
     out = []
     for (a, b), (ca, cb) in _chunk_spans(T, chunk, ctx):
-        z = self.embed(wav[..., ca * hop: min(L, cb * hop)])  # (B, D, cb - ca)
-        out.append(z[..., a - ca: b - ca])
+        z = self.embed(wav[..., ca * hop : min(L, cb * hop)])  # (B, D, cb - ca)
+        out.append(z[..., a - ca : b - ca])
     return torch.cat(out, -1)
 
+
 @torch.no_grad()
-def encode_long(self: AudioTokenizer, wav: Tensor, chunk_len_s: float | None = None, context_s: float | None = None) -> Tensor:
+def encode_long(
+    self: AudioTokenizer, wav: Tensor, chunk_len_s: float | None = None, context_s: float | None = None
+) -> Tensor:
     "Codes (B, K, T) of arbitrarily long audio, encoded in `chunk_len_s` chunks with `context_s` context."
     return self.quantize(_embed_long(self, wav, chunk_len_s, context_s))
 
+
 @torch.no_grad()
-def decode_long(self: AudioTokenizer, codes: Tensor, chunk_len_s: float | None = None, context_s: float | None = None) -> Tensor:
+def decode_long(
+    self: AudioTokenizer, codes: Tensor, chunk_len_s: float | None = None, context_s: float | None = None
+) -> Tensor:
     "Audio (B, C, T * hop) from long code sequences, decoded chunk by chunk with context either side."
     T, hop = codes.shape[-1], self.hop_length
     chunk = max(1, round((chunk_len_s or self.cfg.chunk_len_s) * self.frame_rate))
     ctx = math.ceil((self.cfg.chunk_context_s if context_s is None else context_s) * self.frame_rate)
-    if chunk >= T: return self.decode(codes)
-    out = [self.decode(codes[..., ca:cb])[..., (a - ca) * hop: (b - ca) * hop] for (a, b), (ca, cb) in _chunk_spans(T, chunk, ctx)]
+    if chunk >= T:
+        return self.decode(codes)
+    out = [
+        self.decode(codes[..., ca:cb])[..., (a - ca) * hop : (b - ca) * hop]
+        for (a, b), (ca, cb) in _chunk_spans(T, chunk, ctx)
+    ]
     return torch.cat(out, -1)
+
 
 AudioTokenizer.encode_long, AudioTokenizer.decode_long = encode_long, decode_long
 
 # %% ../../nbs/46_models.tokenizer.ipynb #8a89fdb8
 class MultiScaleMelLoss(nn.Module):
     "Mean over scales of |log-mel(input) - log-mel(target)| (power, clamp 1e-5, as `tokenizer_mel`); (B, C, L) audio."
+
     def __init__(self, sample_rate: int, fft_sizes=(2048, 1024, 512, 256), n_mels: int = 64):
         super().__init__()
-        self.scales = nn.ModuleList(MelL1Loss(MelPreset(sr=sample_rate, n_fft=n, hop=n // 4, n_mels=min(n_mels, n // 8),
-                                                        power=2.0, clamp=1e-5))
-                                    for n in fft_sizes)                            # fewer mels at small n_fft: none empty
+        self.scales = nn.ModuleList(
+            MelL1Loss(MelPreset(sr=sample_rate, n_fft=n, hop=n // 4, n_mels=min(n_mels, n // 8), power=2.0, clamp=1e-5))
+            for n in fft_sizes
+        )  # fewer mels at small n_fft: none empty
+
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return sum(l1(input, target) for l1 in self.scales) / len(self.scales)
 
+
 def _losses(self: AudioTokenizer, wav: Tensor) -> tuple[dict, Tensor]:
     c = self.cfg
-    if self._stft is None:                                   # in a list: not a submodule (not in the state dict)
-        self._stft = [mr_stft_loss(fft_sizes=(2048, 1024, 512, 256), sample_rate=self.sample_rate).to(wav.device),
-                      MultiScaleMelLoss(self.sample_rate).to(wav.device)]
+    if self._stft is None:  # in a list: not a submodule (not in the state dict)
+        self._stft = [
+            mr_stft_loss(fft_sizes=(2048, 1024, 512, 256), sample_rate=self.sample_rate).to(wav.device),
+            MultiScaleMelLoss(self.sample_rate).to(wav.device),
+        ]
     y, _, commit = self(wav)
     logs = dict(l1=F.l1_loss(y, wav), commit=commit)
-    if c.w_stft: logs["stft"] = self._stft[0](y, wav)
-    if c.w_mel: logs["mel"] = self._stft[1](y, wav)
-    logs["loss"] = c.w_l1 * logs["l1"] + c.w_stft * logs.get("stft", 0) + c.w_mel * logs.get("mel", 0) + c.w_commit * logs["commit"]
+    if c.w_stft:
+        logs["stft"] = self._stft[0](y, wav)
+    if c.w_mel:
+        logs["mel"] = self._stft[1](y, wav)
+    logs["loss"] = (
+        c.w_l1 * logs["l1"]
+        + c.w_stft * logs.get("stft", 0)
+        + c.w_mel * logs.get("mel", 0)
+        + c.w_commit * logs["commit"]
+    )
     return logs, y
+
 
 def training_step(self: AudioTokenizer, batch, phase: str | None = None, ctx: dict | None = None) -> dict:
     "Loss dict for a batch of audio (B, C, L) (or a tuple whose first item is); phases 'disc'/'gen' when adversarial."
     wav = batch[0] if isinstance(batch, (tuple, list)) else batch
-    if phase is None or phase == "main": return _losses(self, wav)[0]
+    if phase is None or phase == "main":
+        return _losses(self, wav)[0]
     from audiolab.nn.losses import lsgan_d_loss, lsgan_g_loss, feature_matching_loss
+
     if phase == "disc":
-        with torch.no_grad(): y = self(wav)[0]
+        with torch.no_grad():
+            y = self(wav)[0]
         real, fake = self.disc(wav), self.disc(y)
         return dict(loss=lsgan_d_loss(real.logits, fake.logits))
     logs, y = _losses(self, wav)
     fake = self.disc(y)
-    with torch.no_grad(): real = self.disc(wav)
+    with torch.no_grad():
+        real = self.disc(wav)
     logs["adv"], logs["feat"] = lsgan_g_loss(fake.logits), feature_matching_loss(real.features, fake.features)
     logs["loss"] = logs["loss"] + self.cfg.w_adv * logs["adv"] + self.cfg.w_feat * logs["feat"]
     return logs
+
 
 AudioTokenizer.training_step = training_step
 
@@ -279,17 +382,25 @@ def tokenizer_mel(sr: int = 32000) -> MelPreset:
     "The log-mel the tokenizer is scored on (`eval.metrics.mel_distance`): 80 power mels, 2048-point FFT, 10 ms hop."
     return MelPreset(sr=sr, n_fft=2048, hop=sr // 100, n_mels=80, power=2.0, clamp=1e-5)
 
+
 @torch.no_grad()
 def recon_metrics(tok: AudioTokenizer, wav: Tensor) -> dict:
     "SI-SDR, mel distance and code usage of `tok` on audio (B, C, L) (long inputs go through `encode_long`)."
-    tok.eval(); codes = tok.encode_long(wav); y = tok.decode_long(codes)[..., :wav.shape[-1]]
+    tok.eval()
+    codes = tok.encode_long(wav)
+    y = tok.decode_long(codes)[..., : wav.shape[-1]]
     used = [codes[:, k].unique().numel() for k in range(codes.shape[1])]
-    return dict(si_sdr=si_sdr(y, wav), mel_distance=mel_distance(y, wav, tokenizer_mel(tok.sample_rate)),
-                codes_used=used, code_perplexity=codebook_stats(codes, tok.cfg.bins)["perplexity"])
+    return dict(
+        si_sdr=si_sdr(y, wav),
+        mel_distance=mel_distance(y, wav, tokenizer_mel(tok.sample_rate)),
+        codes_used=used,
+        code_perplexity=codebook_stats(codes, tok.cfg.bins)["perplexity"],
+    )
+
 
 def codebook_stats(codes: Tensor, bins: int) -> dict:
     "Per codebook of codes (B, K, T) or (K, T): 'perplexity' exp(entropy) of its code histogram, 'usage' = fraction of bins used."
-    c = codes.transpose(0, -2).reshape(codes.shape[-2], -1)                     # (K, B*T)
+    c = codes.transpose(0, -2).reshape(codes.shape[-2], -1)  # (K, B*T)
     hist = torch.stack([torch.bincount(ck, minlength=bins) for ck in c]).float()  # (K, bins)
     p = hist / hist.sum(-1, keepdim=True)
     ent = -(p * p.clamp_min(1e-12).log()).sum(-1)
@@ -304,47 +415,89 @@ def _plain_weight_norm(sd: dict) -> dict:
         out[re.sub(r"\.parametrizations\.weight\.original1$", ".weight_v", k)] = v
     return out
 
+
 def _w(sd: dict, prefix: str) -> Tensor:
     "The (unnormalised) weight of the conv at `prefix`."
     for s in (".weight_v", ".weight"):
-        if prefix + s in sd: return sd[prefix + s]
+        if prefix + s in sd:
+            return sd[prefix + s]
     raise KeyError(prefix)
+
 
 def infer_config(sd: dict, **overrides) -> TokenizerConfig:
     "A `TokenizerConfig` matching EnCodec-named state dict `sd` (shapes), with `overrides` for what shapes cannot tell."
     try:
-        first = _w(sd, "encoder.model.0.conv.conv")                      # (n_filters, C, k)
+        first = _w(sd, "encoder.model.0.conv.conv")  # (n_filters, C, k)
         n_filters, channels, kernel_size = first.shape
         convtr = sorted({int(m.group(1)) for k in sd if (m := re.match(r"decoder\.model\.(\d+)\.convtr\.", k))})
         ratios = tuple(_w(sd, f"decoder.model.{i}.convtr.convtr").shape[-1] // 2 for i in convtr)
         blocks = {int(m.group(1)) for k in sd if (m := re.match(r"encoder\.model\.(\d+)\.block\.", k))}
         enc_idx = sorted({int(m.group(1)) for k in sd if (m := re.match(r"encoder\.model\.(\d+)\.", k))})
-        last = _w(sd, f"encoder.model.{enc_idx[-1]}.conv.conv")           # (D, F, k)
-        b0 = min(blocks); res = _w(sd, f"encoder.model.{b0}.block.1.conv.conv")  # (F / compress, F, k)
-        n_q = len({int(m.group(1)) for k in sd if (m := re.match(r"quantizer\.vq\.layers\.(\d+)\._codebook\.embed$", k))})
+        last = _w(sd, f"encoder.model.{enc_idx[-1]}.conv.conv")  # (D, F, k)
+        b0 = min(blocks)
+        res = _w(sd, f"encoder.model.{b0}.block.1.conv.conv")  # (F / compress, F, k)
+        n_q = len(
+            {int(m.group(1)) for k in sd if (m := re.match(r"quantizer\.vq\.layers\.(\d+)\._codebook\.embed$", k))}
+        )
         bins = sd["quantizer.vq.layers.0._codebook.embed"].shape[0]
         lstm = len({k for k in sd if re.match(r"encoder\.model\.\d+\.lstm\.weight_ih_l\d+$", k)})
     except (KeyError, IndexError, ValueError) as e:
         raise CheckpointError("<state dict>", f"not an EnCodec state dict (missing {e})") from None
-    norm = ("weight_norm" if "encoder.model.0.conv.conv.weight_g" in sd else
-            "time_group_norm" if "encoder.model.0.conv.norm.weight" in sd else "none")
-    d = dict(channels=channels, n_filters=n_filters, kernel_size=kernel_size, ratios=ratios,
-             n_residual_layers=len(blocks) // max(1, len(ratios)), dimension=last.shape[0], last_kernel_size=last.shape[-1],
-             residual_kernel_size=res.shape[-1], compress=res.shape[1] // res.shape[0], n_q=n_q, bins=bins, lstm=lstm,
-             true_skip=not any(".shortcut." in k for k in sd), norm=norm)
+    norm = (
+        "weight_norm"
+        if "encoder.model.0.conv.conv.weight_g" in sd
+        else "time_group_norm"
+        if "encoder.model.0.conv.norm.weight" in sd
+        else "none"
+    )
+    d = dict(
+        channels=channels,
+        n_filters=n_filters,
+        kernel_size=kernel_size,
+        ratios=ratios,
+        n_residual_layers=len(blocks) // max(1, len(ratios)),
+        dimension=last.shape[0],
+        last_kernel_size=last.shape[-1],
+        residual_kernel_size=res.shape[-1],
+        compress=res.shape[1] // res.shape[0],
+        n_q=n_q,
+        bins=bins,
+        lstm=lstm,
+        true_skip=not any(".shortcut." in k for k in sd),
+        norm=norm,
+    )
     d.update(overrides)
     return TokenizerConfig.from_dict(d)
+
 
 def _from_state(sd: dict, cfg: TokenizerConfig, path) -> AudioTokenizer:
     tok = AudioTokenizer(cfg)
     missing, unexpected = tok.load_state_dict(sd, strict=False)
     if missing or unexpected:
-        raise CheckpointError(path, f"does not match the inferred architecture: missing {missing[:4]}, unexpected {unexpected[:4]}")
+        raise CheckpointError(
+            path, f"does not match the inferred architecture: missing {missing[:4]}, unexpected {unexpected[:4]}"
+        )
     return tok.eval()
 
 # %% ../../nbs/46_models.tokenizer.ipynb #a92cfa85
-_SEANET_KEYS = {"dimension", "channels", "causal", "n_filters", "n_residual_layers", "ratios", "norm", "kernel_size",
-                "last_kernel_size", "residual_kernel_size", "dilation_base", "pad_mode", "true_skip", "compress", "lstm"}
+_SEANET_KEYS = {
+    "dimension",
+    "channels",
+    "causal",
+    "n_filters",
+    "n_residual_layers",
+    "ratios",
+    "norm",
+    "kernel_size",
+    "last_kernel_size",
+    "residual_kernel_size",
+    "dilation_base",
+    "pad_mode",
+    "true_skip",
+    "compress",
+    "lstm",
+}
+
 
 def _audiocraft_overrides(xp_cfg) -> dict:
     "The settings of an audiocraft `xp.cfg` (yaml text or dict) that state dict shapes cannot tell."
@@ -354,21 +507,28 @@ def _audiocraft_overrides(xp_cfg) -> dict:
     out.update({k: sea[k] for k in ("causal", "pad_mode", "dilation_base", "trim_right_ratio") if k in sea})
     return out
 
+
 def load_encodec_checkpoint(path, **overrides) -> AudioTokenizer:
     "An `AudioTokenizer` from an encodec-package state dict or an audiocraft compression package (local file)."
     path = Path(path)
-    if not path.is_file(): raise CheckpointError(path, "no such file")
-    try: pkg = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e: raise CheckpointError(path, f"unreadable ({type(e).__name__}: {e})") from None
-    if not isinstance(pkg, dict): raise CheckpointError(path, f"expected a dict, got {type(pkg).__name__}")
+    if not path.is_file():
+        raise CheckpointError(path, "no such file")
+    try:
+        pkg = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(path, f"unreadable ({type(e).__name__}: {e})") from None
+    if not isinstance(pkg, dict):
+        raise CheckpointError(path, f"expected a dict, got {type(pkg).__name__}")
     extra = {}
-    if "best_state" in pkg:                                                  # audiocraft package
+    if "best_state" in pkg:  # audiocraft package
         extra = _audiocraft_overrides(pkg.get("xp.cfg"))
         pkg = pkg["best_state"]
         pkg = pkg.get("model", pkg) if isinstance(pkg, dict) else pkg
     sd = _plain_weight_norm(pkg)
-    try: cfg = infer_config(sd, **{**extra, **overrides})
-    except CheckpointError as e: raise CheckpointError(path, e.problem) from None
+    try:
+        cfg = infer_config(sd, **{**extra, **overrides})
+    except CheckpointError as e:
+        raise CheckpointError(path, e.problem) from None
     return _from_state(sd, cfg, path)
 
 # %% ../../nbs/46_models.tokenizer.ipynb #93152b5f
@@ -379,97 +539,169 @@ def to_hf_key(k: str) -> str:
     k = k.replace(".conv.conv.", ".conv.").replace(".convtr.convtr.", ".conv.")
     return k.replace(".conv.norm.", ".norm.").replace(".convtr.norm.", ".norm.")
 
-HF_CONFIG_MAP = dict(sampling_rate="sample_rate", audio_channels="channels", num_filters="n_filters", hidden_size="dimension",
-                     upsampling_ratios="ratios", num_residual_layers="n_residual_layers", num_lstm_layers="lstm",
-                     use_causal_conv="causal", norm_type="norm", pad_mode="pad_mode", compress="compress",
-                     kernel_size="kernel_size", last_kernel_size="last_kernel_size", residual_kernel_size="residual_kernel_size",
-                     dilation_growth_rate="dilation_base", trim_right_ratio="trim_right_ratio", codebook_size="bins")
+
+HF_CONFIG_MAP = dict(
+    sampling_rate="sample_rate",
+    audio_channels="channels",
+    num_filters="n_filters",
+    hidden_size="dimension",
+    upsampling_ratios="ratios",
+    num_residual_layers="n_residual_layers",
+    num_lstm_layers="lstm",
+    use_causal_conv="causal",
+    norm_type="norm",
+    pad_mode="pad_mode",
+    compress="compress",
+    kernel_size="kernel_size",
+    last_kernel_size="last_kernel_size",
+    residual_kernel_size="residual_kernel_size",
+    dilation_growth_rate="dilation_base",
+    trim_right_ratio="trim_right_ratio",
+    codebook_size="bins",
+)
+
 
 def hf_config(cfg: TokenizerConfig) -> dict:
     "A transformers-style `config.json` dict for `cfg`."
     d = {hf: getattr(cfg, ours) for hf, ours in HF_CONFIG_MAP.items()}
-    d.update(model_type="encodec", architectures=["EncodecModel"], use_conv_shortcut=not cfg.true_skip, codebook_dim=cfg.dimension,
-             normalize=False, chunk_length_s=None, overlap=None, upsampling_ratios=list(cfg.ratios),
-             target_bandwidths=[round(cfg.n_q * math.log2(cfg.bins) * cfg.frame_rate / 1000, 4)])
+    d.update(
+        model_type="encodec",
+        architectures=["EncodecModel"],
+        use_conv_shortcut=not cfg.true_skip,
+        codebook_dim=cfg.dimension,
+        normalize=False,
+        chunk_length_s=None,
+        overlap=None,
+        upsampling_ratios=list(cfg.ratios),
+        target_bandwidths=[round(cfg.n_q * math.log2(cfg.bins) * cfg.frame_rate / 1000, 4)],
+    )
     return d
+
 
 def _read_weights(d: Path) -> dict:
     if (d / "model.safetensors").is_file():
         from safetensors.torch import load_file
+
         return load_file(str(d / "model.safetensors"))
-    if (d / "pytorch_model.bin").is_file(): return torch.load(d / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    if (d / "pytorch_model.bin").is_file():
+        return torch.load(d / "pytorch_model.bin", map_location="cpu", weights_only=True)
     raise CheckpointError(d, "no model.safetensors or pytorch_model.bin")
+
 
 def load_hf_encodec(path, **overrides) -> AudioTokenizer:
     "An `AudioTokenizer` from a local Hugging Face EnCodec folder (`config.json` + `model.safetensors`)."
     d = Path(path)
-    try: hc = json.loads((d / "config.json").read_text())
-    except FileNotFoundError: raise CheckpointError(d / "config.json", "no such file") from None
-    except json.JSONDecodeError as e: raise CheckpointError(d / "config.json", f"not valid JSON ({e})") from None
-    if hc.get("model_type", "encodec") != "encodec": raise CheckpointError(d / "config.json", f"model_type {hc.get('model_type')!r} is not encodec")
-    if hc.get("normalize"): warnings.warn(f"{d}: normalize=True (48 kHz models) is not applied by AudioTokenizer")
+    try:
+        hc = json.loads((d / "config.json").read_text())
+    except FileNotFoundError:
+        raise CheckpointError(d / "config.json", "no such file") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(d / "config.json", f"not valid JSON ({e})") from None
+    if hc.get("model_type", "encodec") != "encodec":
+        raise CheckpointError(d / "config.json", f"model_type {hc.get('model_type')!r} is not encodec")
+    if hc.get("normalize"):
+        warnings.warn(f"{d}: normalize=True (48 kHz models) is not applied by AudioTokenizer")
     c = {ours: hc[hf] for hf, ours in HF_CONFIG_MAP.items() if hc.get(hf) is not None}
-    c["ratios"] = tuple(c.get("ratios", (8, 5, 4, 2))); c["true_skip"] = not hc.get("use_conv_shortcut", True)
+    c["ratios"] = tuple(c.get("ratios", (8, 5, 4, 2)))
+    c["true_skip"] = not hc.get("use_conv_shortcut", True)
     hf = _plain_weight_norm(_read_weights(d))
     n_q = len({m.group(1) for k in hf if (m := re.match(r"quantizer\.layers\.(\d+)\.codebook\.embed$", k))})
     c.update(n_q=n_q, dimension=hf["quantizer.layers.0.codebook.embed"].shape[1], **overrides)
     cfg = TokenizerConfig.from_dict(c, str(d / "config.json"))
     want = AudioTokenizer(cfg).state_dict().keys()
     missing = [k for k in want if to_hf_key(k) not in hf]
-    if missing: raise CheckpointError(d, f"weights do not match config.json: missing {[to_hf_key(k) for k in missing[:4]]}")
+    if missing:
+        raise CheckpointError(d, f"weights do not match config.json: missing {[to_hf_key(k) for k in missing[:4]]}")
     return _from_state({k: hf[to_hf_key(k)] for k in want}, cfg, d)
+
 
 def save_hf_encodec(tok: AudioTokenizer, path) -> Path:
     "Write `tok` in the Hugging Face EnCodec layout (config.json + model.safetensors), e.g. to test `load_hf_encodec`."
     from safetensors.torch import save_file
-    d = Path(path); d.mkdir(parents=True, exist_ok=True)
+
+    d = Path(path)
+    d.mkdir(parents=True, exist_ok=True)
     sd = {to_hf_key(k): v.detach().contiguous().clone() for k, v in tok.state_dict().items()}
-    with atomic_path(d / "model.safetensors") as tmp: save_file(sd, str(tmp))
+    with atomic_path(d / "model.safetensors") as tmp:
+        save_file(sd, str(tmp))
     save_json(d / "config.json", hf_config(tok.cfg))
     return d
 
 # %% ../../nbs/46_models.tokenizer.ipynb #d7b3824a
 class CodebookInit(Callback):
     "Bypass the VQ for `steps` optimizer steps (autoencoder warm-up), then k-means on the latents of `init_wav` (B, C, L); again after fit if `refit`."
+
     order = 0
-    def __init__(self, tok: AudioTokenizer, init_wav: Tensor, steps: int, batch_frames: int | None = None, refit: bool = False):
+
+    def __init__(
+        self, tok: AudioTokenizer, init_wav: Tensor, steps: int, batch_frames: int | None = None, refit: bool = False
+    ):
         self.tok, self.init_wav, self.steps, self.batch_frames, self.refit = tok, init_wav, steps, batch_frames, refit
+
     def before_fit(self, learn):
-        if self.tok.is_initialized: return                     # resumed after the warm-up, or loaded weights
+        if self.tok.is_initialized:
+            return  # resumed after the warm-up, or loaded weights
         self.tok.vq_bypass = learn.step < self.steps
-        if not self.tok.vq_bypass: self.tok.init_codebooks(self.init_wav, self.batch_frames)
+        if not self.tok.vq_bypass:
+            self.tok.init_codebooks(self.init_wav, self.batch_frames)
+
     def after_batch(self, learn):
         if self.tok.vq_bypass and learn.step >= self.steps:
-            self.tok.vq_bypass = False; self.tok.init_codebooks(self.init_wav, self.batch_frames)
+            self.tok.vq_bypass = False
+            self.tok.init_codebooks(self.init_wav, self.batch_frames)
+
     def after_fit(self, learn):
         self.tok.vq_bypass = False
-        if self.refit or not self.tok.is_initialized: self.tok.init_codebooks(self.init_wav, self.batch_frames)
+        if self.refit or not self.tok.is_initialized:
+            self.tok.init_codebooks(self.init_wav, self.batch_frames)
 
-def fit_tokenizer(tok: AudioTokenizer, train_waves: list[Tensor], train_cfg, out_dir=None, segment_s: float = 1.0,
-                  batch_size: int = 8, valid_waves: list[Tensor] | None = None, disc: nn.Module | None = None,
-                  progress: bool = False, cbs=()):
+
+def fit_tokenizer(
+    tok: AudioTokenizer,
+    train_waves: list[Tensor],
+    train_cfg,
+    out_dir=None,
+    segment_s: float = 1.0,
+    batch_size: int = 8,
+    valid_waves: list[Tensor] | None = None,
+    disc: nn.Module | None = None,
+    progress: bool = False,
+    cbs=(),
+):
     "Train `tok` on random `segment_s` crops of `train_waves` ((C, L) each) with the Learner; returns the Learner."
     from torch.utils.data import DataLoader
     from audiolab.train.learner import Learner
     from audiolab.train.callbacks import standard_cbs
     from audiolab.data.saxpipe import RandomCrops
+
     seg = int(segment_s * tok.sample_rate)
-    n_init = math.ceil(tok.cfg.kmeans_frames / math.ceil(seg / tok.hop_length))   # crops holding >= kmeans_frames frames
+    n_init = math.ceil(tok.cfg.kmeans_frames / math.ceil(seg / tok.hop_length))  # crops holding >= kmeans_frames frames
     init = RandomCrops([(w,) for w in train_waves], seg, n_init, seed=train_cfg.seed + 2)
-    warm = CodebookInit(tok, torch.stack([init[i][0] for i in range(n_init)]), tok.cfg.ae_warmup_steps,
-                    batch_size * math.ceil(seg / tok.hop_length), tok.cfg.kmeans_refit)                  # init crops (n_init, C, seg)
+    warm = CodebookInit(
+        tok,
+        torch.stack([init[i][0] for i in range(n_init)]),
+        tok.cfg.ae_warmup_steps,
+        batch_size * math.ceil(seg / tok.hop_length),
+        tok.cfg.kmeans_refit,
+    )  # init crops (n_init, C, seg)
     n_items = train_cfg.max_steps * batch_size * train_cfg.grad_accum
     dl = DataLoader(RandomCrops([(w,) for w in train_waves], seg, n_items, seed=train_cfg.seed), batch_size=batch_size)
     vdl = None
     if valid_waves:
-        vdl = DataLoader(RandomCrops([(w,) for w in valid_waves], seg, 4 * batch_size, seed=train_cfg.seed + 1), batch_size=batch_size)
+        vdl = DataLoader(
+            RandomCrops([(w,) for w in valid_waves], seg, 4 * batch_size, seed=train_cfg.seed + 1),
+            batch_size=batch_size,
+        )
     cbs = [warm, *(standard_cbs(out_dir, progress=progress) if out_dir is not None else []), *cbs]
     phases = None
     if disc is not None and tok.cfg.w_adv > 0:
         tok.disc = disc
-        phases = {"disc": list(disc.parameters()), "gen": [p for n, p in tok.named_parameters() if not n.startswith("disc.")]}
+        phases = {
+            "disc": list(disc.parameters()),
+            "gen": [p for n, p in tok.named_parameters() if not n.startswith("disc.")],
+        }
     learn = Learner(tok, dl, vdl, train_cfg, phases=phases, cbs=cbs)
     learn.fit()
-    if phases is not None: del tok.disc                      # the tokenizer's checkpoint holds only the tokenizer
+    if phases is not None:
+        del tok.disc  # the tokenizer's checkpoint holds only the tokenizer
     return learn
-

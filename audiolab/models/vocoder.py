@@ -4,7 +4,9 @@
 
 # %% ../../nbs/41_models.vocoder.ipynb #c6944a89
 from __future__ import annotations
-import dataclasses, math, os
+import dataclasses
+import math
+import os
 from pathlib import Path
 
 import torch
@@ -15,7 +17,12 @@ from torch import nn, Tensor
 from ..audio import MelSpec, get_preset
 from ..core import CheckpointError, Config, ConfigError, atomic_path, atomic_write, check_tensor
 from ..nn.conv import ResidualUnit, WNConv1d, WNConvTranspose1d
-from ..nn.disc import CombinedDiscriminator, MultiPeriodDiscriminator, MultiResolutionSTFTDiscriminator, MultiScaleDiscriminator
+from audiolab.nn.disc import (
+    CombinedDiscriminator,
+    MultiPeriodDiscriminator,
+    MultiResolutionSTFTDiscriminator,
+    MultiScaleDiscriminator,
+)
 from ..nn.losses import MelL1Loss, feature_matching_loss, lsgan_d_loss, lsgan_g_loss, mr_stft_loss
 from ..train.checkpoint import Pretrained, load_state
 
@@ -28,6 +35,7 @@ __all__ = ['HiFiGANConfig', 'ResBlock1', 'HiFiGAN', 'VocosConfig', 'MelPriorISTF
 @dataclasses.dataclass
 class HiFiGANConfig(Config):
     "HiFi-GAN V1 generator (seed 002 sizes: hop 512 for the kick44k preset)."
+
     preset: str = "kick44k"
     upsample_rates: tuple = (8, 8, 2, 2, 2)
     upsample_kernel_sizes: tuple = (16, 16, 4, 4, 4)
@@ -36,48 +44,67 @@ class HiFiGANConfig(Config):
     resblock_dilations: tuple = ((1, 3, 5), (1, 3, 5), (1, 3, 5))
 
     def __post_init__(self):
-        self.resblock_dilations = tuple(tuple(d) for d in self.resblock_dilations)   # JSON gives nested lists back
+        self.resblock_dilations = tuple(tuple(d) for d in self.resblock_dilations)  # JSON gives nested lists back
         p = get_preset(self.preset)
         if math.prod(self.upsample_rates) != p.hop:
-            raise ConfigError(f"HiFiGANConfig: upsampling {math.prod(self.upsample_rates)}x != hop {p.hop} of preset {self.preset!r}")
+            raise ConfigError(
+                f"HiFiGANConfig: upsampling {math.prod(self.upsample_rates)}x != hop {p.hop} of preset {self.preset!r}"
+            )
         if any((k - u) % 2 for k, u in zip(self.upsample_kernel_sizes, self.upsample_rates)):
             raise ConfigError("HiFiGANConfig: each upsample kernel minus its rate must be even (exact lengths)")
 
-def _lrelu(c: int) -> nn.Module: return nn.LeakyReLU(0.1)
+
+def _lrelu(c: int) -> nn.Module:
+    return nn.LeakyReLU(0.1)
+
 
 def ResBlock1(channels: int, kernel_size: int, dilations=(1, 3, 5)) -> nn.Sequential:
     "HiFi-GAN ResBlock1: `ResidualUnit`s (leaky-ReLU, dilated k-conv, leaky-ReLU, k-conv), one per dilation."
-    return nn.Sequential(*[ResidualUnit(channels, d, kernel_size, act=_lrelu, weight_norm=True, out_kernel_size=kernel_size)
-                           for d in dilations])
+    return nn.Sequential(
+        *[
+            ResidualUnit(channels, d, kernel_size, act=_lrelu, weight_norm=True, out_kernel_size=kernel_size)
+            for d in dilations
+        ]
+    )
+
 
 class HiFiGAN(Pretrained, nn.Module):
     "HiFi-GAN V1 generator: log-mel (B, n_mels, F) -> audio (B, 1, F*hop) in [-1, 1]."
+
     config_cls = HiFiGANConfig
+
     def __init__(self, cfg: HiFiGANConfig | None = None):
         super().__init__()
         self.cfg = c = cfg or HiFiGANConfig()
         self.preset = get_preset(c.preset)
-        ch = [c.upsample_initial_channel // 2 ** i for i in range(len(c.upsample_rates) + 1)]
+        ch = [c.upsample_initial_channel // 2**i for i in range(len(c.upsample_rates) + 1)]
         self.conv_pre = WNConv1d(self.preset.n_mels, ch[0], 7, padding=3)
-        self.ups = nn.ModuleList(WNConvTranspose1d(ch[i], ch[i + 1], k, u, padding=(k - u) // 2)
-                                 for i, (u, k) in enumerate(zip(c.upsample_rates, c.upsample_kernel_sizes)))
-        self.mrfs = nn.ModuleList(nn.ModuleList(ResBlock1(ch[i + 1], k, d) for k, d in zip(c.resblock_kernel_sizes, c.resblock_dilations))
-                                  for i in range(len(c.upsample_rates)))
+        self.ups = nn.ModuleList(
+            WNConvTranspose1d(ch[i], ch[i + 1], k, u, padding=(k - u) // 2)
+            for i, (u, k) in enumerate(zip(c.upsample_rates, c.upsample_kernel_sizes))
+        )
+        self.mrfs = nn.ModuleList(
+            nn.ModuleList(ResBlock1(ch[i + 1], k, d) for k, d in zip(c.resblock_kernel_sizes, c.resblock_dilations))
+            for i in range(len(c.upsample_rates))
+        )
         self.conv_post = WNConv1d(ch[-1], 1, 7, padding=3)
         self.hop = self.preset.hop
 
     def forward(self, mel: Tensor) -> Tensor:  # (B, n_mels, F) -> (B, 1, F*hop)
-        check_tensor(mel, "HiFiGAN log-mel", f"(B, {self.preset.n_mels}, frames)", ndim=3, sizes={1: self.preset.n_mels})
+        check_tensor(
+            mel, "HiFiGAN log-mel", f"(B, {self.preset.n_mels}, frames)", ndim=3, sizes={1: self.preset.n_mels}
+        )
         x = self.conv_pre(mel)
         for up, mrf in zip(self.ups, self.mrfs):
             x = up(F.leaky_relu(x, 0.1))
-            x = sum(rb(x) for rb in mrf) / len(mrf)   # multi-receptive-field fusion
+            x = sum(rb(x) for rb in mrf) / len(mrf)  # multi-receptive-field fusion
         return torch.tanh(self.conv_post(F.leaky_relu(x)))
 
 # %% ../../nbs/41_models.vocoder.ipynb #db02c8cf
 @dataclasses.dataclass
 class VocosConfig(Config):
     "Vocos mel vocoder (defaults: `charactr/vocos-mel-24khz`)."
+
     sample_rate: int = 24000
     n_fft: int = 1024
     hop_length: int = 256
@@ -87,45 +114,62 @@ class VocosConfig(Config):
     intermediate_dim: int = 1536
     num_layers: int = 8
     layer_scale_init_value: float | None = None
-    mag_prior: bool = False   # FreeV head: log|S| = log(pinv(mel filterbank) @ mel) + a predicted residual
+    mag_prior: bool = False  # FreeV head: log|S| = log(pinv(mel filterbank) @ mel) + a predicted residual
+
 
 class MelPriorISTFTHead(nn.Module):
     """Vocos' ISTFT head with the magnitude prior of FreeV (Lv et al. 2024): the network predicts a log-magnitude
     *residual* on top of the pseudo-inverse of the mel filterbank applied to the mel, and the phase as Vocos does.
     Parameters are those of `vocos.heads.ISTFTHead` (`out`, `istft`); the prior has none. The phase bias starts at
     pi*(k mod 2), the phase of a frame-centred pulse (the DFT origin is the frame start, the window's centre n_fft/2)."""
-    def __init__(self, dim: int, n_fft: int, hop_length: int, padding: str, fb: Tensor):   # fb: (n_fft//2+1, n_mels)
+
+    def __init__(self, dim: int, n_fft: int, hop_length: int, padding: str, fb: Tensor):  # fb: (n_fft//2+1, n_mels)
         super().__init__()
         from vocos.spectral_ops import ISTFT
+
         self.out = nn.Linear(dim, n_fft + 2)
         self.istft = ISTFT(n_fft=n_fft, hop_length=hop_length, win_length=n_fft, padding=padding)
-        self.register_buffer("pinv", torch.linalg.pinv(fb.T), persistent=False)        # (n_fft//2+1, n_mels)
+        self.register_buffer("pinv", torch.linalg.pinv(fb.T), persistent=False)  # (n_fft//2+1, n_mels)
         K = n_fft // 2 + 1
-        self.out.weight.data.mul_(0.1)                                                  # starts at the prior magnitude and at
-        self.out.bias.data = torch.cat([torch.zeros(K), math.pi * (torch.arange(K) % 2)])   # phase (-1)^k: frame-centred pulses
+        self.out.weight.data.mul_(0.1)  # starts at the prior magnitude and at
+        self.out.bias.data = torch.cat(
+            [torch.zeros(K), math.pi * (torch.arange(K) % 2)]
+        )  # phase (-1)^k: frame-centred pulses
 
-    def spectrum(self, x: Tensor, logmel: Tensor) -> Tensor:  # (B, F, dim), (B, n_mels, F) -> complex (B, n_fft//2+1, F)
+    def spectrum(
+        self, x: Tensor, logmel: Tensor
+    ) -> Tensor:  # (B, F, dim), (B, n_mels, F) -> complex (B, n_fft//2+1, F)
         residual, phase = self.out(x).transpose(1, 2).chunk(2, dim=1)
-        prior = (self.pinv @ logmel.exp()).clamp_min(1e-7).log()                        # log |S| implied by the mel
+        prior = (self.pinv @ logmel.exp()).clamp_min(1e-7).log()  # log |S| implied by the mel
         return torch.polar((prior + residual).clamp(max=math.log(1e3)).exp(), phase)
 
-    def forward(self, x: Tensor, logmel: Tensor) -> Tensor: return self.istft(self.spectrum(x, logmel))   # (B, (F-1)*hop)
+    def forward(self, x: Tensor, logmel: Tensor) -> Tensor:
+        return self.istft(self.spectrum(x, logmel))  # (B, (F-1)*hop)
+
 
 class VocosVocoder(Pretrained, nn.Module):
     "Vocos from the `vocos` package: log-mel (B, n_mels, F) -> audio (B, 1, (F-1)*hop) (center padding)."
+
     config_cls = VocosConfig
+
     def __init__(self, cfg: VocosConfig | None = None):
         super().__init__()
         from vocos.feature_extractors import MelSpectrogramFeatures
         from vocos.heads import ISTFTHead
         from vocos.models import VocosBackbone
+
         self.cfg = c = cfg or VocosConfig()
         self.feature_extractor = MelSpectrogramFeatures(c.sample_rate, c.n_fft, c.hop_length, c.n_mels, c.padding)
         self.backbone = VocosBackbone(c.n_mels, c.dim, c.intermediate_dim, c.num_layers, c.layer_scale_init_value)
-        self.head = (MelPriorISTFTHead(c.dim, c.n_fft, c.hop_length, c.padding, self.feature_extractor.mel_spec.mel_scale.fb)
-                     if c.mag_prior else ISTFTHead(c.dim, c.n_fft, c.hop_length, c.padding))
+        self.head = (
+            MelPriorISTFTHead(c.dim, c.n_fft, c.hop_length, c.padding, self.feature_extractor.mel_spec.mel_scale.fb)
+            if c.mag_prior
+            else ISTFTHead(c.dim, c.n_fft, c.hop_length, c.padding)
+        )
         for m in (self.feature_extractor.mel_spec.spectrogram, self.head.istft):
-            m.window = m.window.clone()   # a periodic Hann window is a view of n_fft+1 floats: safetensors saves whole tensors
+            m.window = (
+                m.window.clone()
+            )  # a periodic Hann window is a view of n_fft+1 floats: safetensors saves whole tensors
         self.hop = c.hop_length
 
     def mel(self, audio: Tensor) -> Tensor:
@@ -133,90 +177,150 @@ class VocosVocoder(Pretrained, nn.Module):
         return self.feature_extractor(audio.squeeze(1) if audio.ndim == 3 else audio)
 
     def forward(self, mel: Tensor) -> Tensor:  # (B, n_mels, F>=2) -> (B, 1, (F-1)*hop)
-        check_tensor(mel, "VocosVocoder log-mel", f"(B, {self.cfg.n_mels}, frames)", ndim=3, sizes={1: self.cfg.n_mels},
-                     min_len=2)   # the centred ISTFT head trims half a window each side: 1 frame gives no audio
-        h = self.backbone(mel)                                                          # (B, F, dim)
+        check_tensor(
+            mel,
+            "VocosVocoder log-mel",
+            f"(B, {self.cfg.n_mels}, frames)",
+            ndim=3,
+            sizes={1: self.cfg.n_mels},
+            min_len=2,
+        )  # the centred ISTFT head trims half a window each side: 1 frame gives no audio
+        h = self.backbone(mel)  # (B, F, dim)
         return (self.head(h, mel) if self.cfg.mag_prior else self.head(h)).unsqueeze(1)
 
 # %% ../../nbs/41_models.vocoder.ipynb #3b333f6e
-_VOCOS_CLASSES = {"feature_extractor": "vocos.feature_extractors.MelSpectrogramFeatures",
-                  "backbone": "vocos.models.VocosBackbone", "head": "vocos.heads.ISTFTHead"}
+_VOCOS_CLASSES = {
+    "feature_extractor": "vocos.feature_extractors.MelSpectrogramFeatures",
+    "backbone": "vocos.models.VocosBackbone",
+    "head": "vocos.heads.ISTFTHead",
+}
+
 
 def vocos_config_from_yaml(path: str | os.PathLike) -> VocosConfig:
     "Map a Vocos `config.yaml` (mel feature extractor, Vocos backbone, ISTFT head) onto `VocosConfig`."
     path = Path(path)
-    try: raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError: raise CheckpointError(path, "no such file") from None
-    except yaml.YAMLError as e: raise CheckpointError(path, f"not valid YAML ({e})") from None
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(path, "no such file") from None
+    except yaml.YAMLError as e:
+        raise CheckpointError(path, f"not valid YAML ({e})") from None
     args = {}
     for part, cls in _VOCOS_CLASSES.items():
         sec = (raw or {}).get(part)
         if not isinstance(sec, dict) or sec.get("class_path") != cls:
             got = sec.get("class_path") if isinstance(sec, dict) else None
-            raise CheckpointError(path, f"{part}: expected class_path {cls}, got {got!r} (only the mel Vocos is supported)")
+            raise CheckpointError(
+                path, f"{part}: expected class_path {cls}, got {got!r} (only the mel Vocos is supported)"
+            )
         args[part] = sec.get("init_args", {})
     fe, bb, hd = args["feature_extractor"], args["backbone"], args["head"]
     if bb.get("input_channels", fe.get("n_mels", 100)) != fe.get("n_mels", 100) or hd.get("dim") != bb.get("dim"):
         raise CheckpointError(path, "feature extractor, backbone and head sizes disagree")
-    if bb.get("adanorm_num_embeddings"): raise CheckpointError(path, "adaptive-norm (EnCodec-conditioned) backbones are not supported")
+    if bb.get("adanorm_num_embeddings"):
+        raise CheckpointError(path, "adaptive-norm (EnCodec-conditioned) backbones are not supported")
     fe_d = dict(sample_rate=24000, n_fft=1024, hop_length=256, n_mels=100, padding="center") | fe
-    if hd.get("n_fft", fe_d["n_fft"]) != fe_d["n_fft"] or hd.get("hop_length", fe_d["hop_length"]) != fe_d["hop_length"]:
+    if (
+        hd.get("n_fft", fe_d["n_fft"]) != fe_d["n_fft"]
+        or hd.get("hop_length", fe_d["hop_length"]) != fe_d["hop_length"]
+    ):
         raise CheckpointError(path, "the head's n_fft/hop_length differ from the feature extractor's")
-    return VocosConfig(**fe_d, dim=bb["dim"], intermediate_dim=bb["intermediate_dim"], num_layers=bb["num_layers"],
-                       layer_scale_init_value=bb.get("layer_scale_init_value"))
+    return VocosConfig(
+        **fe_d,
+        dim=bb["dim"],
+        intermediate_dim=bb["intermediate_dim"],
+        num_layers=bb["num_layers"],
+        layer_scale_init_value=bb.get("layer_scale_init_value"),
+    )
+
 
 def load_vocos_dir(path: str | os.PathLike, map_location="cpu") -> VocosVocoder:
     "A `VocosVocoder` from a local `charactr/vocos-mel-24khz`-style folder (config.yaml + pytorch_model.bin)."
     path = Path(path)
-    model = VocosVocoder(vocos_config_from_yaml(path/"config.yaml"))
-    wpath = path/"pytorch_model.bin"
-    state = load_state(wpath, map_location)   # weights_only: pickled code, truncation or garbage raise CheckpointError
-    try: model.load_state_dict(state)
-    except RuntimeError as e: raise CheckpointError(wpath, f"does not match the config ({str(e).splitlines()[0]})") from None
+    model = VocosVocoder(vocos_config_from_yaml(path / "config.yaml"))
+    wpath = path / "pytorch_model.bin"
+    state = load_state(wpath, map_location)  # weights_only: pickled code, truncation or garbage raise CheckpointError
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(wpath, f"does not match the config ({str(e).splitlines()[0]})") from None
     return model.eval()
+
 
 def save_vocos_dir(model: VocosVocoder, path: str | os.PathLike) -> Path:
     "Write `model` as config.yaml + pytorch_model.bin (the hub layout), atomically."
     c, path = model.cfg, Path(path)
-    if c.mag_prior: raise ConfigError("save_vocos_dir: the hub layout has no magnitude-prior head (mag_prior=True); use save_pretrained")
-    cfg = {"feature_extractor": {"class_path": _VOCOS_CLASSES["feature_extractor"], "init_args": dict(
-               sample_rate=c.sample_rate, n_fft=c.n_fft, hop_length=c.hop_length, n_mels=c.n_mels, padding=c.padding)},
-           "backbone": {"class_path": _VOCOS_CLASSES["backbone"], "init_args": dict(
-               input_channels=c.n_mels, dim=c.dim, intermediate_dim=c.intermediate_dim, num_layers=c.num_layers,
-               **({"layer_scale_init_value": c.layer_scale_init_value} if c.layer_scale_init_value is not None else {}))},
-           "head": {"class_path": _VOCOS_CLASSES["head"], "init_args": dict(dim=c.dim, n_fft=c.n_fft, hop_length=c.hop_length, padding=c.padding)}}
-    with atomic_write(path/"config.yaml", "w") as f: yaml.safe_dump(cfg, f, sort_keys=False)
-    with atomic_path(path/"pytorch_model.bin") as tmp: torch.save(model.state_dict(), tmp)
+    if c.mag_prior:
+        raise ConfigError(
+            "save_vocos_dir: the hub layout has no magnitude-prior head (mag_prior=True); use save_pretrained"
+        )
+    cfg = {
+        "feature_extractor": {
+            "class_path": _VOCOS_CLASSES["feature_extractor"],
+            "init_args": dict(
+                sample_rate=c.sample_rate, n_fft=c.n_fft, hop_length=c.hop_length, n_mels=c.n_mels, padding=c.padding
+            ),
+        },
+        "backbone": {
+            "class_path": _VOCOS_CLASSES["backbone"],
+            "init_args": dict(
+                input_channels=c.n_mels,
+                dim=c.dim,
+                intermediate_dim=c.intermediate_dim,
+                num_layers=c.num_layers,
+                **(
+                    {"layer_scale_init_value": c.layer_scale_init_value} if c.layer_scale_init_value is not None else {}
+                ),
+            ),
+        },
+        "head": {
+            "class_path": _VOCOS_CLASSES["head"],
+            "init_args": dict(dim=c.dim, n_fft=c.n_fft, hop_length=c.hop_length, padding=c.padding),
+        },
+    }
+    with atomic_write(path / "config.yaml", "w") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False)
+    with atomic_path(path / "pytorch_model.bin") as tmp:
+        torch.save(model.state_dict(), tmp)
     return path
 
 # %% ../../nbs/41_models.vocoder.ipynb #c79da41f
 @dataclasses.dataclass
 class VocoderLossConfig(Config):
     "GAN vocoder objective and discriminators."
-    disc: str = "mpd+msd"                # 'mpd+msd' (HiFi-GAN) | 'mpd+mrstft' (Vocos-style) | 'none' (no GAN: fast tiny runs)
+
+    disc: str = "mpd+msd"  # 'mpd+msd' (HiFi-GAN) | 'mpd+mrstft' (Vocos-style) | 'none' (no GAN: fast tiny runs)
     periods: tuple = (2, 3, 5, 7, 11)
-    disc_width: float = 1.0              # multiplies discriminator widths (tiny runs shrink it)
+    disc_width: float = 1.0  # multiplies discriminator widths (tiny runs shrink it)
     w_mel: float = 45.0
     w_fm: float = 2.0
     w_adv: float = 1.0
-    w_stft: float = 0.0                  # optional MR-STFT term (spectral convergence + log magnitude)
+    w_stft: float = 0.0  # optional MR-STFT term (spectral convergence + log magnitude)
     stft_sizes: tuple = (1024, 512, 256, 128)
+
 
 def make_discriminator(cfg: VocoderLossConfig) -> nn.Module | None:
     "The discriminators named by `cfg.disc`, widths scaled by `cfg.disc_width` (None for 'none')."
-    if cfg.disc == "none": return None
+    if cfg.disc == "none":
+        return None
     w = lambda chs: tuple(max(4, int(c * cfg.disc_width)) for c in chs)
     mpd = MultiPeriodDiscriminator(cfg.periods, channels=w((32, 128, 512, 1024, 1024)))
     if cfg.disc == "mpd+msd":
         chs = w((128, 128, 256, 512, 1024, 1024, 1024))
-        groups = tuple(math.gcd(g, a, b) for g, a, b in zip((1, 4, 16, 16, 16, 16, 1), (1, *chs), chs))  # must divide both widths
+        groups = tuple(
+            math.gcd(g, a, b) for g, a, b in zip((1, 4, 16, 16, 16, 16, 1), (1, *chs), chs)
+        )  # must divide both widths
         return CombinedDiscriminator(mpd, MultiScaleDiscriminator(3, channels=chs, groups=groups))
     if cfg.disc == "mpd+mrstft":
-        return CombinedDiscriminator(mpd, MultiResolutionSTFTDiscriminator((2048, 1024, 512), filters=max(4, int(32 * cfg.disc_width))))
+        return CombinedDiscriminator(
+            mpd, MultiResolutionSTFTDiscriminator((2048, 1024, 512), filters=max(4, int(32 * cfg.disc_width)))
+        )
     raise ConfigError(f"unknown discriminator set {cfg.disc!r}; known: 'mpd+msd', 'mpd+mrstft', 'none'")
+
 
 class VocoderTask(nn.Module):
     "A mel vocoder (HiFiGAN or VocosVocoder) + discriminators + losses, trained in 'disc' / 'gen' phases."
+
     def __init__(self, generator: nn.Module, preset: str, loss: VocoderLossConfig | None = None):
         super().__init__()
         self.generator, self.lcfg = generator, loss or VocoderLossConfig()
@@ -235,7 +339,7 @@ class VocoderTask(nn.Module):
         return y[..., :T] if y.shape[-1] >= T else F.pad(y, (0, T - y.shape[-1]))
 
     def training_step(self, batch, phase: str = "main", ctx: dict | None = None) -> dict:
-        x = batch[0] if isinstance(batch, (list, tuple)) else batch          # (B, 1, T)
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch  # (B, 1, T)
         if phase == "disc":
             ctx["fake"] = fake = self.generate(x)
             return dict(loss=lsgan_d_loss(self.disc(x)[0], self.disc(fake.detach())[0]))
@@ -243,7 +347,8 @@ class VocoderTask(nn.Module):
         logs = dict(mel=self.mel_loss(fake, x))
         logs["loss"] = l.w_mel * logs["mel"]
         if self.stft_loss is not None:
-            logs["stft"] = self.stft_loss(fake, x); logs["loss"] = logs["loss"] + l.w_stft * logs["stft"]
+            logs["stft"] = self.stft_loss(fake, x)
+            logs["loss"] = logs["loss"] + l.w_stft * logs["stft"]
         if phase == "gen":
             (_, real_feats), (fake_logits, fake_feats) = self.disc(x), self.disc(fake)
             logs["adv"], logs["fm"] = lsgan_g_loss(fake_logits), feature_matching_loss(real_feats, fake_feats)
@@ -257,13 +362,20 @@ class VocoderTask(nn.Module):
         return dict(loss=mel, mel=mel)
 
 # %% ../../nbs/41_models.vocoder.ipynb #4345c256
-def train_vocoder(generator: nn.Module, preset: str, train: Tensor, loss: VocoderLossConfig, train_cfg, batch_size: int = 8,
-                  cbs=()) -> tuple[VocoderTask, "Learner"]:
+def train_vocoder(
+    generator: nn.Module, preset: str, train: Tensor, loss: VocoderLossConfig, train_cfg, batch_size: int = 8, cbs=()
+) -> tuple[VocoderTask, "Learner"]:
     "GAN-train `generator` on audio segments (N, 1, T) with the audiolab `Learner`; returns the task and the learner."
     from torch.utils.data import DataLoader, TensorDataset
     from audiolab.train.learner import Learner
+
     task = VocoderTask(generator, preset, loss)
-    learn = Learner(task, DataLoader(TensorDataset(train), batch_size=batch_size, shuffle=True, drop_last=True),
-                    cfg=train_cfg, phases=task.phases(), cbs=cbs)
+    learn = Learner(
+        task,
+        DataLoader(TensorDataset(train), batch_size=batch_size, shuffle=True, drop_last=True),
+        cfg=train_cfg,
+        phases=task.phases(),
+        cbs=cbs,
+    )
     learn.fit()
     return task.eval(), learn

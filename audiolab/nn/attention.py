@@ -16,6 +16,7 @@ from ..core import ConfigError
 
 try:  # Dao-AILab flash-attn: optional, CUDA only. A broken install (wrong CUDA) must not break audiolab.
     from flash_attn import flash_attn_func, flash_attn_varlen_func
+
     HAS_FLASH_ATTN = True
 except Exception:  # ImportError, or OSError/RuntimeError from a mismatched binary
     flash_attn_func = flash_attn_varlen_func = None
@@ -35,55 +36,89 @@ def causal_mask(tq: int, tk: int, device=None) -> Tensor:
 # %% ../../nbs/20_nn.attention.ipynb #ae637fc4
 def _as_4d(m: Tensor) -> Tensor:
     "Broadcastable `(B|1, H|1, Tq, Tk)` view of a `(Tq,Tk)`, `(B,Tq,Tk)` or `(B,H,Tq,Tk)` mask."
-    if m.dim() == 2: return m[None, None]
-    if m.dim() == 3: return m[:, None]
-    if m.dim() == 4: return m
+    if m.dim() == 2:
+        return m[None, None]
+    if m.dim() == 3:
+        return m[:, None]
+    if m.dim() == 4:
+        return m
     raise ValueError(f"attn_mask must have 2, 3 or 4 dims, got shape {tuple(m.shape)}")
 
-def combine_masks(tq: int, tk: int, causal: bool = False, key_padding_mask: Tensor | None = None,
-                  attn_mask: Tensor | None = None, device=None) -> Tensor | None:
+
+def combine_masks(
+    tq: int,
+    tk: int,
+    causal: bool = False,
+    key_padding_mask: Tensor | None = None,
+    attn_mask: Tensor | None = None,
+    device=None,
+) -> Tensor | None:
     """One SDPA mask (bool True = attend, or float additive) from the three kinds, or None if none applies.
     Rows that could attend to nothing are opened (see above) so no NaN appears."""
     parts = []
-    if causal and tq > 1: parts.append(causal_mask(tq, tk, device)[None, None])
+    if causal and tq > 1:
+        parts.append(causal_mask(tq, tk, device)[None, None])
     if key_padding_mask is not None:
         if key_padding_mask.shape[-1] != tk:
-            raise ValueError(f"key_padding_mask has {key_padding_mask.shape[-1]} keys but attention has {tk} "
-                             "(with a KV cache the mask covers cached + new keys)")
+            raise ValueError(
+                f"key_padding_mask has {key_padding_mask.shape[-1]} keys but attention has {tk} "
+                "(with a KV cache the mask covers cached + new keys)"
+            )
         parts.append(~key_padding_mask.bool()[:, None, None, :])
-    if attn_mask is not None: parts.append(_as_4d(attn_mask))
-    if not parts: return None
+    if attn_mask is not None:
+        parts.append(_as_4d(attn_mask))
+    if not parts:
+        return None
     bools = [p for p in parts if p.dtype == torch.bool]
     floats = [p for p in parts if p.dtype != torch.bool]
     allowed = None
-    for p in bools: allowed = p if allowed is None else allowed & p
+    for p in bools:
+        allowed = p if allowed is None else allowed & p
     if not floats:
         return allowed | ~allowed.any(-1, keepdim=True)
     m = floats[0]
-    for p in floats[1:]: m = m + p
-    if allowed is not None: m = m.masked_fill(~allowed, float("-inf"))
+    for p in floats[1:]:
+        m = m + p
+    if allowed is not None:
+        m = m.masked_fill(~allowed, float("-inf"))
     dead = torch.isneginf(m).all(-1, keepdim=True)
     return m.masked_fill(dead, 0.0)
 
 # %% ../../nbs/20_nn.attention.ipynb #9808f063
-def naive_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None, dropout_p: float = 0.0,
-                    is_causal: bool = False, scale: float | None = None) -> Tensor:
+def naive_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    attn_mask: Tensor | None = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    scale: float | None = None,
+) -> Tensor:
     "softmax(q kᵀ · scale + mask) v, materialising the `(B, H, Tq, Tk)` weights. q,k,v: `(B, H, T, Dh)`."
     scale = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
-    w = (q @ k.transpose(-2, -1)) * scale                     # (B, H, Tq, Tk)
+    w = (q @ k.transpose(-2, -1)) * scale  # (B, H, Tq, Tk)
     if is_causal:
         w = w.masked_fill(~torch.ones(w.shape[-2:], dtype=torch.bool, device=w.device).tril(), float("-inf"))
     if attn_mask is not None:
         w = w.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else w + attn_mask
     w = F.dropout(w.softmax(-1), dropout_p) if dropout_p > 0 else w.softmax(-1)
-    return w @ v                                              # (B, H, Tq, Dh)
+    return w @ v  # (B, H, Tq, Dh)
 
 # %% ../../nbs/20_nn.attention.ipynb #5d29e393
 BACKENDS = ("auto", "sdpa", "flash", "naive")
 
+
 def _flash_ok(q: Tensor, attn_mask, key_padding_mask, causal: bool) -> bool:
-    return (HAS_FLASH_ATTN and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256
-            and q.shape[-1] % 8 == 0 and attn_mask is None and (key_padding_mask is None or not causal))
+    return (
+        HAS_FLASH_ATTN
+        and q.is_cuda
+        and q.dtype in (torch.float16, torch.bfloat16)
+        and q.shape[-1] <= 256
+        and q.shape[-1] % 8 == 0
+        and attn_mask is None
+        and (key_padding_mask is None or not causal)
+    )
+
 
 def _flash_attend(q, k, v, causal, key_padding_mask, dropout_p, scale) -> Tensor:
     "flash-attn on `(B, H, T, Dh)` tensors; key padding through the varlen kernel."
@@ -93,46 +128,75 @@ def _flash_attend(q, k, v, causal, key_padding_mask, dropout_p, scale) -> Tensor
         o = flash_attn_func(q, k, v, dropout_p=dropout_p, softmax_scale=scale, causal=causal and Tq > 1)
         return rearrange(o, "b t h d -> b h t d")
     Tk = k.shape[1]
-    keep = ~key_padding_mask.bool()                           # (B, Tk)
+    keep = ~key_padding_mask.bool()  # (B, Tk)
     lens_k = keep.sum(-1, dtype=torch.int32)
     cu_k = F.pad(lens_k.cumsum(0, dtype=torch.int32), (1, 0))
     cu_q = torch.arange(0, (B + 1) * Tq, Tq, dtype=torch.int32, device=q.device)
     idx = keep.flatten().nonzero().squeeze(-1)
     kf, vf = (rearrange(t, "b t h d -> (b t) h d")[idx] for t in (k, v))
-    o = flash_attn_varlen_func(rearrange(q, "b t h d -> (b t) h d"), kf, vf, cu_q, cu_k, Tq,
-                               int(lens_k.max()), dropout_p=dropout_p, softmax_scale=scale, causal=False)
+    o = flash_attn_varlen_func(
+        rearrange(q, "b t h d -> (b t) h d"),
+        kf,
+        vf,
+        cu_q,
+        cu_k,
+        Tq,
+        int(lens_k.max()),
+        dropout_p=dropout_p,
+        softmax_scale=scale,
+        causal=False,
+    )
     return rearrange(o, "(b t) h d -> b h t d", b=B)
 
-def attend(q: Tensor, k: Tensor, v: Tensor, causal: bool = False, key_padding_mask: Tensor | None = None,
-           attn_mask: Tensor | None = None, dropout_p: float = 0.0, scale: float | None = None,
-           backend: str = "auto") -> Tensor:
+
+def attend(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    causal: bool = False,
+    key_padding_mask: Tensor | None = None,
+    attn_mask: Tensor | None = None,
+    dropout_p: float = 0.0,
+    scale: float | None = None,
+    backend: str = "auto",
+) -> Tensor:
     "Attention of `(B, H, Tq, Dh)` queries on `(B, H, Tk, Dh)` keys/values with the masks described above."
-    if backend not in BACKENDS: raise ConfigError(f"attention backend {backend!r} not in {BACKENDS}")
+    if backend not in BACKENDS:
+        raise ConfigError(f"attention backend {backend!r} not in {BACKENDS}")
     if backend in ("auto", "flash") and _flash_ok(q, attn_mask, key_padding_mask, causal):
         return _flash_attend(q, k, v, causal, key_padding_mask, dropout_p, scale)
     if backend == "flash":
-        raise ConfigError("backend='flash' needs flash_attn installed, CUDA fp16/bf16 tensors, head dim <= 256 "
-                          "and a mask that is none, causal, or key padding without causality")
+        raise ConfigError(
+            "backend='flash' needs flash_attn installed, CUDA fp16/bf16 tensors, head dim <= 256 "
+            "and a mask that is none, causal, or key padding without causality"
+        )
     tq, tk = q.shape[-2], k.shape[-2]
     fast_causal = causal and tq == tk and key_padding_mask is None and attn_mask is None
     mask = None if fast_causal else combine_masks(tq, tk, causal, key_padding_mask, attn_mask, q.device)
-    if mask is not None and mask.dtype != torch.bool: mask = mask.to(q.dtype)
+    if mask is not None and mask.dtype != torch.bool:
+        mask = mask.to(q.dtype)
     fn = naive_attention if backend == "naive" else F.scaled_dot_product_attention
     return fn(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=fast_causal, scale=scale)
 
 # %% ../../nbs/20_nn.attention.ipynb #b9546281
 class RotaryEmbedding(nn.Module):
     "Rotate `(B, H, T, Dh)` queries/keys by their positions: `offset, offset+1, ...`, or a `(T,)` or `(B, T)` tensor."
+
     def __init__(self, head_dim: int, base: float = 10000.0):
         super().__init__()
-        if head_dim % 2: raise ConfigError(f"rotary embeddings need an even head dim, got {head_dim}")
+        if head_dim % 2:
+            raise ConfigError(f"rotary embeddings need an even head dim, got {head_dim}")
         self.register_buffer("inv_freq", base ** (-torch.arange(0, head_dim, 2).float() / head_dim), persistent=False)
 
     def forward(self, x: Tensor, offset: int | Tensor = 0) -> Tensor:
-        pos = (offset.to(x.device, torch.float32) if torch.is_tensor(offset)
-               else torch.arange(offset, offset + x.shape[-2], device=x.device, dtype=torch.float32))   # (T,)
-        ang = pos[..., None] * self.inv_freq                  # ([B,] T, Dh/2)
-        if ang.ndim == 3: ang = ang[:, None]                  # (B, 1, T, Dh/2): per-sequence positions
+        pos = (
+            offset.to(x.device, torch.float32)
+            if torch.is_tensor(offset)
+            else torch.arange(offset, offset + x.shape[-2], device=x.device, dtype=torch.float32)
+        )  # (T,)
+        ang = pos[..., None] * self.inv_freq  # ([B,] T, Dh/2)
+        if ang.ndim == 3:
+            ang = ang[:, None]  # (B, 1, T, Dh/2): per-sequence positions
         cos, sin = ang.cos(), ang.sin()
         x1, x2 = x.float().chunk(2, dim=-1)
         return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
@@ -140,6 +204,7 @@ class RotaryEmbedding(nn.Module):
 # %% ../../nbs/20_nn.attention.ipynb #6d38658f
 class KVCache:
     "Keys/values `(B, H, T, Dh)` of one attention layer, for incremental decoding."
+
     def __init__(self, max_len: int | None = None):
         self.max_len = max_len
         self.reset()
@@ -150,7 +215,8 @@ class KVCache:
         self.length = 0
 
     @property
-    def filled(self) -> bool: return self.k is not None
+    def filled(self) -> bool:
+        return self.k is not None
 
     def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         "Append `(B, H, t, Dh)` keys/values; return all keys/values so far."
@@ -166,10 +232,10 @@ class KVCache:
             B, H, _, Dh = k.shape
             self.k = k.new_empty(B, H, self.max_len, Dh)
             self.v = v.new_empty(B, H, self.max_len, v.shape[-1])
-        self.k[..., self.length:self.length + t, :] = k
-        self.v[..., self.length:self.length + t, :] = v
+        self.k[..., self.length : self.length + t, :] = k
+        self.v[..., self.length : self.length + t, :] = v
         self.length += t
-        return self.k[..., :self.length, :], self.v[..., :self.length, :]
+        return self.k[..., : self.length, :], self.v[..., : self.length, :]
 
     def set(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         "Store static keys/values (cross-attention memory)."
@@ -177,36 +243,55 @@ class KVCache:
         return k, v
 
     def get(self) -> tuple[Tensor, Tensor]:
-        return self.k[..., :self.length, :], self.v[..., :self.length, :]
+        return self.k[..., : self.length, :], self.v[..., : self.length, :]
 
     def reorder(self, index: Tensor):
         "Select batch rows (beam search, dropping finished sequences)."
-        if self.k is not None: self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
+        if self.k is not None:
+            self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
 
-    def __repr__(self): return f"KVCache(length={self.length}, max_len={self.max_len})"
+    def __repr__(self):
+        return f"KVCache(length={self.length}, max_len={self.max_len})"
 
 # %% ../../nbs/20_nn.attention.ipynb #01529080
 DROPOUT_MODES = ("auto", "probs", "output")
+
 
 class MultiHeadAttention(nn.Module):
     """Self- or cross-attention `(B, T, D) -> (B, T, D)` with optional RoPE, QK-norm and a KV cache.
 
     `cross=True` takes keys/values from `context` `(B, S, context_dim or D)`."""
-    def __init__(self, dim: int, heads: int, dropout: float = 0.0, cross: bool = False, qk_norm: bool = False,
-                 bias: bool = False, rope: bool = False, context_dim: int | None = None,
-                 dropout_mode: str = "auto", backend: str = "auto", rope_base: float = 10000.0):
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        dropout: float = 0.0,
+        cross: bool = False,
+        qk_norm: bool = False,
+        bias: bool = False,
+        rope: bool = False,
+        context_dim: int | None = None,
+        dropout_mode: str = "auto",
+        backend: str = "auto",
+        rope_base: float = 10000.0,
+    ):
         super().__init__()
-        if dim % heads: raise ConfigError(f"dim={dim} is not divisible by heads={heads}")
-        if dropout_mode not in DROPOUT_MODES: raise ConfigError(f"dropout_mode {dropout_mode!r} not in {DROPOUT_MODES}")
-        if backend not in BACKENDS: raise ConfigError(f"attention backend {backend!r} not in {BACKENDS}")
-        if rope and cross: raise ConfigError("rotary embeddings apply to self-attention only")
+        if dim % heads:
+            raise ConfigError(f"dim={dim} is not divisible by heads={heads}")
+        if dropout_mode not in DROPOUT_MODES:
+            raise ConfigError(f"dropout_mode {dropout_mode!r} not in {DROPOUT_MODES}")
+        if backend not in BACKENDS:
+            raise ConfigError(f"attention backend {backend!r} not in {BACKENDS}")
+        if rope and cross:
+            raise ConfigError("rotary embeddings apply to self-attention only")
         self.dim, self.heads, self.head_dim, self.cross = dim, heads, dim // heads, cross
         self.dropout, self.dropout_mode, self.backend = dropout, dropout_mode, backend
         if cross:
             self.q_proj = nn.Linear(dim, dim, bias=bias)
             self.kv_proj = nn.Linear(context_dim or dim, 2 * dim, bias=bias)
         else:
-            self.qkv_proj = nn.Linear(dim, 3 * dim, bias=bias)   # one matmul for q, k, v
+            self.qkv_proj = nn.Linear(dim, 3 * dim, bias=bias)  # one matmul for q, k, v
         self.out_proj = nn.Linear(dim, dim, bias=bias)
         self.q_norm = nn.RMSNorm(self.head_dim) if qk_norm else nn.Identity()
         self.k_norm = nn.RMSNorm(self.head_dim) if qk_norm else nn.Identity()
@@ -221,33 +306,56 @@ class MultiHeadAttention(nn.Module):
         return self.k_norm(self._heads(k)), self._heads(v)
 
 # %% ../../nbs/20_nn.attention.ipynb #a7bf6a84
-def _mha_forward(self: MultiHeadAttention, x: Tensor, context: Tensor | None = None, *, causal: bool = False,
-                 key_padding_mask: Tensor | None = None, attn_mask: Tensor | None = None,
-                 cache: KVCache | None = None, pos: int | None = None) -> Tensor:
+def _mha_forward(
+    self: MultiHeadAttention,
+    x: Tensor,
+    context: Tensor | None = None,
+    *,
+    causal: bool = False,
+    key_padding_mask: Tensor | None = None,
+    attn_mask: Tensor | None = None,
+    cache: KVCache | None = None,
+    pos: int | None = None,
+) -> Tensor:
     """x: `(B, T, D)` queries. Self-attention: keys are `x` (plus the cache). Cross-attention: keys are
     `context` `(B, S, Dc)`, or the cached memory when `cache` is filled. RoPE positions: `pos` (an offset, a `(T,)` or a
     `(B, T)` tensor), else the cache length, else 0. Returns `(B, T, D)`."""
     p = self.dropout if self.training else 0.0
     mode = self.dropout_mode if self.dropout_mode != "auto" else ("probs" if x.is_cuda else "output")
     if self.cross:
-        q = self.q_norm(self._heads(self.q_proj(x)))                           # (B, H, T, Dh)
-        if cache is not None and cache.filled: k, v = cache.get()
+        q = self.q_norm(self._heads(self.q_proj(x)))  # (B, H, T, Dh)
+        if cache is not None and cache.filled:
+            k, v = cache.get()
         else:
-            if context is None: raise ValueError("cross-attention needs `context` (or a filled cache)")
-            k, v = self._kv(context)                                           # (B, H, S, Dh)
-            if cache is not None: cache.set(k, v)
+            if context is None:
+                raise ValueError("cross-attention needs `context` (or a filled cache)")
+            k, v = self._kv(context)  # (B, H, S, Dh)
+            if cache is not None:
+                cache.set(k, v)
     else:
-        if context is not None: raise ValueError("self-attention takes no `context`; build it with cross=True")
+        if context is not None:
+            raise ValueError("self-attention takes no `context`; build it with cross=True")
         q, k, v = (self._heads(t) for t in self.qkv_proj(x).chunk(3, dim=-1))  # (B, H, T, Dh) each
         q, k = self.q_norm(q), self.k_norm(k)
         if self.rope is not None:
             off = pos if pos is not None else (cache.length if cache is not None else 0)
             q, k = self.rope(q, off), self.rope(k, off)
-        if cache is not None: k, v = cache.update(k, v)                        # (B, H, Tpast + T, Dh)
-    o = attend(q, k, v, causal=causal and not self.cross, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
-               dropout_p=p if mode == "probs" else 0.0, backend=self.backend)  # (B, H, T, Dh)
-    o = o.transpose(1, 2).reshape(*x.shape[:2], self.dim)                       # (B, T, D)
-    if mode == "output" and p > 0: o = F.dropout(o, p, training=True)
+        if cache is not None:
+            k, v = cache.update(k, v)  # (B, H, Tpast + T, Dh)
+    o = attend(
+        q,
+        k,
+        v,
+        causal=causal and not self.cross,
+        key_padding_mask=key_padding_mask,
+        attn_mask=attn_mask,
+        dropout_p=p if mode == "probs" else 0.0,
+        backend=self.backend,
+    )  # (B, H, T, Dh)
+    o = o.transpose(1, 2).reshape(*x.shape[:2], self.dim)  # (B, T, D)
+    if mode == "output" and p > 0:
+        o = F.dropout(o, p, training=True)
     return self.out_proj(o)
+
 
 MultiHeadAttention.forward = _mha_forward

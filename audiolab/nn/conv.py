@@ -22,6 +22,7 @@ __all__ = ['Snake', 'maybe_weight_norm', 'WNConv1d', 'WNConvTranspose1d', 'same_
 # %% ../../nbs/23_nn.conv.ipynb #a23ce29f
 class Snake(nn.Module):
     "Periodic activation `x + 1/(beta+eps) * sin^2(alpha*x)`, per-channel alpha/beta stored as logs."
+
     def __init__(self, channels: int, alpha: float = 1.0, beta: float = 1.0, eps: float = 1e-9):
         super().__init__()
         self.log_alpha = nn.Parameter(torch.full((1, channels, 1), math.log(alpha)))  # (1, C, 1)
@@ -29,31 +30,38 @@ class Snake(nn.Module):
         self.eps = eps
 
     @property
-    def alpha(self) -> Tensor: return self.log_alpha.exp()
+    def alpha(self) -> Tensor:
+        return self.log_alpha.exp()
+
     @property
-    def beta(self) -> Tensor: return self.log_beta.exp()
+    def beta(self) -> Tensor:
+        return self.log_beta.exp()
 
     def forward(self, x: Tensor) -> Tensor:  # (B, C, T) -> (B, C, T)
         inv_beta = (self.beta + self.eps).reciprocal()
         if torch.is_grad_enabled() and (x.requires_grad or self.log_alpha.requires_grad):
             return x + (self.alpha * x).sin().pow(2) * inv_beta
-        t = (x * self.alpha).sin_()            # inference: one temporary, updated in place
+        t = (x * self.alpha).sin_()  # inference: one temporary, updated in place
         return torch.addcmul(x, t.mul_(t), inv_beta)
 
-    def extra_repr(self): return f"{self.log_alpha.shape[1]}"
+    def extra_repr(self):
+        return f"{self.log_alpha.shape[1]}"
 
 # %% ../../nbs/23_nn.conv.ipynb #bd061e60
 def maybe_weight_norm(module: nn.Module, on: bool = True) -> nn.Module:
     "Apply weight normalisation to `module.weight` when `on`."
     return _weight_norm(module) if on else module
 
+
 def WNConv1d(*args, **kwargs) -> nn.Conv1d:
     "A weight-normed `nn.Conv1d`."
     return _weight_norm(nn.Conv1d(*args, **kwargs))
 
+
 def WNConvTranspose1d(*args, **kwargs) -> nn.ConvTranspose1d:
     "A weight-normed `nn.ConvTranspose1d`."
     return _weight_norm(nn.ConvTranspose1d(*args, **kwargs))
+
 
 def same_padding(kernel_size: int, dilation: int = 1) -> int:
     "Symmetric padding that keeps the length of a stride-1 conv with an odd effective kernel."
@@ -63,43 +71,63 @@ def same_padding(kernel_size: int, dilation: int = 1) -> int:
 class StreamingState(dict):
     "Streaming buffers of a module tree: child name -> a tensor (leaf conv) or a nested `StreamingState`."
 
+
 def step_sequential(module: nn.Module, x: Tensor, state: StreamingState | None) -> tuple[Tensor, StreamingState]:
     "Stream `x` through the children of `module` in order; children without `step` must be pointwise."
     state = StreamingState() if state is None else state
     for name, m in module.named_children():
-        if hasattr(m, "step"): x, state[name] = m.step(x, state.get(name))
+        if hasattr(m, "step"):
+            x, state[name] = m.step(x, state.get(name))
         elif isinstance(m, (nn.Conv1d, nn.ConvTranspose1d, nn.Sequential, nn.ModuleList)):
             raise TypeError(f"{type(m).__name__} child {name!r} cannot stream (no `step`); use the causal blocks")
-        else: x = m(x)
+        else:
+            x = m(x)
     return x, state
+
 
 def stream(module: nn.Module, x: Tensor, chunks: Sequence[int]) -> Tensor:
     "Run `module.step` over `x` (B, C, T) split into `chunks` sizes (summing to T) and concatenate the outputs."
-    if sum(chunks) != x.shape[-1]: raise ValueError(f"chunk sizes sum to {sum(chunks)}, input has {x.shape[-1]} frames")
+    if sum(chunks) != x.shape[-1]:
+        raise ValueError(f"chunk sizes sum to {sum(chunks)}, input has {x.shape[-1]} frames")
     outs, state, i = [], None, 0
     for n in chunks:
-        y, state = module.step(x[..., i:i + n], state); outs.append(y); i += n
+        y, state = module.step(x[..., i : i + n], state)
+        outs.append(y)
+        i += n
     return torch.cat(outs, -1)
+
 
 def random_chunks(total: int, max_chunk: int, generator: torch.Generator | None = None) -> list[int]:
     "Random chunk sizes in [0, max_chunk] that sum to `total` (zero-size chunks included on purpose)."
     sizes = []
     while total > 0:
         n = min(total, int(torch.randint(0, max_chunk + 1, (1,), generator=generator)))
-        sizes.append(n); total -= n
+        sizes.append(n)
+        total -= n
     return sizes
 
 # %% ../../nbs/23_nn.conv.ipynb #f7528c28
 class CausalConv1d(nn.Module):
     "Left-padded `Conv1d`: output frame n depends on inputs `[.., n*stride]`. `step` streams it exactly."
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, dilation: int = 1,
-                 groups: int = 1, bias: bool = True, weight_norm: bool = False):
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        dilation: int = 1,
+        groups: int = 1,
+        bias: bool = True,
+        weight_norm: bool = False,
+    ):
         super().__init__()
         self.receptive = (kernel_size - 1) * dilation + 1  # inputs one output frame reads
         if self.receptive < stride:
             raise ConfigError(f"CausalConv1d: receptive field {self.receptive} < stride {stride} would skip inputs")
-        self.conv = maybe_weight_norm(nn.Conv1d(in_channels, out_channels, kernel_size, stride, 0, dilation, groups, bias),
-                                      weight_norm)
+        self.conv = maybe_weight_norm(
+            nn.Conv1d(in_channels, out_channels, kernel_size, stride, 0, dilation, groups, bias), weight_norm
+        )
         self.stride, self.pad = stride, self.receptive - 1
 
     def forward(self, x: Tensor) -> Tensor:  # (B, Cin, T) -> (B, Cout, ceil(T/stride))
@@ -107,53 +135,85 @@ class CausalConv1d(nn.Module):
 
     def step(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
         "Consume chunk `x` (B, Cin, n); `state` is the unconsumed tail of the left-padded input."
-        if state is None: state = x.new_zeros(*x.shape[:-1], self.pad)
-        buf = torch.cat([state, x], -1)                                    # (B, Cin, L)
-        m = (buf.shape[-1] - self.receptive) // self.stride + 1            # complete output frames
-        if m <= 0: return x.new_zeros(x.shape[0], self.conv.out_channels, 0), buf
-        y = self.conv(buf[..., :(m - 1) * self.stride + self.receptive])  # (B, Cout, m)
-        return y, buf[..., m * self.stride:]
+        if state is None:
+            state = x.new_zeros(*x.shape[:-1], self.pad)
+        buf = torch.cat([state, x], -1)  # (B, Cin, L)
+        m = (buf.shape[-1] - self.receptive) // self.stride + 1  # complete output frames
+        if m <= 0:
+            return x.new_zeros(x.shape[0], self.conv.out_channels, 0), buf
+        y = self.conv(buf[..., : (m - 1) * self.stride + self.receptive])  # (B, Cout, m)
+        return y, buf[..., m * self.stride :]
 
 # %% ../../nbs/23_nn.conv.ipynb #96735251
 class CausalConvTranspose1d(nn.Module):
     "Causal `ConvTranspose1d`: (B, Cin, T) -> (B, Cout, T*stride), cropped on the right; `step` streams it."
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, bias: bool = True,
-                 weight_norm: bool = False):
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int,
+        bias: bool = True,
+        weight_norm: bool = False,
+    ):
         super().__init__()
-        if kernel_size < stride: raise ConfigError(f"CausalConvTranspose1d: kernel_size {kernel_size} < stride {stride}")
-        self.conv = maybe_weight_norm(nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride, bias=bias),
-                                      weight_norm)
+        if kernel_size < stride:
+            raise ConfigError(f"CausalConvTranspose1d: kernel_size {kernel_size} < stride {stride}")
+        self.conv = maybe_weight_norm(
+            nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride, bias=bias), weight_norm
+        )
         self.stride, self.overlap = stride, kernel_size - stride
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv(x)[..., :x.shape[-1] * self.stride]
+        return self.conv(x)[..., : x.shape[-1] * self.stride]
 
     def step(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
         "Consume `x` (B, Cin, n), emit (B, Cout, n*stride); `state` holds the pending overlap (without bias)."
         B, n = x.shape[0], x.shape[-1]
-        if state is None: state = x.new_zeros(B, self.conv.out_channels, self.overlap)
-        if n == 0: return x.new_zeros(B, self.conv.out_channels, 0), state
+        if state is None:
+            state = x.new_zeros(B, self.conv.out_channels, self.overlap)
+        if n == 0:
+            return x.new_zeros(B, self.conv.out_channels, 0), state
         y = F.conv_transpose1d(x, self.conv.weight, None, self.stride)  # (B, Cout, (n-1)*s + K)
-        y = torch.cat([y[..., :self.overlap] + state, y[..., self.overlap:]], -1)
-        out, state = y[..., :n * self.stride], y[..., n * self.stride:]
-        if self.conv.bias is not None: out = out + self.conv.bias[:, None]
+        y = torch.cat([y[..., : self.overlap] + state, y[..., self.overlap :]], -1)
+        out, state = y[..., : n * self.stride], y[..., n * self.stride :]
+        if self.conv.bias is not None:
+            out = out + self.conv.bias[:, None]
         return out, state
 
 # %% ../../nbs/23_nn.conv.ipynb #78649dd0
-def conv1d_same(cin: int, cout: int, k: int, dilation: int = 1, causal: bool = False, weight_norm: bool = False) -> nn.Module:
+def conv1d_same(
+    cin: int, cout: int, k: int, dilation: int = 1, causal: bool = False, weight_norm: bool = False
+) -> nn.Module:
     "A stride-1 conv that keeps the length: causal (`CausalConv1d`, streams) or centred (odd kernels only)."
-    if causal: return CausalConv1d(cin, cout, k, dilation=dilation, weight_norm=weight_norm)
-    if k % 2 == 0: raise ConfigError(f"non-causal length-preserving conv needs an odd kernel, got {k}")
+    if causal:
+        return CausalConv1d(cin, cout, k, dilation=dilation, weight_norm=weight_norm)
+    if k % 2 == 0:
+        raise ConfigError(f"non-causal length-preserving conv needs an odd kernel, got {k}")
     return maybe_weight_norm(nn.Conv1d(cin, cout, k, padding=same_padding(k, dilation), dilation=dilation), weight_norm)
+
 
 class ResidualUnit(nn.Module):
     "Dilated residual unit `x + conv_out(act(conv_k,d(act(x))))`, length preserving, optionally causal/streaming."
-    def __init__(self, dim: int, dilation: int = 1, kernel_size: int = 7, causal: bool = False,
-                 act: Callable[[int], nn.Module] = Snake, weight_norm: bool = False, out_kernel_size: int = 1):
+
+    def __init__(
+        self,
+        dim: int,
+        dilation: int = 1,
+        kernel_size: int = 7,
+        causal: bool = False,
+        act: Callable[[int], nn.Module] = Snake,
+        weight_norm: bool = False,
+        out_kernel_size: int = 1,
+    ):
         super().__init__()
         self.block = nn.Sequential(
-            act(dim), conv1d_same(dim, dim, kernel_size, dilation, causal, weight_norm),
-            act(dim), conv1d_same(dim, dim, out_kernel_size, 1, causal, weight_norm))
+            act(dim),
+            conv1d_same(dim, dim, kernel_size, dilation, causal, weight_norm),
+            act(dim),
+            conv1d_same(dim, dim, out_kernel_size, 1, causal, weight_norm),
+        )
 
     def forward(self, x: Tensor) -> Tensor:  # (B, C, T) -> (B, C, T)
         return x + self.block(x)
@@ -166,46 +226,78 @@ class ResidualUnit(nn.Module):
 def _residual_stack(dim, dilations, causal, act, weight_norm, kernel_size=7):
     return [ResidualUnit(dim, d, kernel_size, causal, act, weight_norm) for d in dilations]
 
+
 class EncoderBlock(nn.Module):
     "Residual units at `in_dim` -> act -> strided conv (kernel 2*stride) to `out_dim`: (B, Cin, T) -> (B, Cout, ceil(T/s))."
-    def __init__(self, in_dim: int, out_dim: int, stride: int, dilations: Sequence[int] = (1, 3, 9),
-                 causal: bool = False, act: Callable[[int], nn.Module] = Snake, weight_norm: bool = False):
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        stride: int,
+        dilations: Sequence[int] = (1, 3, 9),
+        causal: bool = False,
+        act: Callable[[int], nn.Module] = Snake,
+        weight_norm: bool = False,
+    ):
         super().__init__()
         self.stride, self.causal = stride, causal
-        down = (CausalConv1d(in_dim, out_dim, 2 * stride, stride, weight_norm=weight_norm) if causal else
-                maybe_weight_norm(nn.Conv1d(in_dim, out_dim, 2 * stride, stride), weight_norm))
+        down = (
+            CausalConv1d(in_dim, out_dim, 2 * stride, stride, weight_norm=weight_norm)
+            if causal
+            else maybe_weight_norm(nn.Conv1d(in_dim, out_dim, 2 * stride, stride), weight_norm)
+        )
         self.block = nn.Sequential(*_residual_stack(in_dim, dilations, causal, act, weight_norm), act(in_dim), down)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.causal: return self.block(x)
+        if self.causal:
+            return self.block(x)
         s, T = self.stride, x.shape[-1]
         h = self.block[:-1](x)
         left = math.ceil(s / 2)
         h = F.pad(h, (left, s - left + (-T) % s))  # total pad = stride (+ round T up to a multiple of s)
-        return self.block[-1](h)                    # (B, Cout, ceil(T/s))
+        return self.block[-1](h)  # (B, Cout, ceil(T/s))
 
     def step(self, x: Tensor, state: StreamingState | None = None):
-        if not self.causal: raise TypeError("only a causal EncoderBlock can stream")
+        if not self.causal:
+            raise TypeError("only a causal EncoderBlock can stream")
         return step_sequential(self.block, x, state)
+
 
 class DecoderBlock(nn.Module):
     "Residual units at `in_dim` -> act -> transposed conv (kernel 2*stride) to `out_dim`: (B, Cin, T) -> (B, Cout, T*s)."
-    def __init__(self, in_dim: int, out_dim: int, stride: int, dilations: Sequence[int] = (1, 3, 9),
-                 causal: bool = False, act: Callable[[int], nn.Module] = Snake, weight_norm: bool = False):
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        stride: int,
+        dilations: Sequence[int] = (1, 3, 9),
+        causal: bool = False,
+        act: Callable[[int], nn.Module] = Snake,
+        weight_norm: bool = False,
+    ):
         super().__init__()
         self.stride, self.causal = stride, causal
-        up = (CausalConvTranspose1d(in_dim, out_dim, 2 * stride, stride, weight_norm=weight_norm) if causal else
-              maybe_weight_norm(nn.ConvTranspose1d(in_dim, out_dim, 2 * stride, stride, padding=stride // 2), weight_norm))
+        up = (
+            CausalConvTranspose1d(in_dim, out_dim, 2 * stride, stride, weight_norm=weight_norm)
+            if causal
+            else maybe_weight_norm(
+                nn.ConvTranspose1d(in_dim, out_dim, 2 * stride, stride, padding=stride // 2), weight_norm
+            )
+        )
         self.block = nn.Sequential(*_residual_stack(in_dim, dilations, causal, act, weight_norm), act(in_dim), up)
 
     def forward(self, x: Tensor, length: int | None = None) -> Tensor:
         T = x.shape[-1]
-        y = self.block(x)[..., :T * self.stride]  # odd strides give one extra sample: crop to T*s
+        y = self.block(x)[..., : T * self.stride]  # odd strides give one extra sample: crop to T*s
         return y if length is None else fit_length(y, length)
 
     def step(self, x: Tensor, state: StreamingState | None = None):
-        if not self.causal: raise TypeError("only a causal DecoderBlock can stream")
+        if not self.causal:
+            raise TypeError("only a causal DecoderBlock can stream")
         return step_sequential(self.block, x, state)
+
 
 def fit_length(x: Tensor, length: int) -> Tensor:
     "Crop or right-zero-pad the last axis of `x` to `length`."

@@ -20,11 +20,14 @@ __all__ = ['group_norm', 'ResBlock2d', 'CondResBlock2d', 'fit_size2d', 'Downsamp
 # %% ../../nbs/24_nn.conv2d.ipynb #50055891
 def group_norm(channels: int, groups: int = 8) -> nn.GroupNorm:
     "GroupNorm with a clear error when `groups` does not divide `channels`."
-    if channels % groups: raise ConfigError(f"GroupNorm: {groups} groups do not divide {channels} channels")
+    if channels % groups:
+        raise ConfigError(f"GroupNorm: {groups} groups do not divide {channels} channels")
     return nn.GroupNorm(groups, channels)
+
 
 class ResBlock2d(nn.Module):
     "Pre-activation residual block (GroupNorm + SiLU, two 3x3 convs): (B, Cin, H, W) -> (B, Cout, H, W)."
+
     def __init__(self, in_ch: int, out_ch: int | None = None, groups: int = 8, dropout: float = 0.0):
         super().__init__()
         out_ch = out_ch or in_ch
@@ -33,23 +36,30 @@ class ResBlock2d(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
-    def _mid(self, h: Tensor, cond: Tensor | None) -> Tensor: return self.norm2(h)
+    def _mid(self, h: Tensor, cond: Tensor | None) -> Tensor:
+        return self.norm2(h)
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
         h = self.conv2(self.drop(F.silu(self._mid(h, cond))))
         return self.skip(x) + h
 
+
 class CondResBlock2d(ResBlock2d):
     "`ResBlock2d` whose second norm is modulated by a condition vector (B, cond_dim): `GN(h)*(1+scale)+shift`."
-    def __init__(self, in_ch: int, out_ch: int | None = None, cond_dim: int = 256, groups: int = 8, dropout: float = 0.0):
+
+    def __init__(
+        self, in_ch: int, out_ch: int | None = None, cond_dim: int = 256, groups: int = 8, dropout: float = 0.0
+    ):
         super().__init__(in_ch, out_ch, groups, dropout)
         self.cond = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 2 * self.conv2.in_channels))
-        nn.init.zeros_(self.cond[1].weight); nn.init.zeros_(self.cond[1].bias)
+        nn.init.zeros_(self.cond[1].weight)
+        nn.init.zeros_(self.cond[1].bias)
 
     def _mid(self, h: Tensor, cond: Tensor | None) -> Tensor:
-        if cond is None: raise ValueError("CondResBlock2d needs a condition vector (B, cond_dim)")
-        scale, shift = rearrange(self.cond(cond), 'b (two c) -> two b c 1 1', two=2)
+        if cond is None:
+            raise ValueError("CondResBlock2d needs a condition vector (B, cond_dim)")
+        scale, shift = rearrange(self.cond(cond), "b (two c) -> two b c 1 1", two=2)
         return self.norm2(h) * (1 + scale) + shift
 
 # %% ../../nbs/24_nn.conv2d.ipynb #3cf336cc
@@ -59,18 +69,25 @@ def fit_size2d(x: Tensor, size: Sequence[int]) -> Tensor:
     x = x[..., :H, :W]
     return F.pad(x, (0, W - x.shape[-1], 0, H - x.shape[-2]))
 
+
 class Downsample2d(nn.Module):
     "Stride-2 3x3 conv: (B, Cin, H, W) -> (B, Cout, ceil(H/2), ceil(W/2))."
+
     def __init__(self, in_ch: int, out_ch: int | None = None):
         super().__init__()
         self.conv = nn.Conv2d(in_ch, out_ch or in_ch, 3, stride=2, padding=1)
-    def forward(self, x: Tensor) -> Tensor: return self.conv(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x)
+
 
 class Upsample2d(nn.Module):
     "Stride-2 transposed conv: (B, Cin, H, W) -> (B, Cout, 2H, 2W), or exactly `size` when given."
+
     def __init__(self, in_ch: int, out_ch: int | None = None):
         super().__init__()
         self.conv = nn.ConvTranspose2d(in_ch, out_ch or in_ch, 4, stride=2, padding=1)
+
     def forward(self, x: Tensor, size: Sequence[int] | None = None) -> Tensor:
         y = self.conv(x)
         return y if size is None else fit_size2d(y, size)
@@ -78,21 +95,24 @@ class Upsample2d(nn.Module):
 # %% ../../nbs/24_nn.conv2d.ipynb #e2a214b7
 class SelfAttention2d(nn.Module):
     "Residual multi-head self-attention over the H*W positions of (B, C, H, W)."
+
     def __init__(self, channels: int, heads: int = 4, groups: int = 8):
         super().__init__()
-        if channels % heads: raise ConfigError(f"SelfAttention2d: {heads} heads do not divide {channels} channels")
+        if channels % heads:
+            raise ConfigError(f"SelfAttention2d: {heads} heads do not divide {channels} channels")
         self.heads, self.norm = heads, group_norm(channels, groups)
         self.qkv, self.proj = nn.Conv2d(channels, 3 * channels, 1), nn.Conv2d(channels, channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         B, C, H, W = x.shape
-        q, k, v = rearrange(self.qkv(self.norm(x)), 'b (three h d) x y -> three b h (x y) d', three=3, h=self.heads)
-        o = F.scaled_dot_product_attention(q, k, v)                     # (B, heads, H*W, d)
-        return x + self.proj(rearrange(o, 'b h (x y) d -> b (h d) x y', x=H, y=W))
+        q, k, v = rearrange(self.qkv(self.norm(x)), "b (three h d) x y -> three b h (x y) d", three=3, h=self.heads)
+        o = F.scaled_dot_product_attention(q, k, v)  # (B, heads, H*W, d)
+        return x + self.proj(rearrange(o, "b h (x y) d -> b (h d) x y", x=H, y=W))
 
 # %% ../../nbs/24_nn.conv2d.ipynb #14557bdd
 class UNetUp2d(nn.Module):
     "Upsample to the skip's size, concat skip, 1x1 reduce, `CondResBlock2d`: (B, Cin, h, w) + skip (B, Cs, H, W) -> (B, Cout, H, W)."
+
     def __init__(self, in_ch: int, skip_ch: int, out_ch: int, cond_dim: int = 256, groups: int = 8):
         super().__init__()
         self.up = Upsample2d(in_ch, out_ch)

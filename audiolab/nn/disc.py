@@ -17,41 +17,57 @@ __all__ = ['DiscOutput', 'PeriodDiscriminator', 'MultiPeriodDiscriminator', 'Sca
            'STFTDiscriminator', 'MultiResolutionSTFTDiscriminator', 'CombinedDiscriminator']
 
 # %% ../../nbs/25_nn.disc.ipynb #afd65292
-DiscOutput = tuple[list[Tensor], list[list[Tensor]]]  # (logits per sub-discriminator, feature maps per sub-discriminator)
+DiscOutput = tuple[
+    list[Tensor], list[list[Tensor]]
+]  # (logits per sub-discriminator, feature maps per sub-discriminator)
+
 
 def _run(layers: nn.ModuleList, post: nn.Module, x: Tensor, slope: float = 0.1) -> tuple[Tensor, list[Tensor]]:
     "conv -> leaky ReLU for each layer, keeping every activation; then the logit conv."
     feats = []
     for layer in layers:
-        x = F.leaky_relu(layer(x), slope); feats.append(x)
-    x = post(x); feats.append(x)
+        x = F.leaky_relu(layer(x), slope)
+        feats.append(x)
+    x = post(x)
+    feats.append(x)
     return x, feats
 
 # %% ../../nbs/25_nn.disc.ipynb #703b5254
 class PeriodDiscriminator(nn.Module):
     "HiFi-GAN period sub-discriminator: fold (B, C, T) into (B, C, T/p, p), strided (k,1) convs."
-    def __init__(self, period: int, in_channels: int = 1, channels: Sequence[int] = (32, 128, 512, 1024, 1024),
-                 kernel_size: int = 5, stride: int = 3):
+
+    def __init__(
+        self,
+        period: int,
+        in_channels: int = 1,
+        channels: Sequence[int] = (32, 128, 512, 1024, 1024),
+        kernel_size: int = 5,
+        stride: int = 3,
+    ):
         super().__init__()
         self.period, chs = period, [in_channels, *channels]
         pad = (kernel_size - 1) // 2
         self.layers = nn.ModuleList(
             weight_norm(nn.Conv2d(a, b, (kernel_size, 1), (stride if i < len(channels) - 1 else 1, 1), (pad, 0)))
-            for i, (a, b) in enumerate(zip(chs[:-1], chs[1:])))
+            for i, (a, b) in enumerate(zip(chs[:-1], chs[1:]))
+        )
         self.post = weight_norm(nn.Conv2d(chs[-1], 1, (3, 1), 1, (1, 0)))
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         p = self.period
-        x = F.pad(x, (0, (-x.shape[-1]) % p), mode='reflect' if x.shape[-1] > (-x.shape[-1]) % p else 'constant')
-        x = rearrange(x, 'b c (t p) -> b c t p', p=p)                   # (B, C, T/p, p)
+        x = F.pad(x, (0, (-x.shape[-1]) % p), mode="reflect" if x.shape[-1] > (-x.shape[-1]) % p else "constant")
+        x = rearrange(x, "b c (t p) -> b c t p", p=p)  # (B, C, T/p, p)
         logit, feats = _run(self.layers, self.post, x)
         return logit.flatten(1), feats
 
+
 class MultiPeriodDiscriminator(nn.Module):
     "One `PeriodDiscriminator` per period: (B, C, T) -> (logits, features)."
+
     def __init__(self, periods: Sequence[int] = (2, 3, 5, 7, 11), **kwargs):
         super().__init__()
         self.discs = nn.ModuleList(PeriodDiscriminator(p, **kwargs) for p in periods)
+
     def forward(self, x: Tensor) -> DiscOutput:
         outs = [d(x) for d in self.discs]
         return [o[0] for o in outs], [o[1] for o in outs]
@@ -59,69 +75,106 @@ class MultiPeriodDiscriminator(nn.Module):
 # %% ../../nbs/25_nn.disc.ipynb #b58f41eb
 class ScaleDiscriminator(nn.Module):
     "MelGAN scale sub-discriminator: strided grouped 1-D convs, (B, C, T) -> logits (B, T')."
-    def __init__(self, in_channels: int = 1, channels: Sequence[int] = (128, 128, 256, 512, 1024, 1024, 1024),
-                 groups: Sequence[int] = (1, 4, 16, 16, 16, 16, 1), strides: Sequence[int] = (1, 2, 2, 4, 4, 1, 1),
-                 kernels: Sequence[int] = (15, 41, 41, 41, 41, 41, 5), use_spectral_norm: bool = False):
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        channels: Sequence[int] = (128, 128, 256, 512, 1024, 1024, 1024),
+        groups: Sequence[int] = (1, 4, 16, 16, 16, 16, 1),
+        strides: Sequence[int] = (1, 2, 2, 4, 4, 1, 1),
+        kernels: Sequence[int] = (15, 41, 41, 41, 41, 41, 5),
+        use_spectral_norm: bool = False,
+    ):
         super().__init__()
         norm = spectral_norm if use_spectral_norm else weight_norm
         chs = [in_channels, *channels]
         self.layers = nn.ModuleList(
             norm(nn.Conv1d(a, b, k, s, groups=g, padding=(k - 1) // 2))
-            for a, b, k, s, g in zip(chs[:-1], chs[1:], kernels, strides, groups))
+            for a, b, k, s, g in zip(chs[:-1], chs[1:], kernels, strides, groups)
+        )
         self.post = norm(nn.Conv1d(chs[-1], 1, 3, padding=1))
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         logit, feats = _run(self.layers, self.post, x)
         return logit.flatten(1), feats
 
+
 class MultiScaleDiscriminator(nn.Module):
     "`ScaleDiscriminator`s on the waveform and its 2x, 4x, ... average-pooled versions."
+
     def __init__(self, scales: int = 3, **kwargs):
         super().__init__()
         self.discs = nn.ModuleList(ScaleDiscriminator(use_spectral_norm=(i == 0), **kwargs) for i in range(scales))
         self.pool = nn.AvgPool1d(4, 2, padding=2)
+
     def forward(self, x: Tensor) -> DiscOutput:
         logits, feats = [], []
         for i, d in enumerate(self.discs):
-            if i: x = self.pool(x)
-            lg, f = d(x); logits.append(lg); feats.append(f)
+            if i:
+                x = self.pool(x)
+            lg, f = d(x)
+            logits.append(lg)
+            feats.append(f)
         return logits, feats
 
 # %% ../../nbs/25_nn.disc.ipynb #945d90e3
 class STFTDiscriminator(nn.Module):
     "EnCodec-style complex-STFT sub-discriminator: (B, C, T) -> logits (B, frames*bins')."
-    def __init__(self, n_fft: int = 1024, hop_length: int | None = None, in_channels: int = 1, filters: int = 32,
-                 max_filters: int = 1024, filters_scale: int = 1, dilations: Sequence[int] = (1, 2, 4),
-                 kernel_size: tuple[int, int] = (3, 9), stride: tuple[int, int] = (1, 2)):
+
+    def __init__(
+        self,
+        n_fft: int = 1024,
+        hop_length: int | None = None,
+        in_channels: int = 1,
+        filters: int = 32,
+        max_filters: int = 1024,
+        filters_scale: int = 1,
+        dilations: Sequence[int] = (1, 2, 4),
+        kernel_size: tuple[int, int] = (3, 9),
+        stride: tuple[int, int] = (1, 2),
+    ):
         super().__init__()
         self.n_fft, self.hop = n_fft, hop_length or n_fft // 4
-        self.register_buffer('window', torch.hann_window(n_fft), persistent=False)
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
         pad = lambda k, d=(1, 1): ((k[0] - 1) * d[0] // 2, (k[1] - 1) * d[1] // 2)
         layers, ch = [weight_norm(nn.Conv2d(2 * in_channels, filters, kernel_size, padding=pad(kernel_size)))], filters
         for i, d in enumerate(dilations):
             out = min(filters_scale ** (i + 1) * filters, max_filters)
-            layers.append(weight_norm(nn.Conv2d(ch, out, kernel_size, stride, dilation=(d, 1), padding=pad(kernel_size, (d, 1)))))
+            layers.append(
+                weight_norm(nn.Conv2d(ch, out, kernel_size, stride, dilation=(d, 1), padding=pad(kernel_size, (d, 1))))
+            )
             ch = out
-        layers.append(weight_norm(nn.Conv2d(ch, ch, (kernel_size[0], kernel_size[0]), padding=pad((kernel_size[0],) * 2))))
+        layers.append(
+            weight_norm(nn.Conv2d(ch, ch, (kernel_size[0], kernel_size[0]), padding=pad((kernel_size[0],) * 2)))
+        )
         self.layers = nn.ModuleList(layers)
         self.post = weight_norm(nn.Conv2d(ch, 1, (kernel_size[0], kernel_size[0]), padding=pad((kernel_size[0],) * 2)))
 
     def spectrogram(self, x: Tensor) -> Tensor:  # (B, C, T) -> (B, 2C, frames, bins)
         B = x.shape[0]
-        z = torch.stft(rearrange(x, 'b c t -> (b c) t'), self.n_fft, self.hop, window=self.window,
-                       normalized=True, return_complex=True)                 # (B*C, bins, frames)
-        z = torch.view_as_real(z)                                             # (B*C, bins, frames, 2)
-        return rearrange(z, '(b c) f t ri -> b (c ri) t f', b=B)
+        z = torch.stft(
+            rearrange(x, "b c t -> (b c) t"),
+            self.n_fft,
+            self.hop,
+            window=self.window,
+            normalized=True,
+            return_complex=True,
+        )  # (B*C, bins, frames)
+        z = torch.view_as_real(z)  # (B*C, bins, frames, 2)
+        return rearrange(z, "(b c) f t ri -> b (c ri) t f", b=B)
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         logit, feats = _run(self.layers, self.post, self.spectrogram(x), slope=0.2)
         return logit.flatten(1), feats
 
+
 class MultiResolutionSTFTDiscriminator(nn.Module):
     "One `STFTDiscriminator` per FFT size: (B, C, T) -> (logits, features)."
+
     def __init__(self, n_ffts: Sequence[int] = (2048, 1024, 512), **kwargs):
         super().__init__()
         self.discs = nn.ModuleList(STFTDiscriminator(n, **kwargs) for n in n_ffts)
+
     def forward(self, x: Tensor) -> DiscOutput:
         outs = [d(x) for d in self.discs]
         return [o[0] for o in outs], [o[1] for o in outs]
@@ -129,11 +182,15 @@ class MultiResolutionSTFTDiscriminator(nn.Module):
 # %% ../../nbs/25_nn.disc.ipynb #16cdbd8e
 class CombinedDiscriminator(nn.Module):
     "Several discriminators as one: their logits and features lists concatenated."
+
     def __init__(self, *discs: nn.Module):
         super().__init__()
         self.discs = nn.ModuleList(discs)
+
     def forward(self, x: Tensor) -> DiscOutput:
         logits, feats = [], []
         for d in self.discs:
-            lg, f = d(x); logits += lg; feats += f
+            lg, f = d(x)
+            logits += lg
+            feats += f
         return logits, feats

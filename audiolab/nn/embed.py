@@ -21,13 +21,14 @@ def sinusoidal(pos: Tensor, dim: int, base: float = 10000.0) -> Tensor:
     "`(...,)` positions -> `(..., dim)` embedding `[sin(p ω), cos(p ω)]` (zero-padded when `dim` is odd)."
     half = dim // 2
     freqs = torch.exp(-math.log(base) * torch.arange(half, device=pos.device, dtype=torch.float32) / half)
-    ang = pos.float()[..., None] * freqs                      # (..., half)
+    ang = pos.float()[..., None] * freqs  # (..., half)
     emb = torch.cat([ang.sin(), ang.cos()], dim=-1)
     return nn.functional.pad(emb, (0, dim % 2))
 
 # %% ../../nbs/21_nn.embed.ipynb #4424b8b0
 class SinusoidalPositionalEmbedding(nn.Module):
     "x + alpha·PE(offset..offset+T-1) for `(B, T, D)` x; `alpha` learnable when `learn_scale`."
+
     def __init__(self, dim: int, base: float = 10000.0, learn_scale: bool = False, dropout: float = 0.0):
         super().__init__()
         self.dim, self.base = dim, base
@@ -36,11 +37,13 @@ class SinusoidalPositionalEmbedding(nn.Module):
 
     def forward(self, x: Tensor, offset: int = 0) -> Tensor:
         pe = sinusoidal(torch.arange(offset, offset + x.shape[1], device=x.device), self.dim, self.base)
-        pe = pe.to(x.dtype)                                   # (T, D)
+        pe = pe.to(x.dtype)  # (T, D)
         return self.drop(x + (pe if self.alpha is None else self.alpha * pe))
+
 
 class LearnedPositionalEmbedding(nn.Module):
     "x + E[offset..offset+T-1] for `(B, T, D)` x with a learned table of `max_len` positions."
+
     def __init__(self, max_len: int, dim: int, dropout: float = 0.0):
         super().__init__()
         self.max_len = max_len
@@ -52,28 +55,39 @@ class LearnedPositionalEmbedding(nn.Module):
         T = x.shape[1]
         if offset + T > self.max_len:
             raise ValueError(f"positions up to {offset + T} exceed max_len={self.max_len} of the learned embedding")
-        return self.drop(x + self.emb.weight[offset:offset + T].to(x.dtype))
+        return self.drop(x + self.emb.weight[offset : offset + T].to(x.dtype))
 
 # %% ../../nbs/21_nn.embed.ipynb #aaa293e2
 class TimestepEmbedding(nn.Module):
     "`(B,)` times -> `(B, dim)` conditioning vector."
+
     def __init__(self, dim: int, freq_dim: int = 256, t_scale: float = 1000.0, max_period: float = 10000.0):
         super().__init__()
         self.freq_dim, self.t_scale, self.max_period = freq_dim, t_scale, max_period
         self.mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
 
     def forward(self, t: Tensor) -> Tensor:
-        if t.dim() == 0: t = t[None]
-        f = sinusoidal(t * self.t_scale, self.freq_dim, self.max_period)   # (B, freq_dim)
+        if t.dim() == 0:
+            t = t[None]
+        f = sinusoidal(t * self.t_scale, self.freq_dim, self.max_period)  # (B, freq_dim)
         return self.mlp(f.to(self.mlp[0].weight.dtype))
 
 # %% ../../nbs/21_nn.embed.ipynb #edae8b6f
 class MultiCodebookEmbedding(nn.Module):
     "`(B, K', T)` integer codes (K' ≤ n_codebooks) -> `(B, T, D)` sum, or `(B, K', T, D)` with `reduce='none'`."
-    def __init__(self, n_codebooks: int, vocab: int, dim: int, padding_idx: int | None = None,
-                 scale: bool = True, reduce: str = "sum"):
+
+    def __init__(
+        self,
+        n_codebooks: int,
+        vocab: int,
+        dim: int,
+        padding_idx: int | None = None,
+        scale: bool = True,
+        reduce: str = "sum",
+    ):
         super().__init__()
-        if reduce not in ("sum", "none"): raise ConfigError(f"reduce must be 'sum' or 'none', got {reduce!r}")
+        if reduce not in ("sum", "none"):
+            raise ConfigError(f"reduce must be 'sum' or 'none', got {reduce!r}")
         if padding_idx is not None and not 0 <= padding_idx < vocab:
             raise ConfigError(f"padding_idx={padding_idx} outside the table of {vocab} rows (vocab includes the pad)")
         self.n_codebooks, self.vocab, self.dim, self.padding_idx = n_codebooks, vocab, dim, padding_idx
@@ -83,6 +97,8 @@ class MultiCodebookEmbedding(nn.Module):
     def forward(self, codes: Tensor) -> Tensor:
         if codes.dim() != 3 or codes.shape[1] > self.n_codebooks:
             raise ValueError(f"codes must be (B, K<= {self.n_codebooks}, T), got shape {tuple(codes.shape)}")
-        embs = torch.stack([tab(codes[:, i]) for i, tab in enumerate(self.tables[:codes.shape[1]])], 1)  # (B, K', T, D)
+        embs = torch.stack(
+            [tab(codes[:, i]) for i, tab in enumerate(self.tables[: codes.shape[1]])], 1
+        )  # (B, K', T, D)
         embs = embs * self.mult
         return embs.sum(1) if self.reduce == "sum" else embs

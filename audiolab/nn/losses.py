@@ -4,7 +4,8 @@
 
 # %% ../../nbs/26_nn.losses.ipynb #1b766e49
 from __future__ import annotations
-import dataclasses, math
+import dataclasses
+import math
 from typing import Sequence
 
 import torch
@@ -19,10 +20,18 @@ from ..audio import MelSpec, MelPreset
 __all__ = ['mr_stft_loss', 'MelL1Loss', 'kl_divergence', 'KLSchedule', 'lsgan_d_loss', 'lsgan_g_loss', 'feature_matching_loss']
 
 # %% ../../nbs/26_nn.losses.ipynb #dc9a0087
-def mr_stft_loss(fft_sizes: Sequence[int] = (2048, 1024, 512, 256, 128), hop_sizes: Sequence[int] | None = None,
-                 win_lengths: Sequence[int] | None = None, sample_rate: int | None = None,
-                 perceptual_weighting: bool = False, stereo: str = "none", w_sc: float = 1.0,
-                 w_log_mag: float = 1.0, w_lin_mag: float = 0.0, **kwargs) -> nn.Module:
+def mr_stft_loss(
+    fft_sizes: Sequence[int] = (2048, 1024, 512, 256, 128),
+    hop_sizes: Sequence[int] | None = None,
+    win_lengths: Sequence[int] | None = None,
+    sample_rate: int | None = None,
+    perceptual_weighting: bool = False,
+    stereo: str = "none",
+    w_sc: float = 1.0,
+    w_log_mag: float = 1.0,
+    w_lin_mag: float = 0.0,
+    **kwargs,
+) -> nn.Module:
     """A multi-resolution STFT loss module `(input, target) -> scalar` on (B, C, T) audio.
     `stereo='sum_diff'` computes it on the mid/side signals (inputs must have 2 channels)."""
     fft_sizes = list(fft_sizes)
@@ -32,58 +41,85 @@ def mr_stft_loss(fft_sizes: Sequence[int] = (2048, 1024, 512, 256, 128), hop_siz
         raise ConfigError("mr_stft_loss: fft_sizes, hop_sizes and win_lengths must have the same length")
     if perceptual_weighting and sample_rate is None:
         raise ConfigError("mr_stft_loss: perceptual_weighting needs sample_rate")
-    common = dict(w_sc=w_sc, w_log_mag=w_log_mag, w_lin_mag=w_lin_mag, sample_rate=sample_rate,
-                  perceptual_weighting=perceptual_weighting, **kwargs)
-    if stereo == "none": return auraloss.freq.MultiResolutionSTFTLoss(fft_sizes, hop_sizes, win_lengths, **common)
-    if stereo == "sum_diff": return _StereoChecked(auraloss.freq.SumAndDifferenceSTFTLoss(fft_sizes, hop_sizes, win_lengths, **common))
+    common = dict(
+        w_sc=w_sc,
+        w_log_mag=w_log_mag,
+        w_lin_mag=w_lin_mag,
+        sample_rate=sample_rate,
+        perceptual_weighting=perceptual_weighting,
+        **kwargs,
+    )
+    if stereo == "none":
+        return auraloss.freq.MultiResolutionSTFTLoss(fft_sizes, hop_sizes, win_lengths, **common)
+    if stereo == "sum_diff":
+        return _StereoChecked(auraloss.freq.SumAndDifferenceSTFTLoss(fft_sizes, hop_sizes, win_lengths, **common))
     raise ConfigError(f"mr_stft_loss: stereo must be 'none' or 'sum_diff', got {stereo!r}")
+
 
 class _StereoChecked(nn.Module):
     "Wrap a stereo-only loss with a clear shape check."
-    def __init__(self, loss: nn.Module): super().__init__(); self.loss = loss
+
+    def __init__(self, loss: nn.Module):
+        super().__init__()
+        self.loss = loss
+
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         if input.ndim != 3 or input.shape[1] != 2 or input.shape != target.shape:
-            raise ValueError(f"sum/difference STFT loss needs matching (B, 2, T) stereo inputs, got {tuple(input.shape)} and {tuple(target.shape)}")
+            raise ValueError(
+                f"sum/difference STFT loss needs matching (B, 2, T) stereo inputs, got {tuple(input.shape)} and {tuple(target.shape)}"
+            )
         return self.loss(input, target)
 
 # %% ../../nbs/26_nn.losses.ipynb #c73b6ede
 class MelL1Loss(nn.Module):
     "Mean |logmel(input) - logmel(target)| for a mel preset; (B, C, T) or (B, T) audio."
+
     def __init__(self, preset: str | MelPreset = "vocos24k"):
         super().__init__()
         self.mel = MelSpec(preset)
+
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        if input.shape != target.shape: raise ValueError(f"MelL1Loss: shapes differ {tuple(input.shape)} vs {tuple(target.shape)}")
+        if input.shape != target.shape:
+            raise ValueError(f"MelL1Loss: shapes differ {tuple(input.shape)} vs {tuple(target.shape)}")
         return F.l1_loss(self.mel(input), self.mel(target))
 
 # %% ../../nbs/26_nn.losses.ipynb #8d236bca
 def kl_divergence(mu: Tensor, logvar: Tensor, reduction: str = "mean") -> Tensor:
     "KL of N(mu, exp(logvar)) from N(0, 1); `reduction` in {'mean', 'batchmean', 'sum', 'none'}."
     kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp())
-    if reduction == "mean": return kl.mean()
-    if reduction == "batchmean": return kl.sum() / mu.shape[0]
-    if reduction == "sum": return kl.sum()
-    if reduction == "none": return kl
+    if reduction == "mean":
+        return kl.mean()
+    if reduction == "batchmean":
+        return kl.sum() / mu.shape[0]
+    if reduction == "sum":
+        return kl.sum()
+    if reduction == "none":
+        return kl
     raise ValueError(f"kl_divergence: unknown reduction {reduction!r}")
 
 # %% ../../nbs/26_nn.losses.ipynb #1b798ca1
 @dataclasses.dataclass
 class KLSchedule(Config):
     "KL weight at a step: `w0` for `delay` steps, then linear/cosine to `w1` over `steps`, then `w1`."
+
     w0: float = 0.0
     w1: float = 1e-3
     steps: int = 1000
-    kind: str = "linear"     # 'linear' | 'cosine' | 'constant' (always w1)
+    kind: str = "linear"  # 'linear' | 'cosine' | 'constant' (always w1)
     delay: int = 0
 
     def __post_init__(self):
-        if self.kind not in ("linear", "cosine", "constant"): raise ConfigError(f"KLSchedule: unknown kind {self.kind!r}")
-        if self.steps < 0 or self.delay < 0: raise ConfigError("KLSchedule: steps and delay must be >= 0")
+        if self.kind not in ("linear", "cosine", "constant"):
+            raise ConfigError(f"KLSchedule: unknown kind {self.kind!r}")
+        if self.steps < 0 or self.delay < 0:
+            raise ConfigError("KLSchedule: steps and delay must be >= 0")
 
     def __call__(self, step: int) -> float:
-        if self.kind == "constant": return self.w1
+        if self.kind == "constant":
+            return self.w1
         t = 1.0 if self.steps == 0 else min(max((step - self.delay) / self.steps, 0.0), 1.0)
-        if self.kind == "cosine": t = 0.5 * (1 - math.cos(math.pi * t))
+        if self.kind == "cosine":
+            t = 0.5 * (1 - math.cos(math.pi * t))
         return self.w0 + (self.w1 - self.w0) * t
 
 # %% ../../nbs/26_nn.losses.ipynb #9193fa77
@@ -91,11 +127,16 @@ def lsgan_d_loss(real_logits: Sequence[Tensor], fake_logits: Sequence[Tensor]) -
     "Sum over sub-discriminators of mean((1 - D(real))^2) + mean(D(fake)^2)."
     return sum(((1 - r).pow(2).mean() + f.pow(2).mean()) for r, f in zip(real_logits, fake_logits, strict=True))
 
+
 def lsgan_g_loss(fake_logits: Sequence[Tensor]) -> Tensor:
     "Sum over sub-discriminators of mean((1 - D(fake))^2)."
     return sum((1 - f).pow(2).mean() for f in fake_logits)
 
+
 def feature_matching_loss(real_feats: Sequence[Sequence[Tensor]], fake_feats: Sequence[Sequence[Tensor]]) -> Tensor:
     "Sum over sub-discriminators and layers of mean |real - fake| (real detached)."
-    return sum(F.l1_loss(f, r.detach()) for rs, fs in zip(real_feats, fake_feats, strict=True)
-               for r, f in zip(rs, fs, strict=True))
+    return sum(
+        F.l1_loss(f, r.detach())
+        for rs, fs in zip(real_feats, fake_feats, strict=True)
+        for r, f in zip(rs, fs, strict=True)
+    )

@@ -23,81 +23,139 @@ __all__ = ['ACTIVATIONS', 'FeedForward', 'AdaLayerNorm', 'make_norm', 'apply_nor
 # %% ../../nbs/22_nn.transformer.ipynb #046fb2bd
 ACTIVATIONS = {"gelu": nn.GELU, "gelu_tanh": lambda: nn.GELU(approximate="tanh"), "relu": nn.ReLU, "silu": nn.SiLU}
 
+
 class FeedForward(nn.Module):
     "`(B, T, D) -> (B, T, D)`: Linear(D, hidden), activation, dropout, Linear(hidden, D)."
-    def __init__(self, dim: int, hidden: int | None = None, dropout: float = 0.0, activation: str = "gelu",
-                 bias: bool = True):
-        super().__init__()
-        if activation not in ACTIVATIONS: raise ConfigError(f"activation {activation!r} not in {list(ACTIVATIONS)}")
-        hidden = hidden or 4 * dim
-        self.net = nn.Sequential(nn.Linear(dim, hidden, bias=bias), ACTIVATIONS[activation](), nn.Dropout(dropout),
-                                 nn.Linear(hidden, dim, bias=bias))
 
-    def forward(self, x: Tensor) -> Tensor: return self.net(x)
+    def __init__(
+        self, dim: int, hidden: int | None = None, dropout: float = 0.0, activation: str = "gelu", bias: bool = True
+    ):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ConfigError(f"activation {activation!r} not in {list(ACTIVATIONS)}")
+        hidden = hidden or 4 * dim
+        self.net = nn.Sequential(
+            nn.Linear(dim, hidden, bias=bias),
+            ACTIVATIONS[activation](),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, dim, bias=bias),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
 
 class AdaLayerNorm(nn.Module):
     "LayerNorm of `(B, T, D)` x modulated by a condition `(B, C)` or `(B, T, C)`: `(1 + scale)·LN(x) + shift`."
+
     def __init__(self, dim: int, cond_dim: int, eps: float = 1e-5, zero_init: bool = False):
         super().__init__()
         self.norm = nn.LayerNorm(dim, eps=eps, elementwise_affine=False)
         self.proj = nn.Linear(cond_dim, 2 * dim)
-        if zero_init: nn.init.zeros_(self.proj.weight); nn.init.zeros_(self.proj.bias)
+        if zero_init:
+            nn.init.zeros_(self.proj.weight)
+            nn.init.zeros_(self.proj.bias)
 
     def forward(self, x: Tensor, cond: Tensor) -> Tensor:
-        scale, shift = self.proj(cond).chunk(2, dim=-1)       # (B, [T,] D) each
-        if cond.dim() == 2: scale, shift = scale[:, None], shift[:, None]
+        scale, shift = self.proj(cond).chunk(2, dim=-1)  # (B, [T,] D) each
+        if cond.dim() == 2:
+            scale, shift = scale[:, None], shift[:, None]
         return self.norm(x) * (1 + scale) + shift
+
 
 def make_norm(dim: int, cond_dim: int | None = None) -> nn.Module:
     "LayerNorm, or AdaLayerNorm when a condition dimension is given."
     return AdaLayerNorm(dim, cond_dim) if cond_dim else nn.LayerNorm(dim)
 
+
 def apply_norm(norm: nn.Module, x: Tensor, cond: Tensor | None) -> Tensor:
     if isinstance(norm, AdaLayerNorm):
-        if cond is None: raise ValueError("this layer was built with cond_dim: pass `cond`")
+        if cond is None:
+            raise ValueError("this layer was built with cond_dim: pass `cond`")
         return norm(x, cond)
     return norm(x)
 
 # %% ../../nbs/22_nn.transformer.ipynb #4d7496e4
 class TransformerEncoderLayer(nn.Module):
     "Pre-norm self-attention + FFN layer, `(B, T, D) -> (B, T, D)`."
-    def __init__(self, dim: int, heads: int, ff_dim: int | None = None, dropout: float = 0.0,
-                 activation: str = "gelu", causal: bool = False, cond_dim: int | None = None, rope: bool = False,
-                 qk_norm: bool = False, bias: bool = True, dropout_mode: str = "auto", backend: str = "auto"):
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        ff_dim: int | None = None,
+        dropout: float = 0.0,
+        activation: str = "gelu",
+        causal: bool = False,
+        cond_dim: int | None = None,
+        rope: bool = False,
+        qk_norm: bool = False,
+        bias: bool = True,
+        dropout_mode: str = "auto",
+        backend: str = "auto",
+    ):
         super().__init__()
         self.causal = causal
         self.norm1, self.norm2 = make_norm(dim, cond_dim), make_norm(dim, cond_dim)
-        self.attn = MultiHeadAttention(dim, heads, dropout, qk_norm=qk_norm, bias=bias, rope=rope,
-                                       dropout_mode=dropout_mode, backend=backend)
+        self.attn = MultiHeadAttention(
+            dim, heads, dropout, qk_norm=qk_norm, bias=bias, rope=rope, dropout_mode=dropout_mode, backend=backend
+        )
         self.ff = FeedForward(dim, ff_dim, dropout, activation, bias)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None, attn_mask: Tensor | None = None,
-                cond: Tensor | None = None, cache: KVCache | None = None, pos: int | Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        key_padding_mask: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+        cond: Tensor | None = None,
+        cache: KVCache | None = None,
+        pos: int | Tensor | None = None,
+    ) -> Tensor:
         h = apply_norm(self.norm1, x, cond)
-        x = x + self.drop(self.attn(h, causal=self.causal, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
-                                    cache=cache, pos=pos))
+        x = x + self.drop(
+            self.attn(
+                h, causal=self.causal, key_padding_mask=key_padding_mask, attn_mask=attn_mask, cache=cache, pos=pos
+            )
+        )
         return x + self.drop(self.ff(apply_norm(self.norm2, x, cond)))
 
 # %% ../../nbs/22_nn.transformer.ipynb #a40f3111
 @dataclass
 class DecoderLayerCache:
     "KV caches of one decoder layer."
+
     self_attn: KVCache = field(default_factory=KVCache)
     cross_attn: KVCache = field(default_factory=KVCache)
 
     @property
-    def length(self) -> int: return self.self_attn.length
+    def length(self) -> int:
+        return self.self_attn.length
 
     def reorder(self, index: Tensor):
-        self.self_attn.reorder(index); self.cross_attn.reorder(index)
+        self.self_attn.reorder(index)
+        self.cross_attn.reorder(index)
+
 
 class TransformerDecoderLayer(nn.Module):
     "Pre-norm self-attention + cross-attention + FFN, `(B, T, D)` x on `(B, S, Dm)` memory."
-    def __init__(self, dim: int, heads: int, ff_dim: int | None = None, dropout: float = 0.0,
-                 activation: str = "gelu", causal: bool = True, cond_dim: int | None = None, rope: bool = False,
-                 qk_norm: bool = False, bias: bool = True, context_dim: int | None = None,
-                 dropout_mode: str = "auto", backend: str = "auto"):
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        ff_dim: int | None = None,
+        dropout: float = 0.0,
+        activation: str = "gelu",
+        causal: bool = True,
+        cond_dim: int | None = None,
+        rope: bool = False,
+        qk_norm: bool = False,
+        bias: bool = True,
+        context_dim: int | None = None,
+        dropout_mode: str = "auto",
+        backend: str = "auto",
+    ):
         super().__init__()
         self.causal = causal
         self.norm1, self.norm2, self.norm3 = (make_norm(dim, cond_dim) for _ in range(3))
@@ -107,23 +165,40 @@ class TransformerDecoderLayer(nn.Module):
         self.ff = FeedForward(dim, ff_dim, dropout, activation, bias)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, memory: Tensor | None, cache: DecoderLayerCache | None = None,
-                pos: int | Tensor | None = None, key_padding_mask: Tensor | None = None,
-                memory_key_padding_mask: Tensor | None = None, attn_mask: Tensor | None = None,
-                cond: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor | None,
+        cache: DecoderLayerCache | None = None,
+        pos: int | Tensor | None = None,
+        key_padding_mask: Tensor | None = None,
+        memory_key_padding_mask: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+        cond: Tensor | None = None,
+    ) -> Tensor:
         "`memory` may be None once `cache.cross_attn` is filled."
         sc, cc = (cache.self_attn, cache.cross_attn) if cache is not None else (None, None)
-        x = x + self.drop(self.self_attn(apply_norm(self.norm1, x, cond), causal=self.causal,
-                                         key_padding_mask=key_padding_mask, attn_mask=attn_mask, cache=sc, pos=pos))
-        x = x + self.drop(self.cross_attn(apply_norm(self.norm2, x, cond), memory,
-                                          key_padding_mask=memory_key_padding_mask, cache=cc))
+        x = x + self.drop(
+            self.self_attn(
+                apply_norm(self.norm1, x, cond),
+                causal=self.causal,
+                key_padding_mask=key_padding_mask,
+                attn_mask=attn_mask,
+                cache=sc,
+                pos=pos,
+            )
+        )
+        x = x + self.drop(
+            self.cross_attn(apply_norm(self.norm2, x, cond), memory, key_padding_mask=memory_key_padding_mask, cache=cc)
+        )
         return x + self.drop(self.ff(apply_norm(self.norm3, x, cond)))
 
 # %% ../../nbs/22_nn.transformer.ipynb #f39f7c35
 class _Stack(nn.Module):
     def __init__(self, layer_cls, depth: int, dim: int, heads: int, grad_checkpoint: bool = False, **layer_kw):
         super().__init__()
-        if depth < 1: raise ConfigError(f"depth must be >= 1, got {depth}")
+        if depth < 1:
+            raise ConfigError(f"depth must be >= 1, got {depth}")
         self.layers = nn.ModuleList(layer_cls(dim, heads, **layer_kw) for _ in range(depth))
         self.norm = make_norm(dim, layer_kw.get("cond_dim"))
         self.grad_checkpoint = grad_checkpoint
@@ -133,72 +208,133 @@ class _Stack(nn.Module):
             return checkpoint(layer, *args, use_reentrant=False, **kw)
         return layer(*args, **kw)
 
+
 class TransformerEncoder(_Stack):
     "`depth` pre-norm `TransformerEncoderLayer`s + final norm. `(B, T, D) -> (B, T, D)`."
+
     def __init__(self, depth: int, dim: int, heads: int, grad_checkpoint: bool = False, **layer_kw):
         super().__init__(TransformerEncoderLayer, depth, dim, heads, grad_checkpoint, **layer_kw)
 
     def make_cache(self, max_len: int | None = None) -> list[KVCache]:
         return [KVCache(max_len) for _ in self.layers]
 
-    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None, attn_mask: Tensor | None = None,
-                cond: Tensor | None = None, cache: list[KVCache] | None = None, pos: int | Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        key_padding_mask: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+        cond: Tensor | None = None,
+        cache: list[KVCache] | None = None,
+        pos: int | Tensor | None = None,
+    ) -> Tensor:
         for i, layer in enumerate(self.layers):
-            x = self._run(layer, x, key_padding_mask=key_padding_mask, attn_mask=attn_mask, cond=cond,
-                          cache=None if cache is None else cache[i], pos=pos)
+            x = self._run(
+                layer,
+                x,
+                key_padding_mask=key_padding_mask,
+                attn_mask=attn_mask,
+                cond=cond,
+                cache=None if cache is None else cache[i],
+                pos=pos,
+            )
         return apply_norm(self.norm, x, cond)
+
 
 class TransformerDecoder(_Stack):
     "`depth` pre-norm `TransformerDecoderLayer`s + final norm. `(B, T, D)` on `(B, S, Dm)` memory -> `(B, T, D)`."
+
     def __init__(self, depth: int, dim: int, heads: int, grad_checkpoint: bool = False, **layer_kw):
         super().__init__(TransformerDecoderLayer, depth, dim, heads, grad_checkpoint, **layer_kw)
 
     def make_cache(self, max_len: int | None = None) -> list[DecoderLayerCache]:
         return [DecoderLayerCache(KVCache(max_len), KVCache()) for _ in self.layers]
 
-    def forward(self, x: Tensor, memory: Tensor | None, cache: list[DecoderLayerCache] | None = None,
-                pos: int | Tensor | None = None, key_padding_mask: Tensor | None = None,
-                memory_key_padding_mask: Tensor | None = None, attn_mask: Tensor | None = None,
-                cond: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor | None,
+        cache: list[DecoderLayerCache] | None = None,
+        pos: int | Tensor | None = None,
+        key_padding_mask: Tensor | None = None,
+        memory_key_padding_mask: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+        cond: Tensor | None = None,
+    ) -> Tensor:
         for i, layer in enumerate(self.layers):
-            x = self._run(layer, x, memory, cache=None if cache is None else cache[i], pos=pos,
-                          key_padding_mask=key_padding_mask, memory_key_padding_mask=memory_key_padding_mask,
-                          attn_mask=attn_mask, cond=cond)
+            x = self._run(
+                layer,
+                x,
+                memory,
+                cache=None if cache is None else cache[i],
+                pos=pos,
+                key_padding_mask=key_padding_mask,
+                memory_key_padding_mask=memory_key_padding_mask,
+                attn_mask=attn_mask,
+                cond=cond,
+            )
         return apply_norm(self.norm, x, cond)
 
 # %% ../../nbs/22_nn.transformer.ipynb #1aac7f2d
-def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor: return x * (1 + scale) + shift
+def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    return x * (1 + scale) + shift
 
-def _per_token(t: Tensor) -> Tensor: return t[:, None] if t.dim() == 2 else t
+
+def _per_token(t: Tensor) -> Tensor:
+    return t[:, None] if t.dim() == 2 else t
+
 
 class DiTBlock(nn.Module):
     "adaLN-zero transformer block: `(B, T, D)` x, `(B, C)` or `(B, T, C)` cond -> `(B, T, D)`."
-    def __init__(self, dim: int, heads: int, cond_dim: int, mlp_ratio: float = 4.0, dropout: float = 0.0,
-                 rope: bool = False, qk_norm: bool = False, dropout_mode: str = "auto", backend: str = "auto"):
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        cond_dim: int,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        rope: bool = False,
+        qk_norm: bool = False,
+        dropout_mode: str = "auto",
+        backend: str = "auto",
+    ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.attn = MultiHeadAttention(dim, heads, dropout, qk_norm=qk_norm, bias=True, rope=rope,
-                                       dropout_mode=dropout_mode, backend=backend)
+        self.attn = MultiHeadAttention(
+            dim, heads, dropout, qk_norm=qk_norm, bias=True, rope=rope, dropout_mode=dropout_mode, backend=backend
+        )
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.mlp = FeedForward(dim, int(dim * mlp_ratio), dropout, "gelu_tanh")
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 6 * dim))
-        nn.init.zeros_(self.ada[1].weight); nn.init.zeros_(self.ada[1].bias)
+        nn.init.zeros_(self.ada[1].weight)
+        nn.init.zeros_(self.ada[1].bias)
 
-    def forward(self, x: Tensor, cond: Tensor, key_padding_mask: Tensor | None = None,
-                attn_mask: Tensor | None = None, causal: bool = False) -> Tensor:
-        sh1, sc1, g1, sh2, sc2, g2 = _per_token(self.ada(cond)).chunk(6, dim=-1)   # (B, 1|T, D) each
-        x = x + g1 * self.attn(modulate(self.norm1(x), sh1, sc1), causal=causal,
-                               key_padding_mask=key_padding_mask, attn_mask=attn_mask)
+    def forward(
+        self,
+        x: Tensor,
+        cond: Tensor,
+        key_padding_mask: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+        causal: bool = False,
+    ) -> Tensor:
+        sh1, sc1, g1, sh2, sc2, g2 = _per_token(self.ada(cond)).chunk(6, dim=-1)  # (B, 1|T, D) each
+        x = x + g1 * self.attn(
+            modulate(self.norm1(x), sh1, sc1), causal=causal, key_padding_mask=key_padding_mask, attn_mask=attn_mask
+        )
         return x + g2 * self.mlp(modulate(self.norm2(x), sh2, sc2))
+
 
 class DiTFinalLayer(nn.Module):
     "adaLN (shift, scale) + zero-init Linear: `(B, T, D)` -> `(B, T, out_dim)`."
+
     def __init__(self, dim: int, cond_dim: int, out_dim: int):
         super().__init__()
         self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 2 * dim))
         self.proj = nn.Linear(dim, out_dim)
-        for m in (self.ada[1], self.proj): nn.init.zeros_(m.weight); nn.init.zeros_(m.bias)
+        for m in (self.ada[1], self.proj):
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
 
     def forward(self, x: Tensor, cond: Tensor) -> Tensor:
         shift, scale = _per_token(self.ada(cond)).chunk(2, dim=-1)

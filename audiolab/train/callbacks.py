@@ -4,7 +4,12 @@
 
 # %% ../../nbs/31_train.callbacks.ipynb #19a107cf
 from __future__ import annotations
-import math, os, signal, sys, threading, time
+import math
+import os
+import signal
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -21,74 +26,125 @@ __all__ = ['CheckpointCB', 'SignalCB', 'ProgressCB', 'TimeBudget', 'log_audio', 
 # %% ../../nbs/31_train.callbacks.ipynb #2fd08735
 class CheckpointCB(Callback):
     "Resume from `dir` in before_fit; save every `every` steps, on a new best `monitor`, and at the end."
+
     order = -10
-    def __init__(self, dir: str | os.PathLike, every: int = 0, keep_last: int = 2, monitor: str = "valid/loss",
-                 mode: str = "min", resume: bool = True):
-        if mode not in ("min", "max"): raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
-        self.store, self.every, self.monitor, self.sign, self.resume = CheckpointStore(dir, keep_last), every, monitor, 1 if mode == "min" else -1, resume
+
+    def __init__(
+        self,
+        dir: str | os.PathLike,
+        every: int = 0,
+        keep_last: int = 2,
+        monitor: str = "valid/loss",
+        mode: str = "min",
+        resume: bool = True,
+    ):
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        self.store, self.every, self.monitor, self.sign, self.resume = (
+            CheckpointStore(dir, keep_last),
+            every,
+            monitor,
+            1 if mode == "min" else -1,
+            resume,
+        )
         self.resumed_from, self.saved_step, self.pending = None, None, None
 
     def before_fit(self, learn: Learner):
         if self.resume and (p := self.store.latest()) is not None:
-            learn.load(p); self.resumed_from, self.saved_step = p, learn.step
-            if learn.is_main: print(f"resumed from {p} (step {learn.step})", file=sys.stderr, flush=True)
+            learn.load(p)
+            self.resumed_from, self.saved_step = p, learn.step
+            if learn.is_main:
+                print(f"resumed from {p} (step {learn.step})", file=sys.stderr, flush=True)
 
     def after_valid(self, learn: Learner):
         v, best = learn.metrics.get(self.monitor), self.store.best_value()
-        if v is not None and math.isfinite(v) and (best is None or self.sign * v < self.sign * best): self.pending = (self.monitor, v)
+        if v is not None and math.isfinite(v) and (best is None or self.sign * v < self.sign * best):
+            self.pending = (self.monitor, v)
 
     def _save(self, learn: Learner):
-        learn.save(self.store, best=self.pending); self.saved_step, self.pending = learn.step, None
+        learn.save(self.store, best=self.pending)
+        self.saved_step, self.pending = learn.step, None
 
     def after_batch(self, learn: Learner):
-        if self.pending is not None or (self.every and learn.step % self.every == 0): self._save(learn)
+        if self.pending is not None or (self.every and learn.step % self.every == 0):
+            self._save(learn)
 
     def after_fit(self, learn: Learner):
-        if self.pending is not None or self.saved_step != learn.step: self._save(learn)
+        if self.pending is not None or self.saved_step != learn.step:
+            self._save(learn)
 
 # %% ../../nbs/31_train.callbacks.ipynb #e2dc5f16
 class SignalCB(Callback):
     "Turn SIGINT/SIGTERM into 'finish this step, checkpoint, return'; a second signal aborts."
-    def __init__(self, signals=(signal.SIGINT, signal.SIGTERM)): self.signals, self.prev = tuple(signals), {}
+
+    def __init__(self, signals=(signal.SIGINT, signal.SIGTERM)):
+        self.signals, self.prev = tuple(signals), {}
 
     def before_fit(self, learn: Learner):
-        if threading.current_thread() is not threading.main_thread(): return
+        if threading.current_thread() is not threading.main_thread():
+            return
+
         def handler(signum, frame):
             name = signal.Signals(signum).name
             if learn.stop_reason is not None:  # second signal: stop now
                 self.cleanup_fit(learn)
-                if signum == signal.SIGINT: raise KeyboardInterrupt
+                if signum == signal.SIGINT:
+                    raise KeyboardInterrupt
                 raise SystemExit(128 + signum)
             learn.request_stop(name)
-            print(f"[rank {D.rank()}] {name}: stopping after step {learn.step + 1}, then saving", file=sys.stderr, flush=True)
+            print(
+                f"[rank {D.rank()}] {name}: stopping after step {learn.step + 1}, then saving",
+                file=sys.stderr,
+                flush=True,
+            )
+
         self.prev = {s: signal.signal(s, handler) for s in self.signals}
 
     def cleanup_fit(self, learn: Learner):
-        for s, h in self.prev.items(): signal.signal(s, h)
+        for s, h in self.prev.items():
+            signal.signal(s, h)
         self.prev = {}
 
 # %% ../../nbs/31_train.callbacks.ipynb #47241264
 class ProgressCB(Callback):
     "A tqdm bar over steps (rank 0), showing the latest logs every `every` steps."
+
     order = 20
-    def __init__(self, every: int = 10, keys: tuple = ("loss", "grad_norm", "lr")): self.every, self.keys, self.bar = every, keys, None
+
+    def __init__(self, every: int = 10, keys: tuple = ("loss", "grad_norm", "lr")):
+        self.every, self.keys, self.bar = every, keys, None
+
     def before_fit(self, learn: Learner):
-        if learn.is_main: self.bar = tqdm(total=learn.cfg.max_steps, initial=learn.step, desc="train", dynamic_ncols=True)
+        if learn.is_main:
+            self.bar = tqdm(total=learn.cfg.max_steps, initial=learn.step, desc="train", dynamic_ncols=True)
+
     def after_batch(self, learn: Learner):
-        if self.bar is None: return
+        if self.bar is None:
+            return
         self.bar.update(learn.step - self.bar.n)
         if learn.step % self.every == 0:
-            self.bar.set_postfix({k: f"{v:.4g}" for k, v in learn.logs.items() if k.split("/")[-1] in self.keys}, refresh=False)
+            self.bar.set_postfix(
+                {k: f"{v:.4g}" for k, v in learn.logs.items() if k.split("/")[-1] in self.keys}, refresh=False
+            )
+
     def after_valid(self, learn: Learner):
-        if self.bar is not None: self.bar.write(f"step {learn.step}: " + " ".join(f"{k}={v:.4g}" for k, v in learn.metrics.items()))
+        if self.bar is not None:
+            self.bar.write(f"step {learn.step}: " + " ".join(f"{k}={v:.4g}" for k, v in learn.metrics.items()))
+
     def cleanup_fit(self, learn: Learner):
-        if self.bar is not None: self.bar.close(); self.bar = None
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 # %% ../../nbs/31_train.callbacks.ipynb #1a012af2
 class TimeBudget(Callback):
     "Ask the Learner to stop (checkpointed, like a SIGTERM) once `minutes` of wall time have passed; 0/None: no limit."
+
     order = 0
-    def __init__(self, minutes: float | None): self.minutes, self.t0 = minutes, time.perf_counter()
+
+    def __init__(self, minutes: float | None):
+        self.minutes, self.t0 = minutes, time.perf_counter()
+
     def after_batch(self, learn):
         if self.minutes and time.perf_counter() - self.t0 > 60 * self.minutes:
             learn.request_stop(f"time budget {self.minutes} min")
@@ -99,48 +155,84 @@ def log_audio(live, name: str, wave: torch.Tensor, sr: int, step: int) -> Path:
     import matplotlib.pyplot as plt
     from audiolab.audio import save_audio
     from audiolab.viz import plot_spectrogram
+
     wave = wave.detach().float().cpu()
-    path = save_audio(Path(live.plots_dir)/"audio"/name/f"step-{step:08d}.wav", wave.clamp(-1, 1), sr)
+    path = save_audio(Path(live.plots_dir) / "audio" / name / f"step-{step:08d}.wav", wave.clamp(-1, 1), sr)
     fig, _ = plot_spectrogram(wave, sr, title=f"{name} @ step {step}")
-    live.log_image(f"{name}/step-{step:08d}.png", fig); plt.close(fig)
+    live.log_image(f"{name}/step-{step:08d}.png", fig)
+    plt.close(fig)
     return path
+
 
 class DVCLiveCB(Callback):
     "Log train/valid curves (and audio samples via `sample_fn`) with dvclive, on rank 0."
+
     order = 10
-    def __init__(self, dir: str | os.PathLike = "dvclive", every: int = 1, sample_fn: Callable | None = None, sample_every: int = 0):
-        self.dir, self.every, self.sample_fn, self.sample_every, self.live = Path(dir), every, sample_fn, sample_every, None
+
+    def __init__(
+        self,
+        dir: str | os.PathLike = "dvclive",
+        every: int = 1,
+        sample_fn: Callable | None = None,
+        sample_every: int = 0,
+    ):
+        self.dir, self.every, self.sample_fn, self.sample_every, self.live = (
+            Path(dir),
+            every,
+            sample_fn,
+            sample_every,
+            None,
+        )
 
     def before_fit(self, learn: Learner):
-        if not learn.is_main: return
+        if not learn.is_main:
+            return
         from dvclive import Live
+
         self.live = Live(str(self.dir), resume=learn.step > 0, dvcyaml=None, save_dvc_exp=False, report=None)
-        if learn.step == 0: self.live.log_params({"train": learn.cfg.to_dict()})
+        if learn.step == 0:
+            self.live.log_params({"train": learn.cfg.to_dict()})
 
     def _log(self, learn: Learner, values: dict, prefix: str = ""):
         self.live.step = learn.step
         for k, v in values.items():
-            if isinstance(v, (int, float)) and math.isfinite(v): self.live.log_metric(prefix + k, v)
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                self.live.log_metric(prefix + k, v)
         self.live.make_summary()
 
     def after_batch(self, learn: Learner):
-        if self.live is not None and learn.step % self.every == 0: self._log(learn, learn.logs, "train/")
+        if self.live is not None and learn.step % self.every == 0:
+            self._log(learn, learn.logs, "train/")
 
     def after_valid(self, learn: Learner):
-        if self.live is None: return
+        if self.live is None:
+            return
         self._log(learn, learn.metrics)
         if self.sample_fn is not None and (not self.sample_every or learn.step % self.sample_every == 0):
             with torch.no_grad(), preserve_rng():
-                for name, (wave, sr) in self.sample_fn(learn).items(): log_audio(self.live, name, wave, sr, learn.step)
+                for name, (wave, sr) in self.sample_fn(learn).items():
+                    log_audio(self.live, name, wave, sr, learn.step)
 
     def cleanup_fit(self, learn: Learner):
-        if self.live is not None: self.live.end(); self.live = None
+        if self.live is not None:
+            self.live.end()
+            self.live = None
 
 # %% ../../nbs/31_train.callbacks.ipynb #76ca6ae1
-def standard_cbs(out_dir: str | os.PathLike, save_every: int = 0, keep_last: int = 2, sample_fn: Callable | None = None,
-                 sample_every: int = 0, progress: bool = True, log_every: int = 1) -> list[Callback]:
+def standard_cbs(
+    out_dir: str | os.PathLike,
+    save_every: int = 0,
+    keep_last: int = 2,
+    sample_fn: Callable | None = None,
+    sample_every: int = 0,
+    progress: bool = True,
+    log_every: int = 1,
+) -> list[Callback]:
     "Checkpoints in `out_dir/ckpt` (resuming), dvclive in `out_dir/live`, SIGINT/SIGTERM handling, tqdm progress."
     out = Path(out_dir)
-    cbs = [CheckpointCB(out/"ckpt", every=save_every, keep_last=keep_last), SignalCB(),
-           DVCLiveCB(out/"live", every=log_every, sample_fn=sample_fn, sample_every=sample_every)]
+    cbs = [
+        CheckpointCB(out / "ckpt", every=save_every, keep_last=keep_last),
+        SignalCB(),
+        DVCLiveCB(out / "live", every=log_every, sample_fn=sample_fn, sample_every=sample_every),
+    ]
     return cbs + ([ProgressCB()] if progress else [])

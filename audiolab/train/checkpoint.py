@@ -4,7 +4,16 @@
 
 # %% ../../nbs/32_train.checkpoint.ipynb #22f2c9a8
 from __future__ import annotations
-import contextlib, hashlib, json, os, pickle, random, re, shutil, tempfile, typing
+import contextlib
+import hashlib
+import json
+import os
+import pickle
+import random
+import re
+import shutil
+import tempfile
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -23,110 +32,164 @@ __all__ = ['load_state', 'load_weights', 'rng_to_plain', 'rng_from_plain', 'writ
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""): h.update(chunk)
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
     return h.hexdigest()
+
 
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
-    try: os.fsync(fd)
-    finally: os.close(fd)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
 
 def load_state(path: str | os.PathLike, map_location="cpu") -> dict:
     "Read a torch state file with `weights_only=True`; pickled code, truncation or garbage raise `CheckpointError`."
     path = Path(path)
-    if not path.is_file(): raise CheckpointError(path, "no such file")
-    try: return torch.load(path, map_location=map_location, weights_only=True)
+    if not path.is_file():
+        raise CheckpointError(path, "no such file")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(path, f"refused to load: it contains pickled objects other than tensors and plain data ({str(e).splitlines()[0][:200]})") from None
+        raise CheckpointError(
+            path,
+            f"refused to load: it contains pickled objects other than tensors and plain data ({str(e).splitlines()[0][:200]})",
+        ) from None
     except Exception as e:
-        raise CheckpointError(path, f"truncated or corrupted torch file ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        raise CheckpointError(
+            path, f"truncated or corrupted torch file ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+        ) from None
+
 
 def load_weights(module: nn.Module, path: str | os.PathLike, strict: bool = True) -> nn.Module:
     "Load a safetensors file into `module` (shared/tied tensors handled); bad files or mismatched keys raise `CheckpointError`."
     path = Path(path)
-    if not path.is_file(): raise CheckpointError(path, "no such file")
-    try: missing, unexpected = load_model(module, path, strict=False, device="cpu")
+    if not path.is_file():
+        raise CheckpointError(path, "no such file")
+    try:
+        missing, unexpected = load_model(module, path, strict=False, device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(path, f"truncated or corrupted safetensors file ({e})") from None
     except RuntimeError as e:  # shape mismatch
         raise CheckpointError(path, f"weights do not fit the model ({str(e).splitlines()[0][:300]})") from None
     if strict and (missing or unexpected):
-        raise CheckpointError(path, f"weights do not fit the model: missing {sorted(missing)[:8]}, unexpected {sorted(unexpected)[:8]}")
+        raise CheckpointError(
+            path, f"weights do not fit the model: missing {sorted(missing)[:8]}, unexpected {sorted(unexpected)[:8]}"
+        )
     return module
 
 # %% ../../nbs/32_train.checkpoint.ipynb #6bf75f5d
 def rng_to_plain(st: dict) -> dict:
     "`core.get_rng_state()` output with numpy arrays turned into tensors (loadable with `weights_only=True`)."
     kind, keys, pos, has_gauss, gauss = st["numpy"]
-    return {**st, "numpy": (kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss), float(gauss))}
+    return {
+        **st,
+        "numpy": (kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss), float(gauss)),
+    }
+
 
 def rng_from_plain(st: dict) -> dict:
     "Inverse of `rng_to_plain`."
     kind, keys, pos, has_gauss, gauss = st["numpy"]
     py = st["python"]
-    return {**st, "python": (py[0], tuple(py[1]), py[2]), "numpy": (kind, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, gauss)}
+    return {
+        **st,
+        "python": (py[0], tuple(py[1]), py[2]),
+        "numpy": (kind, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, gauss),
+    }
 
 # %% ../../nbs/32_train.checkpoint.ipynb #ee42e16b
 def write_checkpoint(path: str | os.PathLike, modules: dict[str, nn.Module], state: dict) -> Path:
     "Write `modules` (name -> module, to `<name>.safetensors`) and `state` (to `state.pt`) as the directory `path`, atomically."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         files = []
         for name, m in modules.items():
-            save_model(m, str(tmp/f"{name}.safetensors")); files.append(f"{name}.safetensors")
-        torch.save(state, tmp/"state.pt"); files.append("state.pt")
-        for f in files: _fsync(tmp/f)
-        manifest = {f: {"bytes": (tmp/f).stat().st_size, "sha256": _sha256(tmp/f)} for f in files}
-        (tmp/"manifest.json").write_text(json.dumps({"files": manifest, "step": state.get("step")}, indent=1))
-        _fsync(tmp/"manifest.json")
+            save_model(m, str(tmp / f"{name}.safetensors"))
+            files.append(f"{name}.safetensors")
+        torch.save(state, tmp / "state.pt")
+        files.append("state.pt")
+        for f in files:
+            _fsync(tmp / f)
+        manifest = {f: {"bytes": (tmp / f).stat().st_size, "sha256": _sha256(tmp / f)} for f in files}
+        (tmp / "manifest.json").write_text(json.dumps({"files": manifest, "step": state.get("step")}, indent=1))
+        _fsync(tmp / "manifest.json")
         if path.exists():  # re-saving the same name: move the old one aside first, then drop it
-            old = path.parent/f".{path.name}.old"; shutil.rmtree(old, ignore_errors=True); os.replace(path, old)
-            os.replace(tmp, path); shutil.rmtree(old, ignore_errors=True)
-        else: os.replace(tmp, path)
+            old = path.parent / f".{path.name}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True); raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return path
+
 
 def verify_checkpoint(path: str | os.PathLike) -> dict:
     "Check every file in `path/manifest.json` exists with the recorded size and SHA-256; return the manifest."
     path = Path(path)
-    if not path.is_dir(): raise CheckpointError(path, "no such checkpoint directory")
-    try: manifest = json.loads((path/"manifest.json").read_text())
-    except FileNotFoundError: raise CheckpointError(path, "no manifest.json (incomplete checkpoint)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise CheckpointError(path/"manifest.json", f"corrupted ({e})") from None
+    if not path.is_dir():
+        raise CheckpointError(path, "no such checkpoint directory")
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except FileNotFoundError:
+        raise CheckpointError(path, "no manifest.json (incomplete checkpoint)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(path / "manifest.json", f"corrupted ({e})") from None
     for f, info in manifest["files"].items():
-        p = path/f
-        if not p.is_file(): raise CheckpointError(p, "listed in the manifest but missing")
-        if p.stat().st_size != info["bytes"]: raise CheckpointError(p, f"truncated: {p.stat().st_size} bytes, manifest says {info['bytes']}")
-        if _sha256(p) != info["sha256"]: raise CheckpointError(p, "corrupted: SHA-256 does not match the manifest")
+        p = path / f
+        if not p.is_file():
+            raise CheckpointError(p, "listed in the manifest but missing")
+        if p.stat().st_size != info["bytes"]:
+            raise CheckpointError(p, f"truncated: {p.stat().st_size} bytes, manifest says {info['bytes']}")
+        if _sha256(p) != info["sha256"]:
+            raise CheckpointError(p, "corrupted: SHA-256 does not match the manifest")
     return manifest
+
 
 def read_checkpoint(path: str | os.PathLike, modules: dict[str, nn.Module] | None = None, map_location="cpu") -> dict:
     "Verify `path`, load its weights into `modules` (name -> module; names absent from the checkpoint raise) and return `state`."
-    path = Path(path); manifest = verify_checkpoint(path)
+    path = Path(path)
+    manifest = verify_checkpoint(path)
     for name, m in (modules or {}).items():
-        if f"{name}.safetensors" not in manifest["files"]: raise CheckpointError(path, f"has no weights for {name!r}")
-        load_weights(m, path/f"{name}.safetensors")
-    return load_state(path/"state.pt", map_location)
+        if f"{name}.safetensors" not in manifest["files"]:
+            raise CheckpointError(path, f"has no weights for {name!r}")
+        load_weights(m, path / f"{name}.safetensors")
+    return load_state(path / "state.pt", map_location)
 
 # %% ../../nbs/32_train.checkpoint.ipynb #3de4d208
 class CheckpointStore:
     "Step-named checkpoint directories under `root` with `last`/`best` pointers and pruning."
+
     def __init__(self, root: str | os.PathLike, keep_last: int = 2):
         self.root, self.keep_last = Path(root), keep_last
 
-    def name(self, step: int) -> str: return f"step-{step:08d}"
-    def _pointer(self, which: str) -> dict | None:
-        try: return json.loads((self.root/f"{which}.json").read_text())
-        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError): return None
+    def name(self, step: int) -> str:
+        return f"step-{step:08d}"
 
-    def save(self, step: int, modules: dict[str, nn.Module], state: dict, best: tuple[str, float] | None = None) -> Path:
+    def _pointer(self, which: str) -> dict | None:
+        try:
+            return json.loads((self.root / f"{which}.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            return None
+
+    def save(
+        self, step: int, modules: dict[str, nn.Module], state: dict, best: tuple[str, float] | None = None
+    ) -> Path:
         "Write the checkpoint for `step`, move `last` (and `best` when `best=(metric, value)` is given), prune."
-        path = write_checkpoint(self.root/self.name(step), modules, state)
-        save_json(self.root/"last.json", {"name": path.name, "step": step})
-        if best is not None: save_json(self.root/"best.json", {"name": path.name, "step": step, "metric": best[0], "value": best[1]})
-        self.prune(); return path
+        path = write_checkpoint(self.root / self.name(step), modules, state)
+        save_json(self.root / "last.json", {"name": path.name, "step": step})
+        if best is not None:
+            save_json(self.root / "best.json", {"name": path.name, "step": step, "metric": best[0], "value": best[1]})
+        self.prune()
+        return path
 
     def steps(self) -> list[int]:
         "Steps of the checkpoint directories present, oldest first."
@@ -135,62 +198,80 @@ class CheckpointStore:
     def prune(self) -> None:
         "Delete all but the newest `keep_last` checkpoints, always keeping `last` and `best`."
         keep = {(p or {}).get("name") for p in (self._pointer("last"), self._pointer("best"))}
-        for s in self.steps()[:-self.keep_last] if self.keep_last > 0 else self.steps():
-            if self.name(s) not in keep: shutil.rmtree(self.root/self.name(s), ignore_errors=True)
+        for s in self.steps()[: -self.keep_last] if self.keep_last > 0 else self.steps():
+            if self.name(s) not in keep:
+                shutil.rmtree(self.root / self.name(s), ignore_errors=True)
 
     def latest(self) -> Path | None:
         "The newest checkpoint that verifies (the `last` pointer first), or None."
         ptr = self._pointer("last")
-        cands = ([self.root/ptr["name"]] if ptr else []) + [self.root/self.name(s) for s in reversed(self.steps())]
+        cands = ([self.root / ptr["name"]] if ptr else []) + [self.root / self.name(s) for s in reversed(self.steps())]
         for p in cands:
-            try: verify_checkpoint(p); return p
-            except CheckpointError: continue
+            try:
+                verify_checkpoint(p)
+                return p
+            except CheckpointError:
+                continue
         return None
 
     def best(self) -> Path | None:
         "The checkpoint `best.json` points at (None if there is none)."
         ptr = self._pointer("best")
-        return self.root/ptr["name"] if ptr else None
+        return self.root / ptr["name"] if ptr else None
 
     def best_value(self) -> float | None:
-        ptr = self._pointer("best"); return None if ptr is None else ptr["value"]
+        ptr = self._pointer("best")
+        return None if ptr is None else ptr["value"]
 
 # %% ../../nbs/32_train.checkpoint.ipynb #4fe8c928
 def save_pretrained(model: nn.Module, path: str | os.PathLike, config: Config | dict | None = None) -> Path:
     "Write `model.safetensors` (+ `config.json` from `config` or `model.cfg`) into directory `path`, each atomically."
-    path = Path(path); path.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
     config = config if config is not None else getattr(model, "cfg", None)
-    with atomic_path(path/"model.safetensors") as tmp: save_model(model, str(tmp), metadata={"class": type(model).__qualname__})
+    with atomic_path(path / "model.safetensors") as tmp:
+        save_model(model, str(tmp), metadata={"class": type(model).__qualname__})
     if config is not None:
-        save_json(path/"config.json", config.to_dict() if isinstance(config, Config) else dict(config))
+        save_json(path / "config.json", config.to_dict() if isinstance(config, Config) else dict(config))
     return path
+
 
 def load_config(path: str | os.PathLike, config_cls: type[Config] | None = None, **overrides):
     "Read `path/config.json` as a dict, or as `config_cls` when given."
-    p = Path(path)/"config.json"
-    try: d = json.loads(p.read_text())
-    except FileNotFoundError: raise CheckpointError(p, "no such file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise CheckpointError(p, f"not valid JSON ({e})") from None
+    p = Path(path) / "config.json"
+    try:
+        d = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(p, "no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(p, f"not valid JSON ({e})") from None
     d.update(overrides)
     return config_cls.from_dict(d, str(p)) if config_cls else d
 
+
 class Pretrained:
     "Mixin for top-level modules built as `cls(cfg, ...)`: `save_pretrained(dir)` and `cls.from_pretrained(dir)`."
+
     config_cls: type[Config] | None = None  # default: the annotation of `__init__`'s first argument
 
-    def save_pretrained(self, path: str | os.PathLike) -> Path: return save_pretrained(self, path, getattr(self, "cfg", None))
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
+        return save_pretrained(self, path, getattr(self, "cfg", None))
 
     @classmethod
     def _config_cls(cls):
-        if cls.config_cls is not None: return cls.config_cls
-        hints = typing.get_type_hints(cls.__init__); args = [a for a in cls.__init__.__code__.co_varnames[1:2]]
+        if cls.config_cls is not None:
+            return cls.config_cls
+        hints = typing.get_type_hints(cls.__init__)
+        args = [a for a in cls.__init__.__code__.co_varnames[1:2]]
         tp = hints.get(args[0]) if args else None
-        if not (isinstance(tp, type) and issubclass(tp, Config)): raise TypeError(f"{cls.__name__}: set `config_cls` or annotate __init__'s first argument with a Config")
+        if not (isinstance(tp, type) and issubclass(tp, Config)):
+            raise TypeError(f"{cls.__name__}: set `config_cls` or annotate __init__'s first argument with a Config")
         return tp
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, map_location="cpu", **overrides):
         "Build from `path/config.json` (with `overrides`) and load `path/model.safetensors`."
         cfg = load_config(path, cls._config_cls(), **overrides)
-        model = cls(cfg); load_weights(model, Path(path)/"model.safetensors")
+        model = cls(cfg)
+        load_weights(model, Path(path) / "model.safetensors")
         return model.to(map_location)

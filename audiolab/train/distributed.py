@@ -4,7 +4,14 @@
 
 # %% ../../nbs/33_train.distributed.ipynb #aea12995
 from __future__ import annotations
-import argparse, importlib, inspect, os, shlex, subprocess, sys, typing
+import argparse
+import importlib
+import inspect
+import os
+import shlex
+import subprocess
+import sys
+import typing
 from datetime import timedelta
 from typing import Callable, Iterable
 
@@ -21,147 +28,265 @@ __all__ = ['is_dist', 'rank', 'world_size', 'is_main', 'init_distributed', 'clea
            'build_config', 'main', 'torchrun_command', 'launch']
 
 # %% ../../nbs/33_train.distributed.ipynb #916359e1
-def is_dist() -> bool: return dist.is_available() and dist.is_initialized()
-def rank() -> int: return dist.get_rank() if is_dist() else 0
-def world_size() -> int: return dist.get_world_size() if is_dist() else 1
-def is_main() -> bool: return rank() == 0
+def is_dist() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_dist() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_dist() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
 
 def init_distributed(device: str | torch.device | None = None, timeout_s: float = 600) -> torch.device:
     "Join the torchrun process group if `WORLD_SIZE>1` (nccl on CUDA, else gloo); return this rank's device."
     device = get_device(device)
     if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not is_dist():
-        if device.type == "cuda": torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=_attempt_store(timeout_s),
-                                rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]),
-                                timeout=timedelta(seconds=timeout_s), device_id=device if device.type == "cuda" else None)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(
+            "nccl" if device.type == "cuda" else "gloo",
+            store=_attempt_store(timeout_s),
+            rank=int(os.environ["RANK"]),
+            world_size=int(os.environ["WORLD_SIZE"]),
+            timeout=timedelta(seconds=timeout_s),
+            device_id=device if device.type == "cuda" else None,
+        )
     return device
+
 
 def _attempt_store(timeout_s: float) -> dist.Store:
     """The rendezvous store, with keys prefixed by torchrun's restart count. Under `--max-restarts` torchrun reuses its
     store across attempts, and without the prefix restarted workers read the dead workers' addresses and fail to connect."""
     agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
-    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), int(os.environ["WORLD_SIZE"]),
-                          is_master=not agent and int(os.environ["RANK"]) == 0, timeout=timedelta(seconds=timeout_s))
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        int(os.environ["WORLD_SIZE"]),
+        is_master=not agent and int(os.environ["RANK"]) == 0,
+        timeout=timedelta(seconds=timeout_s),
+    )
     return dist.PrefixStore(f"audiolab/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+
 
 def cleanup_distributed() -> None:
     "Leave the process group (if any)."
-    if is_dist(): dist.destroy_process_group()
+    if is_dist():
+        dist.destroy_process_group()
+
 
 def barrier() -> None:
-    if is_dist(): dist.barrier()
+    if is_dist():
+        dist.barrier()
 
 # %% ../../nbs/33_train.distributed.ipynb #81f37d84
 def broadcast_module(module: nn.Module, src: int = 0) -> None:
     "Copy parameters and buffers from rank `src` to every rank (identical start)."
-    if not is_dist(): return
+    if not is_dist():
+        return
     with torch.no_grad():
-        for t in list(module.parameters()) + list(module.buffers()): dist.broadcast(t.data, src)
+        for t in list(module.parameters()) + list(module.buffers()):
+            dist.broadcast(t.data, src)
+
 
 def all_reduce_grads(params: Iterable[torch.Tensor]) -> None:
     "Average `.grad` over ranks in place; grads missing on every rank stay None, on some ranks count as zero."
-    if not is_dist(): return
+    if not is_dist():
+        return
     params = [p for p in params if p.requires_grad]
-    if not params: return
+    if not params:
+        return
     ws = world_size()
     has = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=params[0].device)
     dist.all_reduce(has)
     live = [p for p, h in zip(params, has.tolist()) if h > 0]
     for p in live:
-        if p.grad is None: p.grad = torch.zeros_like(p)
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
     for dtype in {p.grad.dtype for p in live}:  # one flat buffer per dtype
         grads = [p.grad for p in live if p.grad.dtype == dtype]
-        flat = torch.cat([g.reshape(-1) for g in grads]); dist.all_reduce(flat); flat /= ws
-        for g, v in zip(grads, flat.split([g.numel() for g in grads])): g.copy_(v.view_as(g))
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= ws
+        for g, v in zip(grads, flat.split([g.numel() for g in grads])):
+            g.copy_(v.view_as(g))
+
 
 def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
     "Mean of `values` over ranks (a copy; the input is untouched)."
     values = values.detach().clone()
-    if not is_dist(): return values
+    if not is_dist():
+        return values
     dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-    v = values.to(dev); dist.all_reduce(v); v /= world_size()          # nccl reduces CUDA tensors only
+    v = values.to(dev)
+    dist.all_reduce(v)
+    v /= world_size()  # nccl reduces CUDA tensors only
     return v.to(values.device)
+
 
 def all_gather_objects(obj) -> list:
     "Every rank's `obj` (picklable, small), in rank order."
-    if not is_dist(): return [obj]
-    out = [None] * world_size(); dist.all_gather_object(out, obj); return out
+    if not is_dist():
+        return [obj]
+    out = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 # %% ../../nbs/33_train.distributed.ipynb #ba573eba
 def resolve_target(target: str) -> Callable:
     "Import `'package.module:function'`."
-    if ":" not in target: raise ConfigError(f"entry point {target!r} must look like 'package.module:function'")
+    if ":" not in target:
+        raise ConfigError(f"entry point {target!r} must look like 'package.module:function'")
     mod, fn = target.split(":", 1)
-    try: obj = getattr(importlib.import_module(mod), fn)
-    except (ImportError, AttributeError) as e: raise ConfigError(f"cannot load entry point {target!r}: {e}") from None
-    if not callable(obj): raise ConfigError(f"entry point {target!r} is not callable")
+    try:
+        obj = getattr(importlib.import_module(mod), fn)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"cannot load entry point {target!r}: {e}") from None
+    if not callable(obj):
+        raise ConfigError(f"entry point {target!r} is not callable")
     return obj
+
 
 def parse_overrides(items: Iterable[str]) -> dict:
     "`['a=1', 'b.c=x']` -> `{'a': 1, 'b': {'c': 'x'}}` (values parsed as YAML)."
     out: dict = {}
     for it in items:
-        if "=" not in it: raise ConfigError(f"override {it!r} must look like key=value")
-        key, val = it.split("=", 1); d = out; *parents, leaf = key.split(".")
-        for p in parents: d = d.setdefault(p, {})
+        if "=" not in it:
+            raise ConfigError(f"override {it!r} must look like key=value")
+        key, val = it.split("=", 1)
+        d = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            d = d.setdefault(p, {})
         d[leaf] = _scalar(yaml.safe_load(val))
     return out
+
 
 def _scalar(v):
     "YAML 1.1 reads `3e-4` as a string; take it as the float it means."
     if isinstance(v, str):
-        try: return float(v)
-        except ValueError: pass
+        try:
+            return float(v)
+        except ValueError:
+            pass
     return v
+
 
 def _merge(a: dict, b: dict) -> dict:
     out = dict(a)
-    for k, v in b.items(): out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
-def build_config(fn: Callable, params: str | None = None, section: str | None = None, profile: str | None = None, overrides: dict | None = None):
+
+def build_config(
+    fn: Callable,
+    params: str | None = None,
+    section: str | None = None,
+    profile: str | None = None,
+    overrides: dict | None = None,
+):
     "The argument `fn` expects: its annotated `Config` built from `section` of `params` + `overrides`, or a dict."
     cfg = _merge(load_section(section, profile, params or "params.yaml") if section else {}, overrides or {})
-    sig = inspect.signature(fn); first = next(iter(sig.parameters), None)
+    sig = inspect.signature(fn)
+    first = next(iter(sig.parameters), None)
     tp = typing.get_type_hints(fn).get(first) if first else None
     return tp.from_dict(cfg, f"{params}:{section}") if isinstance(tp, type) and issubclass(tp, Config) else cfg
+
 
 def main(argv: list[str] | None = None):
     "Command line: `python -m audiolab.train.distributed module:fn [--params P] [--section S] [--profile tiny|full] [--set k=v ...]`."
     ap = argparse.ArgumentParser(prog="audiolab.train.distributed", description=main.__doc__)
     ap.add_argument("target", help="entry point 'package.module:function' taking the config")
-    ap.add_argument("--params", default="params.yaml"); ap.add_argument("--section"); ap.add_argument("--profile")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--section")
+    ap.add_argument("--profile")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides (YAML values)")
     a = ap.parse_args(argv)
     fn = resolve_target(a.target)
     cfg = build_config(fn, a.params, a.section, a.profile, parse_overrides(a.set))
     init_distributed()
-    try: return fn(cfg)
-    finally: cleanup_distributed()
+    try:
+        return fn(cfg)
+    finally:
+        cleanup_distributed()
 
-def torchrun_command(target: str, nproc: int = 1, params: str = "params.yaml", section: str | None = None, profile: str | None = None,
-                     overrides: dict | None = None, max_restarts: int = 0) -> list[str]:
+
+def torchrun_command(
+    target: str,
+    nproc: int = 1,
+    params: str = "params.yaml",
+    section: str | None = None,
+    profile: str | None = None,
+    overrides: dict | None = None,
+    max_restarts: int = 0,
+) -> list[str]:
     "The `torchrun` command line (as a list) that runs `target` on `nproc` local processes."
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", f"--max-restarts={max_restarts}",
-           "-m", "audiolab.train.distributed", target, "--params", str(params)]
-    if section: cmd += ["--section", section]
-    if profile: cmd += ["--profile", profile]
-    if overrides: cmd += ["--set", *[f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}" for k, v in overrides.items()]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        f"--max-restarts={max_restarts}",
+        "-m",
+        "audiolab.train.distributed",
+        target,
+        "--params",
+        str(params),
+    ]
+    if section:
+        cmd += ["--section", section]
+    if profile:
+        cmd += ["--profile", profile]
+    if overrides:
+        cmd += [
+            "--set",
+            *[
+                f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+                for k, v in overrides.items()
+            ],
+        ]
     return cmd
 
-def launch(target: str, nproc: int = 1, params: str = "params.yaml", section: str | None = None, profile: str | None = None,
-           overrides: dict | None = None, max_restarts: int = 0, check: bool = True, env: dict | None = None) -> int:
+
+def launch(
+    target: str,
+    nproc: int = 1,
+    params: str = "params.yaml",
+    section: str | None = None,
+    profile: str | None = None,
+    overrides: dict | None = None,
+    max_restarts: int = 0,
+    check: bool = True,
+    env: dict | None = None,
+) -> int:
     "Run `target` under torchrun from Python (e.g. a notebook cell), streaming its output; return the exit code."
     cmd = torchrun_command(target, nproc, params, section, profile, overrides, max_restarts)
     print("$", shlex.join(cmd), flush=True)
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})}) as p:
-        for line in p.stdout: print(line, end="", flush=True)
-    if check and p.returncode: raise RuntimeError(f"training job {target} failed with exit code {p.returncode}")
+    with subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})}
+    ) as p:
+        for line in p.stdout:
+            print(line, end="", flush=True)
+    if check and p.returncode:
+        raise RuntimeError(f"training job {target} failed with exit code {p.returncode}")
     return p.returncode
 
 # %% ../../nbs/33_train.distributed.ipynb #1b0f496c
 def _run_as_script() -> bool:
-    try: get_ipython; return False  # noqa: F821 (defined inside IPython/Jupyter)
-    except NameError: return True
+    try:
+        get_ipython
+        return False  # noqa: F821 (defined inside IPython/Jupyter)
+    except NameError:
+        return True
 
-if __name__ == "__main__" and _run_as_script(): main()
+
+if __name__ == "__main__" and _run_as_script():
+    main()

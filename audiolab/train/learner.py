@@ -4,7 +4,11 @@
 
 # %% ../../nbs/30_train.learner.ipynb #bacc7070
 from __future__ import annotations
-import contextlib, dataclasses, math, random, warnings
+import contextlib
+import dataclasses
+import math
+import random
+import warnings
 from operator import attrgetter
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -15,7 +19,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, RandomSampler
 
-from ..core import (AudiolabError, Config, ConfigError, amp_dtype, autocast, get_rng_state, set_rng_state)
+from ..core import AudiolabError, Config, ConfigError, amp_dtype, autocast, get_rng_state, set_rng_state
 from . import distributed as D
 from .checkpoint import CheckpointStore, read_checkpoint, rng_from_plain, rng_to_plain
 
@@ -29,151 +33,242 @@ __all__ = ['TrainConfig', 'param_groups', 'make_optimizer', 'LRSchedule', 'Cance
 @dataclasses.dataclass
 class TrainConfig(Config):
     "Optimisation and run settings shared by every family."
-    max_steps: int = 1000               # optimizer steps (each eats `grad_accum` batches)
+
+    max_steps: int = 1000  # optimizer steps (each eats `grad_accum` batches)
     lr: float = 3e-4
-    embed_lr: float | None = None       # separate LR for nn.Embedding weights (None: same as lr)
-    weight_decay: float = 0.01          # AdamW decay on >=2-D weights (not biases, norms, embeddings)
+    embed_lr: float | None = None  # separate LR for nn.Embedding weights (None: same as lr)
+    weight_decay: float = 0.01  # AdamW decay on >=2-D weights (not biases, norms, embeddings)
     betas: tuple = (0.9, 0.999)
     eps: float = 1e-8
-    schedule: str = "constant"          # constant | cosine | linear | step | exp | plateau
-    warmup_steps: int = 0               # linear warmup from lr/warmup_steps
-    min_lr_ratio: float = 0.0           # floor of cosine/linear, as a fraction of lr
-    decay_every: int = 1000             # 'step': multiply by gamma every this many steps
-    gamma: float = 0.5                  # 'step'/'plateau' factor; 'exp' per-step factor
-    patience: int = 3                   # 'plateau': validations without improvement before decaying
+    schedule: str = "constant"  # constant | cosine | linear | step | exp | plateau
+    warmup_steps: int = 0  # linear warmup from lr/warmup_steps
+    min_lr_ratio: float = 0.0  # floor of cosine/linear, as a fraction of lr
+    decay_every: int = 1000  # 'step': multiply by gamma every this many steps
+    gamma: float = 0.5  # 'step'/'plateau' factor; 'exp' per-step factor
+    patience: int = 3  # 'plateau': validations without improvement before decaying
     grad_accum: int = 1
-    clip_grad: float | None = 1.0       # max global grad norm (None: no clipping, norm still logged)
-    precision: str = "auto"             # auto | fp32 | bf16 | fp16 (fp16 adds a GradScaler)
-    ema_decay: float | None = None      # keep an EMA copy used for validation and checkpoints
-    valid_every: int = 0                # validate every N steps (0: only when fit ends)
-    valid_batches: int | None = None    # cap on validation batches
-    max_nan: int = 5                    # this many non-finite steps in a row stop the run
-    seed: int = 0                       # data order (sampler) seed
+    clip_grad: float | None = 1.0  # max global grad norm (None: no clipping, norm still logged)
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (fp16 adds a GradScaler)
+    ema_decay: float | None = None  # keep an EMA copy used for validation and checkpoints
+    valid_every: int = 0  # validate every N steps (0: only when fit ends)
+    valid_batches: int | None = None  # cap on validation batches
+    max_nan: int = 5  # this many non-finite steps in a row stop the run
+    seed: int = 0  # data order (sampler) seed
 
 # %% ../../nbs/30_train.learner.ipynb #e941b7ea
-def param_groups(model: nn.Module | Iterable, lr: float, weight_decay: float, embed_lr: float | None = None) -> list[dict]:
+def param_groups(
+    model: nn.Module | Iterable, lr: float, weight_decay: float, embed_lr: float | None = None
+) -> list[dict]:
     "AdamW groups: decayed >=2-D weights, undecayed 1-D params, embeddings (own LR if `embed_lr`). Empty groups dropped."
     if isinstance(model, nn.Module):
         emb = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
         params = list({id(p): p for p in model.parameters() if p.requires_grad}.values())
-    else: params, emb = [p for p in model if p.requires_grad], set()
+    else:
+        params, emb = [p for p in model if p.requires_grad], set()
     decay = [p for p in params if p.ndim >= 2 and id(p) not in emb]
     no_decay = [p for p in params if p.ndim < 2 and id(p) not in emb]
     embed = [p for p in params if id(p) in emb]
-    groups = [dict(params=decay, weight_decay=weight_decay, lr=lr), dict(params=no_decay, weight_decay=0.0, lr=lr),
-              dict(params=embed, weight_decay=0.0, lr=embed_lr if embed_lr is not None else lr)]
+    groups = [
+        dict(params=decay, weight_decay=weight_decay, lr=lr),
+        dict(params=no_decay, weight_decay=0.0, lr=lr),
+        dict(params=embed, weight_decay=0.0, lr=embed_lr if embed_lr is not None else lr),
+    ]
     return [dict(g, base_lr=g["lr"]) for g in groups if g["params"]]
+
 
 def make_optimizer(model: nn.Module | Iterable, cfg: TrainConfig, **overrides) -> torch.optim.AdamW:
     "AdamW over `param_groups(model)` with the settings of `cfg` (`overrides` replace fields, e.g. `lr=2e-4`)."
     cfg = cfg.replace(**overrides) if overrides else cfg
-    return torch.optim.AdamW(param_groups(model, cfg.lr, cfg.weight_decay, cfg.embed_lr), lr=cfg.lr,
-                             betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(
+        param_groups(model, cfg.lr, cfg.weight_decay, cfg.embed_lr),
+        lr=cfg.lr,
+        betas=tuple(cfg.betas),
+        eps=cfg.eps,
+        weight_decay=cfg.weight_decay,
+    )
 
 # %% ../../nbs/30_train.learner.ipynb #4cc97fb0
 class LRSchedule:
     "Warmup + {constant, cosine, linear, step, exp, plateau} decay applied to every group's `base_lr`."
+
     kinds = ("constant", "cosine", "linear", "step", "exp", "plateau")
+
     def __init__(self, opt: torch.optim.Optimizer, cfg: TrainConfig):
-        if cfg.schedule not in self.kinds: raise ConfigError(f"unknown schedule {cfg.schedule!r}; known: {self.kinds}")
+        if cfg.schedule not in self.kinds:
+            raise ConfigError(f"unknown schedule {cfg.schedule!r}; known: {self.kinds}")
         self.opt, self.cfg, self.scale, self.best, self.bad = opt, cfg, 1.0, math.inf, 0
-        for g in opt.param_groups: g.setdefault("base_lr", g["lr"])
+        for g in opt.param_groups:
+            g.setdefault("base_lr", g["lr"])
 
     def factor(self, step: int) -> float:
         "LR multiplier for optimizer step `step` (0-based)."
         c = self.cfg
-        if step < c.warmup_steps: return (step + 1) / c.warmup_steps
+        if step < c.warmup_steps:
+            return (step + 1) / c.warmup_steps
         t, span = step - c.warmup_steps, max(1, c.max_steps - c.warmup_steps)
         p, lo = min(1.0, t / span), c.min_lr_ratio
-        if c.schedule == "cosine": return lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * p))
-        if c.schedule == "linear": return 1 - (1 - lo) * p
-        if c.schedule == "step": return c.gamma ** (t // c.decay_every)
-        if c.schedule == "exp": return c.gamma ** t
+        if c.schedule == "cosine":
+            return lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * p))
+        if c.schedule == "linear":
+            return 1 - (1 - lo) * p
+        if c.schedule == "step":
+            return c.gamma ** (t // c.decay_every)
+        if c.schedule == "exp":
+            return c.gamma**t
         return self.scale if c.schedule == "plateau" else 1.0
 
     def set(self, step: int) -> float:
         "Write the LR for `step` into the optimizer; return the first group's LR."
         f = self.factor(step)
-        for g in self.opt.param_groups: g["lr"] = g["base_lr"] * f
+        for g in self.opt.param_groups:
+            g["lr"] = g["base_lr"] * f
         return self.opt.param_groups[0]["lr"]
 
     def report(self, metric: float) -> None:
         "'plateau': after `patience` validations without a new best, multiply the scale by `gamma`."
-        if metric < self.best: self.best, self.bad = metric, 0
+        if metric < self.best:
+            self.best, self.bad = metric, 0
         else:
             self.bad += 1
-            if self.bad > self.cfg.patience: self.scale, self.bad = self.scale * self.cfg.gamma, 0
+            if self.bad > self.cfg.patience:
+                self.scale, self.bad = self.scale * self.cfg.gamma, 0
 
-    def state_dict(self) -> dict: return dict(scale=self.scale, best=self.best, bad=self.bad)
-    def load_state_dict(self, sd: dict) -> None: self.scale, self.best, self.bad = sd["scale"], sd["best"], sd["bad"]
+    def state_dict(self) -> dict:
+        return dict(scale=self.scale, best=self.best, bad=self.bad)
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.scale, self.best, self.bad = sd["scale"], sd["best"], sd["bad"]
 
 # %% ../../nbs/30_train.learner.ipynb #4333e124
-class CancelFitException(Exception): "Stop training now (after_fit hooks still run)."
-class CancelEpochException(Exception): "Skip to the next epoch."
-class CancelBatchException(Exception): "Skip the rest of this training step."
-class CancelStepException(Exception): "Skip this phase's optimizer update (raised from `before_step`)."
-class CancelValidException(Exception): "Skip the rest of this validation pass."
+class CancelFitException(Exception):
+    "Stop training now (after_fit hooks still run)."
+
+
+class CancelEpochException(Exception):
+    "Skip to the next epoch."
+
+
+class CancelBatchException(Exception):
+    "Skip the rest of this training step."
+
+
+class CancelStepException(Exception):
+    "Skip this phase's optimizer update (raised from `before_step`)."
+
+
+class CancelValidException(Exception):
+    "Skip the rest of this validation pass."
+
 
 class NonFiniteLossError(AudiolabError, FloatingPointError):
     "Loss or gradients were NaN/Inf for `max_nan` steps in a row."
 
+
 class Callback:
     "Base class: subclasses define some of the hook methods and an `order` (lower runs first)."
+
     order = 0
-    def state_dict(self) -> dict | None: return None
-    def load_state_dict(self, sd: dict) -> None: pass
-    def __repr__(self): return type(self).__name__
+
+    def state_dict(self) -> dict | None:
+        return None
+
+    def load_state_dict(self, sd: dict) -> None:
+        pass
+
+    def __repr__(self):
+        return type(self).__name__
 
 # %% ../../nbs/30_train.learner.ipynb #b297a536
 class ResumableSampler(DistributedSampler):
     "A `DistributedSampler` (rank-sharded, `set_epoch`-shuffled) that skips its first `start` indices."
-    def __init__(self, dataset, shuffle: bool = True, seed: int = 0, num_replicas: int | None = None, rank: int | None = None):
-        super().__init__(dataset, num_replicas=num_replicas or D.world_size(), rank=D.rank() if rank is None else rank, shuffle=shuffle, seed=seed)
+
+    def __init__(
+        self, dataset, shuffle: bool = True, seed: int = 0, num_replicas: int | None = None, rank: int | None = None
+    ):
+        super().__init__(
+            dataset,
+            num_replicas=num_replicas or D.world_size(),
+            rank=D.rank() if rank is None else rank,
+            shuffle=shuffle,
+            seed=seed,
+        )
         self.start = 0
-    def __iter__(self): return iter(list(super().__iter__())[self.start:])
-    def __len__(self): return self.num_samples - self.start
+
+    def __iter__(self):
+        return iter(list(super().__iter__())[self.start :])
+
+    def __len__(self):
+        return self.num_samples - self.start
+
 
 def resumable_loader(dl: DataLoader, seed: int = 0, shuffle: bool | None = None) -> DataLoader:
     "`dl` rebuilt around a `ResumableSampler` (shuffle as `dl` did unless given); iterable/custom-batch loaders get only their own generator."
-    if isinstance(dl.sampler, ResumableSampler): return dl
+    if isinstance(dl.sampler, ResumableSampler):
+        return dl
     if isinstance(dl.dataset, IterableDataset) or dl.batch_size is None:
-        if dl.generator is None: dl.generator = torch.Generator().manual_seed(seed)  # iter(dl) must not draw from the global RNG
+        if dl.generator is None:
+            dl.generator = torch.Generator().manual_seed(seed)  # iter(dl) must not draw from the global RNG
         return dl
     shuffle = isinstance(dl.sampler, RandomSampler) if shuffle is None else shuffle
-    kw = dict(num_workers=dl.num_workers, collate_fn=dl.collate_fn, pin_memory=dl.pin_memory, drop_last=dl.drop_last,
-              worker_init_fn=dl.worker_init_fn, generator=torch.Generator().manual_seed(seed))
-    if dl.num_workers > 0: kw.update(prefetch_factor=dl.prefetch_factor, persistent_workers=dl.persistent_workers)
+    kw = dict(
+        num_workers=dl.num_workers,
+        collate_fn=dl.collate_fn,
+        pin_memory=dl.pin_memory,
+        drop_last=dl.drop_last,
+        worker_init_fn=dl.worker_init_fn,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    if dl.num_workers > 0:
+        kw.update(prefetch_factor=dl.prefetch_factor, persistent_workers=dl.persistent_workers)
     return DataLoader(dl.dataset, batch_size=dl.batch_size, sampler=ResumableSampler(dl.dataset, shuffle, seed), **kw)
 
 # %% ../../nbs/30_train.learner.ipynb #911a7e96
 def to_device(batch, device: torch.device):
     "Move every tensor in a (nested) batch to `device`."
-    if isinstance(batch, torch.Tensor): return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict): return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
     if isinstance(batch, (list, tuple)):
         out = [to_device(v, device) for v in batch]
         return type(batch)(*out) if hasattr(batch, "_fields") else type(batch)(out)
     return batch
 
+
 @contextlib.contextmanager
 def preserve_rng():
     "Run a block (validation, sampling) without moving the python/numpy/torch RNG streams training uses."
     st = get_rng_state()
-    try: yield
-    finally: set_rng_state(st)
+    try:
+        yield
+    finally:
+        set_rng_state(st)
+
 
 def _as_logs(out) -> dict:
     "A step's output (a loss tensor or a dict with 'loss') as a dict."
-    if isinstance(out, torch.Tensor): return {"loss": out}
-    if isinstance(out, dict) and "loss" in out: return out
+    if isinstance(out, torch.Tensor):
+        return {"loss": out}
+    if isinstance(out, dict) and "loss" in out:
+        return out
     raise TypeError(f"a training step must return a loss tensor or a dict with a 'loss' key, got {type(out).__name__}")
 
 # %% ../../nbs/30_train.learner.ipynb #ff21ea1c
 class Learner:
     "Step-based trainer: model + data + `TrainConfig` + callbacks."
-    def __init__(self, model: nn.Module, train_dl: DataLoader, valid_dl: DataLoader | None = None, cfg: TrainConfig | None = None,
-                 loss_fn: Callable | None = None, opt: torch.optim.Optimizer | None = None, phases: dict | None = None,
-                 cbs: Iterable[Callback] = (), device: str | torch.device | None = None):
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_dl: DataLoader,
+        valid_dl: DataLoader | None = None,
+        cfg: TrainConfig | None = None,
+        loss_fn: Callable | None = None,
+        opt: torch.optim.Optimizer | None = None,
+        phases: dict | None = None,
+        cbs: Iterable[Callback] = (),
+        device: str | torch.device | None = None,
+    ):
         self.cfg = cfg or TrainConfig()
         self.device = D.init_distributed(device)
         self.model, self.loss_fn = model.to(self.device), loss_fn
@@ -184,32 +279,45 @@ class Learner:
         self.scheds = {k: LRSchedule(o, self.cfg) for k, o in self.phases.items()}
         self.amp = amp_dtype(self.device, self.cfg.precision)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
-        self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(self.cfg.ema_decay), use_buffers=True) if self.cfg.ema_decay else None
+        self.ema = (
+            AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(self.cfg.ema_decay), use_buffers=True)
+            if self.cfg.ema_decay
+            else None
+        )
         self.cbs = sorted(cbs, key=attrgetter("order"))
         self.step = self.epoch = self.batch_idx = self.nan_streak = 0
         self.logs, self.metrics, self.history, self.stop_reason = {}, {}, [], None
 
     def _make_phases(self, phases, opt) -> dict[str, torch.optim.Optimizer]:
-        if phases is None: return {"main": opt if opt is not None else make_optimizer(self.model, self.cfg)}
+        if phases is None:
+            return {"main": opt if opt is not None else make_optimizer(self.model, self.cfg)}
         out = {}
         for name, v in phases.items():
-            if isinstance(v, torch.optim.Optimizer): out[name] = v
-            elif isinstance(v, dict): v = dict(v); out[name] = make_optimizer(v.pop("params"), self.cfg, **v)
-            else: out[name] = make_optimizer(v, self.cfg)
+            if isinstance(v, torch.optim.Optimizer):
+                out[name] = v
+            elif isinstance(v, dict):
+                v = dict(v)
+                out[name] = make_optimizer(v.pop("params"), self.cfg, **v)
+            else:
+                out[name] = make_optimizer(v, self.cfg)
         return out
 
     is_main = property(lambda self: D.is_main())
-    eval_model = property(lambda self: self.ema.module if self.ema is not None else self.model, doc="EMA copy if any, else the model")
+    eval_model = property(
+        lambda self: self.ema.module if self.ema is not None else self.model, doc="EMA copy if any, else the model"
+    )
     multi = property(lambda self: len(self.phases) > 1)
 
     def __call__(self, hook: str) -> None:
         "Run `hook` on every callback that has it, in order."
         for cb in self.cbs:
             f = getattr(cb, hook, None)
-            if f is not None: f(self)
+            if f is not None:
+                f(self)
 
     def add_cb(self, cb: Callback) -> Callback:
-        self.cbs = sorted([*self.cbs, cb], key=attrgetter("order")); return cb
+        self.cbs = sorted([*self.cbs, cb], key=attrgetter("order"))
+        return cb
 
     def request_stop(self, reason: str) -> None:
         "Ask training to stop after the current step (signals use this); all ranks agree before stopping."
@@ -218,17 +326,26 @@ class Learner:
 # %% ../../nbs/30_train.learner.ipynb #99b056eb
 def method_of(cls):
     "Decorator: attach a function to `cls` as a method (lets a class be written over several cells)."
-    def deco(f): setattr(cls, f.__name__, f); return f
+
+    def deco(f):
+        setattr(cls, f.__name__, f)
+        return f
+
     return deco
+
 
 @method_of(Learner)
 def _forward(self: Learner, batch, phase: str, ctx: dict, model: nn.Module | None = None) -> dict:
     "The loss dict for one micro-batch in `phase` (the training call; `model` defaults to the trained one)."
     m = model or self.model
     with autocast(self.device, self.amp):
-        if self.multi: return _as_logs(m.training_step(batch, phase=phase, ctx=ctx))
-        if self.loss_fn is not None: x, y = batch; return _as_logs(self.loss_fn(m(x), y))
+        if self.multi:
+            return _as_logs(m.training_step(batch, phase=phase, ctx=ctx))
+        if self.loss_fn is not None:
+            x, y = batch
+            return _as_logs(self.loss_fn(m(x), y))
         return _as_logs(m.training_step(batch))
+
 
 @method_of(Learner)
 def _phase_step(self: Learner, name: str, opt: torch.optim.Optimizer, ctxs: list[dict]) -> bool:
@@ -238,38 +355,55 @@ def _phase_step(self: Learner, name: str, opt: torch.optim.Optimizer, ctxs: list
     for b, ctx in zip(self.batches, ctxs):
         out = self._forward(b, name, ctx)
         self.scaler.scale(out["loss"] / acc).backward()
-        for k, v in out.items(): sums[k] = sums.get(k, 0.0) + torch.as_tensor(v).detach().float() / acc
+        for k, v in out.items():
+            sums[k] = sums.get(k, 0.0) + torch.as_tensor(v).detach().float() / acc
     params = [p for g in opt.param_groups for p in g["params"]]
     D.all_reduce_grads(params)
-    vals = D.all_reduce_mean(torch.stack([v.to(self.device) for v in sums.values()]).double()).tolist()  # one sync for all logs
+    vals = D.all_reduce_mean(
+        torch.stack([v.to(self.device) for v in sums.values()]).double()
+    ).tolist()  # one sync for all logs
     self.logs.update({pre + k: v for k, v in zip(sums, vals)})
     self.scaler.unscale_(opt)
     norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.clip_grad or math.inf).item()
     self.logs[pre + "grad_norm"] = norm
     finite = math.isfinite(self.logs[pre + "loss"]) and (self.scaler.is_enabled() or math.isfinite(norm))
     if not finite:
-        self.model.zero_grad(set_to_none=True); return False
+        self.model.zero_grad(set_to_none=True)
+        return False
     self.phase = name
-    try: self("before_step"); self.scaler.step(opt); self("after_step")
-    except CancelStepException: pass
+    try:
+        self("before_step")
+        self.scaler.step(opt)
+        self("after_step")
+    except CancelStepException:
+        pass
     return True
+
 
 @method_of(Learner)
 def _one_step(self: Learner) -> None:
     "One optimizer step over `self.batches` (all phases), then bookkeeping."
     self.logs = {}
-    for name, s in self.scheds.items(): self.logs[(f"{name}/" if self.multi else "") + "lr"] = s.set(self.step)
+    for name, s in self.scheds.items():
+        self.logs[(f"{name}/" if self.multi else "") + "lr"] = s.set(self.step)
     ctxs = [{} for _ in self.batches]
     ok = [self._phase_step(name, opt, ctxs) for name, opt in self.phases.items()]
     self.scaler.update()
-    if all(ok): self.nan_streak = 0
+    if all(ok):
+        self.nan_streak = 0
     else:
-        self.nan_streak += 1; self.logs["nan_skipped"] = 1.0
-        warnings.warn(f"step {self.step + 1}: non-finite loss/gradients ({', '.join(k for k, v in self.logs.items() if not math.isfinite(v))}); update skipped")
+        self.nan_streak += 1
+        self.logs["nan_skipped"] = 1.0
+        warnings.warn(
+            f"step {self.step + 1}: non-finite loss/gradients ({', '.join(k for k, v in self.logs.items() if not math.isfinite(v))}); update skipped"
+        )
         if self.nan_streak >= self.cfg.max_nan:
-            raise NonFiniteLossError(f"loss/gradients were NaN/Inf for {self.nan_streak} steps in a row (steps {self.step + 2 - self.nan_streak}..{self.step + 1}); "
-                                     f"last logs: {self.logs}. Lower the LR, enable clipping or check the data.")
-    if self.ema is not None and any(ok): self.ema.update_parameters(self.model)
+            raise NonFiniteLossError(
+                f"loss/gradients were NaN/Inf for {self.nan_streak} steps in a row (steps {self.step + 2 - self.nan_streak}..{self.step + 1}); "
+                f"last logs: {self.logs}. Lower the LR, enable clipping or check the data."
+            )
+    if self.ema is not None and any(ok):
+        self.ema.update_parameters(self.model)
     self.step += 1
 
 # %% ../../nbs/30_train.learner.ipynb #7a94bea2
@@ -278,29 +412,44 @@ def _train_batches(self: Learner) -> Iterator:
     "Batches forever, epoch after epoch, starting at (`self.epoch`, `self.batch_idx`) and keeping them current."
     dl = self.train_dl
     while True:
-        if hasattr(dl.sampler, "set_epoch"): dl.sampler.set_epoch(self.epoch)
-        if hasattr(dl.batch_sampler, "set_epoch"): dl.batch_sampler.set_epoch(self.epoch)
-        if hasattr(dl.dataset, "set_epoch"): dl.dataset.set_epoch(self.epoch)  # iterable datasets shuffle themselves
-        if dl.generator is not None: dl.generator.manual_seed(self.cfg.seed + self.epoch)
+        if hasattr(dl.sampler, "set_epoch"):
+            dl.sampler.set_epoch(self.epoch)
+        if hasattr(dl.batch_sampler, "set_epoch"):
+            dl.batch_sampler.set_epoch(self.epoch)
+        if hasattr(dl.dataset, "set_epoch"):
+            dl.dataset.set_epoch(self.epoch)  # iterable datasets shuffle themselves
+        if dl.generator is not None:
+            dl.generator.manual_seed(self.cfg.seed + self.epoch)
         skip = self.batch_idx
-        if isinstance(dl.sampler, ResumableSampler): dl.sampler.start, skip = self.batch_idx * dl.batch_size, 0
-        if self.batch_idx == 0: self("before_epoch")
+        if isinstance(dl.sampler, ResumableSampler):
+            dl.sampler.start, skip = self.batch_idx * dl.batch_size, 0
+        if self.batch_idx == 0:
+            self("before_epoch")
         n = 0
         try:
             for i, b in enumerate(dl):
                 n += 1
-                if i < skip: continue  # loaders we could not rebuild: skip by reading
-                self.batch_idx += 1; yield b
-        except CancelEpochException: pass
-        if n == 0 and self.batch_idx == 0: raise AudiolabError("the training loader yielded no batches")
-        self("after_epoch"); self.epoch += 1; self.batch_idx = 0
-        if isinstance(dl.sampler, ResumableSampler): dl.sampler.start = 0
+                if i < skip:
+                    continue  # loaders we could not rebuild: skip by reading
+                self.batch_idx += 1
+                yield b
+        except CancelEpochException:
+            pass
+        if n == 0 and self.batch_idx == 0:
+            raise AudiolabError("the training loader yielded no batches")
+        self("after_epoch")
+        self.epoch += 1
+        self.batch_idx = 0
+        if isinstance(dl.sampler, ResumableSampler):
+            dl.sampler.start = 0
+
 
 @method_of(Learner)
 @torch.no_grad()
 def validate(self: Learner) -> dict:
     "Mean of every logged value over the validation set (all ranks), as `valid/<name>`; RNG streams untouched."
-    if self.valid_dl is None: return {}
+    if self.valid_dl is None:
+        return {}
     model, was_training = self.eval_model, self.model.training
     sums, n = {}, 0
     with preserve_rng():
@@ -308,27 +457,35 @@ def validate(self: Learner) -> dict:
         try:
             self("before_valid")
             for i, b in enumerate(self.valid_dl):
-                if self.cfg.valid_batches is not None and i >= self.cfg.valid_batches: break
+                if self.cfg.valid_batches is not None and i >= self.cfg.valid_batches:
+                    break
                 b = to_device(b, self.device)
                 vs = getattr(model, "validation_step", None)
                 with autocast(self.device, self.amp):
                     out = _as_logs(vs(b)) if vs is not None else self._forward(b, list(self.phases)[-1], {}, model)
-                for k, v in out.items(): sums[k] = sums.get(k, 0.0) + float(v)
+                for k, v in out.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
                 n += 1
             vals = D.all_reduce_mean(torch.tensor([*sums.values(), n], dtype=torch.float64)).tolist()
             self.metrics = {f"valid/{k}": v / vals[-1] for k, v in zip(sums, vals)}
             if "valid/loss" in self.metrics:
-                for s in self.scheds.values(): s.report(self.metrics["valid/loss"])
+                for s in self.scheds.values():
+                    s.report(self.metrics["valid/loss"])
             self("after_valid")
-        except CancelValidException: pass
-        finally: self.model.train(was_training)
+        except CancelValidException:
+            pass
+        finally:
+            self.model.train(was_training)
     return self.metrics
+
 
 @method_of(Learner)
 def _should_stop(self: Learner) -> bool:
     flag = D.all_reduce_mean(torch.tensor([float(self.stop_reason is not None)])).item()
-    if flag > 0 and self.stop_reason is None: self.stop_reason = "stop requested on another rank"
+    if flag > 0 and self.stop_reason is None:
+        self.stop_reason = "stop requested on another rank"
     return flag > 0
+
 
 @method_of(Learner)
 def fit(self: Learner, max_steps: int | None = None) -> Learner:
@@ -342,16 +499,23 @@ def fit(self: Learner, max_steps: int | None = None) -> Learner:
             while self.step < max_steps:
                 self.batches = [to_device(next(batches), self.device) for _ in range(self.cfg.grad_accum)]
                 try:
-                    self("before_batch"); self._one_step()
-                    if self.cfg.valid_every and self.step % self.cfg.valid_every == 0: self.validate()
+                    self("before_batch")
+                    self._one_step()
+                    if self.cfg.valid_every and self.step % self.cfg.valid_every == 0:
+                        self.validate()
                     self("after_batch")
                     self.history.append({"step": self.step, **self.logs})
-                except CancelBatchException: pass
-                if self._should_stop(): raise CancelFitException
-            if self.valid_dl is not None and not (self.cfg.valid_every and self.step % self.cfg.valid_every == 0): self.validate()
-        except CancelFitException: pass
+                except CancelBatchException:
+                    pass
+                if self._should_stop():
+                    raise CancelFitException
+            if self.valid_dl is not None and not (self.cfg.valid_every and self.step % self.cfg.valid_every == 0):
+                self.validate()
+        except CancelFitException:
+            pass
         self("after_fit")
-    finally: self("cleanup_fit")
+    finally:
+        self("cleanup_fit")
     return self
 
 # %% ../../nbs/30_train.learner.ipynb #6c300176
@@ -360,38 +524,63 @@ def modules(self: Learner) -> dict[str, nn.Module]:
     "Modules stored as safetensors in a checkpoint."
     return {"model": self.model, **({"ema": self.ema.module} if self.ema is not None else {})}
 
+
 @method_of(Learner)
 def state_dict(self: Learner) -> dict:
     "Training state besides weights (collective under torchrun: gathers each rank's RNG state)."
     rngs = D.all_gather_objects(rng_to_plain(get_rng_state()))
-    return dict(step=self.step, epoch=self.epoch, batch_idx=self.batch_idx, nan_streak=self.nan_streak, world_size=D.world_size(),
-                opts={k: o.state_dict() for k, o in self.phases.items()}, scheds={k: s.state_dict() for k, s in self.scheds.items()},
-                scaler=self.scaler.state_dict(), rng=rngs, ema_n=self.ema.n_averaged.clone() if self.ema is not None else None,
-                cbs={type(cb).__name__: sd for cb in self.cbs if (sd := cb.state_dict()) is not None}, cfg=self.cfg.to_dict())
+    return dict(
+        step=self.step,
+        epoch=self.epoch,
+        batch_idx=self.batch_idx,
+        nan_streak=self.nan_streak,
+        world_size=D.world_size(),
+        opts={k: o.state_dict() for k, o in self.phases.items()},
+        scheds={k: s.state_dict() for k, s in self.scheds.items()},
+        scaler=self.scaler.state_dict(),
+        rng=rngs,
+        ema_n=self.ema.n_averaged.clone() if self.ema is not None else None,
+        cbs={type(cb).__name__: sd for cb in self.cbs if (sd := cb.state_dict()) is not None},
+        cfg=self.cfg.to_dict(),
+    )
+
 
 @method_of(Learner)
 def load_state_dict(self: Learner, sd: dict) -> None:
     "Restore what `state_dict` captured (weights are loaded separately)."
     self.step, self.epoch, self.batch_idx, self.nan_streak = sd["step"], sd["epoch"], sd["batch_idx"], sd["nan_streak"]
-    for k, o in self.phases.items(): o.load_state_dict(sd["opts"][k])
-    for k, s in self.scheds.items(): s.load_state_dict(sd["scheds"][k])
-    if sd["scaler"]: self.scaler.load_state_dict(sd["scaler"])
-    if self.ema is not None and sd["ema_n"] is not None: self.ema.n_averaged.copy_(sd["ema_n"])
+    for k, o in self.phases.items():
+        o.load_state_dict(sd["opts"][k])
+    for k, s in self.scheds.items():
+        s.load_state_dict(sd["scheds"][k])
+    if sd["scaler"]:
+        self.scaler.load_state_dict(sd["scaler"])
+    if self.ema is not None and sd["ema_n"] is not None:
+        self.ema.n_averaged.copy_(sd["ema_n"])
     for cb in self.cbs:
-        if type(cb).__name__ in sd["cbs"]: cb.load_state_dict(sd["cbs"][type(cb).__name__])
+        if type(cb).__name__ in sd["cbs"]:
+            cb.load_state_dict(sd["cbs"][type(cb).__name__])
     rngs = sd["rng"]
-    if len(rngs) != D.world_size(): warnings.warn(f"checkpoint was written by {len(rngs)} ranks, resuming on {D.world_size()}: RNG streams differ")
+    if len(rngs) != D.world_size():
+        warnings.warn(f"checkpoint was written by {len(rngs)} ranks, resuming on {D.world_size()}: RNG streams differ")
     set_rng_state(rng_from_plain(rngs[D.rank() % len(rngs)]))
+
 
 @method_of(Learner)
 def save(self: Learner, store: CheckpointStore, best: tuple[str, float] | None = None) -> Path | None:
     "Checkpoint the current step into `store` (written by rank 0; call on every rank)."
-    sd = self.state_dict(); path = None
-    if self.is_main: path = store.save(self.step, self.modules(), sd, best)
-    D.barrier(); return path
+    sd = self.state_dict()
+    path = None
+    if self.is_main:
+        path = store.save(self.step, self.modules(), sd, best)
+    D.barrier()
+    return path
+
 
 @method_of(Learner)
 def load(self: Learner, path: str | Path) -> None:
     "Restore weights and training state from checkpoint directory `path`."
-    sd = read_checkpoint(path, self.modules(), map_location="cpu")  # RNG states must stay on CPU; optimizers move their own state
+    sd = read_checkpoint(
+        path, self.modules(), map_location="cpu"
+    )  # RNG states must stay on CPU; optimizers move their own state
     self.load_state_dict(sd)
