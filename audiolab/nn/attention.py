@@ -23,8 +23,8 @@ except Exception:  # ImportError, or OSError/RuntimeError from a mismatched bina
     HAS_FLASH_ATTN = False
 
 # %% auto #0
-__all__ = ['BACKENDS', 'DROPOUT_MODES', 'causal_mask', 'combine_masks', 'naive_attention', 'attend', 'RotaryEmbedding', 'KVCache',
-           'MultiHeadAttention']
+__all__ = ['BACKENDS', 'DROPOUT_MODES', 'causal_mask', 'combine_masks', 'padding_mask', 'naive_attention', 'attend',
+           'RotaryEmbedding', 'KVCache', 'MultiHeadAttention']
 
 # %% ../../nbs/20_nn.attention.ipynb #0a09666a
 def causal_mask(tq: int, tk: int, device=None) -> Tensor:
@@ -83,6 +83,13 @@ def combine_masks(
         m = m.masked_fill(~allowed, float("-inf"))
     dead = torch.isneginf(m).all(-1, keepdim=True)
     return m.masked_fill(dead, 0.0)
+
+# %% ../../nbs/20_nn.attention.ipynb #8c10d493
+def padding_mask(lengths: Tensor | None, T: int, B: int | None = None, device=None) -> Tensor:
+    "`(B,)` lengths -> `(B, T)` bool, **True at padding** (the `key_padding_mask` convention); all False for `None`."
+    if lengths is None:
+        return torch.zeros(B, T, dtype=torch.bool, device=device)
+    return torch.arange(T, device=lengths.device)[None, :] >= lengths[:, None]
 
 # %% ../../nbs/20_nn.attention.ipynb #9808f063
 def naive_attention(
