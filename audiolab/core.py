@@ -101,7 +101,7 @@ def check_codes(
 
 # %% ../nbs/00_core.ipynb #ede0e4c8
 def seed_everything(seed: int, deterministic: bool = False) -> torch.Generator:
-    "Seed python, numpy and torch (all devices); optionally force deterministic kernels. Returns a seeded CPU generator."
+    "Seed python, numpy and torch (all devices), optionally with deterministic kernels; return a seeded CPU generator."
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
