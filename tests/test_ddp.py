@@ -6,7 +6,11 @@
 3. SIGTERM to torchrun: every rank finishes the step in flight, they agree, save that step, and exit.
 All launch through `python -m audiolab.train.distributed toy_train:train`, the same CLI a family uses.
 """
-import random, signal, subprocess, sys
+
+import random
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import toy_train as T
 
-CFG = dict(steps=16, global_batch=8, dropout=0.0, save_every=4)   # dropout off: ranks draw different masks
+CFG = dict(steps=16, global_batch=8, dropout=0.0, save_every=4)  # dropout off: ranks draw different masks
 
 
 @pytest.fixture(scope="module")
@@ -33,36 +37,42 @@ def two_ranks(tmp_path_factory):
     return T.losses(out), T.final_params(out)
 
 
-def max_diff(a: dict, b: dict) -> float: return max((a[k] - b[k]).abs().max().item() for k in a)
+def max_diff(a: dict, b: dict) -> float:
+    return max((a[k] - b[k]).abs().max().item() for k in a)
 
 
 def test_two_ranks_equal_one_process(single, two_ranks):
     (l1, p1), (l2, p2) = single, two_ranks
     assert list(l2) == list(range(1, CFG["steps"] + 1))
-    assert max(abs(l1[s] - l2[s]) for s in l1) <= 1e-6                    # logged loss is the global mean
+    assert max(abs(l1[s] - l2[s]) for s in l1) <= 1e-6  # logged loss is the global mean
     assert max_diff(p1, p2) <= 1e-6
-    assert max_diff(p1, T.init_params()) > 1e-2                     # and training did move the weights
+    assert max_diff(p1, T.init_params()) > 1e-2  # and training did move the weights
 
 
 def test_torchrun_restart_resumes_from_checkpoint(tmp_path, single, two_ranks):
     r = T.torchrun(2, max_restarts=1, out=tmp_path, die_at=11, die_rank=1, **CFG)
     log = r.stdout + r.stderr
     assert r.returncode == 0, log
-    assert (tmp_path/"died").exists()                                     # rank 1 really died once...
-    assert "resumed from" in log and "step-00000008" in log, log          # ...and the restarted job resumed at step 8
+    assert (tmp_path / "died").exists()  # rank 1 really died once...
+    assert "resumed from" in log and "step-00000008" in log, log  # ...and the restarted job resumed at step 8
     p = T.final_params(tmp_path)
-    assert all(torch.equal(p[k], two_ranks[1][k]) for k in p)            # same as never interrupted
+    assert all(torch.equal(p[k], two_ranks[1][k]) for k in p)  # same as never interrupted
     assert max_diff(p, single[1]) <= 1e-6
-    got = T.losses(tmp_path)                                              # steps 9..10 were re-run identically
+    got = T.losses(tmp_path)  # steps 9..10 were re-run identically
     assert list(got) == list(range(1, CFG["steps"] + 1)) and got == two_ranks[0]
 
 
 def test_sigterm_to_torchrun_saves_the_step_in_flight(tmp_path):
-    proc = subprocess.Popen(T.torchrun_cmd(2, out=tmp_path, sleep=0.1, **{**CFG, "steps": 40}), env=T.env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        T.torchrun_cmd(2, out=tmp_path, sleep=0.1, **{**CFG, "steps": 40}),
+        env=T.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     T.wait_logged(proc, tmp_path, random.Random(0).randint(3, 20))
     proc.send_signal(signal.SIGTERM)
     log = proc.communicate(timeout=120)[0]
-    assert log.count("stop_reason=SIGTERM") == 1, log                     # rank 0 reports a clean stop
+    assert log.count("stop_reason=SIGTERM") == 1, log  # rank 0 reports a clean stop
     stopped = T.n_logged(tmp_path)
     assert stopped < 40 and T.ckpt_step(tmp_path) == stopped, (stopped, T.ckpt_step(tmp_path), log)

@@ -3,6 +3,7 @@ with `audiolab.core.atomic_write` and sleeps half-way, `dvc repro` is killed (SI
 as when a job is killed, or SIGINT, as Ctrl-C) while the stage runs. Then no half-written output may exist or be
 taken as done (`dvc status` reports the stage changed), and the next `dvc repro` finishes with a complete output
 that `dvc status` accepts."""
+
 import os
 import shutil
 import signal
@@ -15,9 +16,15 @@ import pytest
 
 DVC = shutil.which("dvc", path=str(Path(sys.executable).parent)) or shutil.which("dvc")
 pytestmark = pytest.mark.skipif(DVC is None, reason="dvc is not installed")
-ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-       "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-       "GIT_COMMITTER_EMAIL": "t@t"}
+ENV = {
+    **os.environ,
+    "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    "DVC_NO_ANALYTICS": "1",
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@t",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@t",
+}
 N_LINES = 400
 
 WRITER = '''"""The stage: `result.txt` = N lines tagged with the version in input.txt, then END; sleeps half-way."""
@@ -28,7 +35,10 @@ with atomic_write("result.txt", "w") as f:
     for i in range(n):
         f.write(f"{version} {i}\\n")
         if i == n // 2:
-            f.flush(); open("half.tmp", "w").write(str(os.getpid())); os.replace("half.tmp", "halfway"); time.sleep(float(os.environ.get("SLOW_S", "0")))
+            f.flush()
+            open("half.tmp", "w").write(str(os.getpid()))
+            os.replace("half.tmp", "halfway")
+            time.sleep(float(os.environ.get("SLOW_S", "0")))
     f.write("END\\n")
 '''
 DVC_YAML = f"""stages:
@@ -40,10 +50,13 @@ DVC_YAML = f"""stages:
 
 
 def run(proj: Path, *args: str, slow: float = 0.0, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(args, cwd=proj, env={**ENV, "SLOW_S": str(slow)}, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        args, cwd=proj, env={**ENV, "SLOW_S": str(slow)}, capture_output=True, text=True, timeout=timeout
+    )
 
 
-def complete(version: str) -> str: return "".join(f"{version} {i}\n" for i in range(N_LINES)) + "END\n"
+def complete(version: str) -> str:
+    return "".join(f"{version} {i}\n" for i in range(N_LINES)) + "END\n"
 
 
 def status(proj: Path) -> str:
@@ -55,7 +68,8 @@ def status(proj: Path) -> str:
 @pytest.fixture
 def proj(tmp_path):
     for cmd in (["git", "init", "-q"], [DVC, "init", "-q"]):
-        r = run(tmp_path, *cmd); assert r.returncode == 0, r.stderr
+        r = run(tmp_path, *cmd)
+        assert r.returncode == 0, r.stderr
     (tmp_path / "writer.py").write_text(WRITER)
     (tmp_path / "dvc.yaml").write_text(DVC_YAML)
     (tmp_path / "input.txt").write_text("v1\n")
@@ -67,9 +81,15 @@ def kill_mid_stage(proj: Path, sig: int) -> None:
     (proj / "halfway").unlink(missing_ok=True)
     # SIGINT back to its default in the child: a test run started in the background of a non-interactive shell
     # inherits SIGINT ignored, and dvc and the stage would inherit that too
-    p = subprocess.Popen([DVC, "repro", "slow"], cwd=proj, env={**ENV, "SLOW_S": "120"}, start_new_session=True,
-                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        [DVC, "repro", "slow"],
+        cwd=proj,
+        env={**ENV, "SLOW_S": "120"},
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         t0 = time.monotonic()
         while not (proj / "halfway").exists():
@@ -80,7 +100,9 @@ def kill_mid_stage(proj: Path, sig: int) -> None:
         os.killpg(p.pid, sig)
         p.wait(timeout=30)
     finally:
-        if p.poll() is None: os.killpg(p.pid, signal.SIGKILL); p.wait()
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
     assert gone(stage_pid), "the stage process outlived the killed dvc repro"
 
 
@@ -90,8 +112,10 @@ def gone(pid: int, wait_s: float = 15) -> bool:
     while time.monotonic() - t0 < wait_s:
         try:
             os.kill(pid, 0)
-            if Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z": return True
-        except ProcessLookupError: return True
+            if Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+                return True
+        except ProcessLookupError:
+            return True
         time.sleep(0.1)
     os.kill(pid, signal.SIGKILL)
     return False
@@ -101,7 +125,8 @@ def repro_finishes(proj: Path, version: str, check_status: bool = True) -> None:
     r = run(proj, DVC, "repro", "slow")
     assert r.returncode == 0, r.stdout + r.stderr
     assert (proj / "result.txt").read_text() == complete(version)
-    if check_status: assert "up to date" in status(proj)
+    if check_status:
+        assert "up to date" in status(proj)
 
 
 # Each case costs 45-100 s on the shared 2-core machine (a dvc command takes ~6 s there): CI runs one case per
@@ -117,7 +142,8 @@ def test_killed_first_run(proj, sig):
     lock = proj / "dvc.lock"
     assert not lock.exists() or "result.txt" not in lock.read_text(), "the killed stage was recorded in dvc.lock"
     assert "up to date" not in status(proj)
-    if sig == signal.SIGINT: assert not list(proj.glob(".result.txt.*")), "SIGINT: atomic_write left its temp file"
+    if sig == signal.SIGINT:
+        assert not list(proj.glob(".result.txt.*")), "SIGINT: atomic_write left its temp file"
     repro_finishes(proj, "v1")
 
 

@@ -5,7 +5,11 @@ The interrupted run is a real subprocess (`tests/toy_train.py`); the resumed and
 process (same code path, single-threaded, so results are bit-identical and no interpreter start is paid).
 Set AUDIOLAB_LONG=1 for the x10 variant of issue #11 (random points, every signal).
 """
-import os, random, signal, sys
+
+import os
+import random
+import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,7 +44,7 @@ def check_same_run(out: Path, reference):
     ref_losses, ref_params = reference
     got = T.losses(out)
     assert list(got) == list(range(1, STEPS + 1))
-    assert [got[s] for s in got] == [ref_losses[s] for s in got]          # exact floats
+    assert [got[s] for s in got] == [ref_losses[s] for s in got]  # exact floats
     params = T.final_params(out)
     assert all(torch.equal(params[k], ref_params[k]) for k in ref_params)
 
@@ -49,9 +53,13 @@ def check_same_run(out: Path, reference):
 def test_signal_saves_and_resumes_exactly(tmp_path, reference, sig):
     at = RNG.randint(2, STEPS - 8)
     rc, log, stopped, ckpt = interrupt_and_resume(tmp_path, sig, at)
-    assert rc == 0, log                                                    # clean exit
+    assert rc == 0, log  # clean exit
     assert f"stop_reason={signal.Signals(sig).name}" in log, log
-    assert stopped >= at and ckpt == stopped, (at, stopped, ckpt)         # the step in flight finished and was saved: nothing lost
+    assert stopped >= at and ckpt == stopped, (
+        at,
+        stopped,
+        ckpt,
+    )  # the step in flight finished and was saved: nothing lost
     check_same_run(tmp_path, reference)
 
 
@@ -60,7 +68,7 @@ def test_sigkill_loses_at_most_one_interval(tmp_path, reference):
     rc, log, stopped, ckpt = interrupt_and_resume(tmp_path, signal.SIGKILL, at)
     assert rc == -signal.SIGKILL
     assert ckpt is not None and 0 <= stopped - ckpt < EVERY, (stopped, ckpt)
-    check_same_run(tmp_path, reference)                                  # re-run steps reproduce the lost ones exactly
+    check_same_run(tmp_path, reference)  # re-run steps reproduce the lost ones exactly
 
 
 @pytest.mark.skipif(not os.environ.get("AUDIOLAB_LONG"), reason="x10 kill suite: set AUDIOLAB_LONG=1")
@@ -69,6 +77,8 @@ def test_sigkill_loses_at_most_one_interval(tmp_path, reference):
 def test_kill_suite(tmp_path, reference, sig, rep):
     at = RNG.randint(1, STEPS - 2)
     rc, log, stopped, ckpt = interrupt_and_resume(tmp_path, sig, at)
-    if sig == signal.SIGKILL: assert stopped - (ckpt or 0) < EVERY
-    else: assert rc == 0 and ckpt == stopped, log
+    if sig == signal.SIGKILL:
+        assert stopped - (ckpt or 0) < EVERY
+    else:
+        assert rc == 0 and ckpt == stopped, log
     check_same_run(tmp_path, reference)

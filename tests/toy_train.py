@@ -6,8 +6,15 @@ Run it plainly or under torchrun, through the same entry point a family uses:
 (with `tests/` on PYTHONPATH). Rank 0 appends one JSON line per step to `<out>/losses.jsonl` and, when the run
 completes, writes the final weights to `<out>/final.safetensors`.
 """
+
 from __future__ import annotations
-import dataclasses, faulthandler, json, os, signal, sys, time
+import dataclasses
+import faulthandler
+import json
+import os
+import signal
+import sys
+import time
 from pathlib import Path
 
 import torch
@@ -25,14 +32,14 @@ from audiolab.train.learner import Callback, Learner, TrainConfig
 class ToyConfig(Config):
     out: str = "toy_run"
     steps: int = 30
-    global_batch: int = 8      # split evenly over ranks
+    global_batch: int = 8  # split evenly over ranks
     grad_accum: int = 1
-    dropout: float = 0.1       # exercises the RNG state on resume (0 for DDP == 1 process)
+    dropout: float = 0.1  # exercises the RNG state on resume (0 for DDP == 1 process)
     save_every: int = 5
-    sleep: float = 0.0         # seconds per step, so a test can signal mid-run
-    die_at: int = 0            # SIGKILL this process at that step, once (marker file in `out`)
+    sleep: float = 0.0  # seconds per step, so a test can signal mid-run
+    die_at: int = 0  # SIGKILL this process at that step, once (marker file in `out`)
     die_rank: int = 0
-    nan_at: int = 0            # make the loss NaN at this step (once per process)
+    nan_at: int = 0  # make the loss NaN at this step (once per process)
     lr: float = 0.05
 
 
@@ -43,22 +50,31 @@ class ToyNet(nn.Module):
         self.nan_at, self.steps = 0, 0
 
     def training_step(self, batch):
-        x, y = batch; self.steps += 1
+        x, y = batch
+        self.steps += 1
         loss = nn.functional.mse_loss(self.net(x), y)
         return loss * float("nan") if self.steps == self.nan_at else loss
 
 
 class Toy(Callback):
     "Log each step's loss (rank 0), sleep, and die on cue."
-    def __init__(self, cfg: ToyConfig): self.cfg, self.log = cfg, Path(cfg.out)/"losses.jsonl"
+
+    def __init__(self, cfg: ToyConfig):
+        self.cfg, self.log = cfg, Path(cfg.out) / "losses.jsonl"
+
     def before_batch(self, learn):
-        c = self.cfg; marker = Path(c.out)/"died"
+        c = self.cfg
+        marker = Path(c.out) / "died"
         if c.die_at and learn.step + 1 == c.die_at and D.rank() == c.die_rank and not marker.exists():
-            marker.write_text(str(os.getpid())); os.kill(os.getpid(), signal.SIGKILL)
+            marker.write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+
     def after_batch(self, learn):
         if learn.is_main:
-            with open(self.log, "a") as f: f.write(json.dumps({"step": learn.step, "loss": learn.logs["loss"]}) + "\n")
-        if self.cfg.sleep: time.sleep(self.cfg.sleep)
+            with open(self.log, "a") as f:
+                f.write(json.dumps({"step": learn.step, "loss": learn.logs["loss"]}) + "\n")
+        if self.cfg.sleep:
+            time.sleep(self.cfg.sleep)
 
 
 def data(n: int = 96) -> TensorDataset:
@@ -69,80 +85,140 @@ def data(n: int = 96) -> TensorDataset:
 
 def train(cfg: ToyConfig):
     "Train the toy net; single-threaded so in-process and subprocess runs are bit-identical."
-    threads = torch.get_num_threads(); torch.set_num_threads(1)
-    try: return _train(cfg)
-    finally: torch.set_num_threads(threads)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train(cfg)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _train(cfg: ToyConfig):
-    faulthandler.register(signal.SIGUSR1, all_threads=True)   # `kill -USR1 <pid>` prints where a stuck job is
-    out = Path(cfg.out); out.mkdir(parents=True, exist_ok=True)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>` prints where a stuck job is
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
     seed_everything(0)
-    model = ToyNet(cfg.dropout); model.nan_at = cfg.nan_at
+    model = ToyNet(cfg.dropout)
+    model.nan_at = cfg.nan_at
     bs = cfg.global_batch // D.world_size()
-    tcfg = TrainConfig(max_steps=cfg.steps, lr=cfg.lr, grad_accum=cfg.grad_accum, schedule="cosine", warmup_steps=3, clip_grad=1.0, ema_decay=0.9)
-    learn = Learner(model, DataLoader(data(), batch_size=bs, shuffle=True), cfg=tcfg,
-                    cbs=[CheckpointCB(out/"ckpt", every=cfg.save_every), SignalCB(), Toy(cfg)])
+    tcfg = TrainConfig(
+        max_steps=cfg.steps,
+        lr=cfg.lr,
+        grad_accum=cfg.grad_accum,
+        schedule="cosine",
+        warmup_steps=3,
+        clip_grad=1.0,
+        ema_decay=0.9,
+    )
+    learn = Learner(
+        model,
+        DataLoader(data(), batch_size=bs, shuffle=True),
+        cfg=tcfg,
+        cbs=[CheckpointCB(out / "ckpt", every=cfg.save_every), SignalCB(), Toy(cfg)],
+    )
     learn.fit()
-    if learn.is_main and learn.step == cfg.steps: save_model(learn.model, str(out/"final.safetensors"))
-    if learn.is_main: print(f"done: step {learn.step} stop_reason={learn.stop_reason}", flush=True)
+    if learn.is_main and learn.step == cfg.steps:
+        save_model(learn.model, str(out / "final.safetensors"))
+    if learn.is_main:
+        print(f"done: step {learn.step} stop_reason={learn.stop_reason}", flush=True)
     return learn
 
 
 # ---- helpers for the tests -------------------------------------------------------------------------------
 TESTS = Path(__file__).resolve().parent
 
+
 def env() -> dict:
     "Subprocess environment: tests/ importable, one thread per process."
-    return {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
+    return {
+        **os.environ,
+        "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "OMP_NUM_THREADS": "1",
+    }
 
-def sets(**kw) -> list[str]: return ["--set", *[f"{k}={v}" for k, v in kw.items()]]
+
+def sets(**kw) -> list[str]:
+    return ["--set", *[f"{k}={v}" for k, v in kw.items()]]
+
 
 def spawn(**kw):
     "Start `toy_train.py` as a plain subprocess with config overrides `kw`."
     import subprocess
-    return subprocess.Popen([sys.executable, str(TESTS/"toy_train.py"), *sets(**kw)], env=env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    return subprocess.Popen(
+        [sys.executable, str(TESTS / "toy_train.py"), *sets(**kw)],
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
 
 def torchrun_cmd(nproc: int, max_restarts: int = 0, **kw) -> list[str]:
     "The toy job under torchrun, through the audiolab.train.distributed CLI."
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", f"--max-restarts={max_restarts}",
-            "-m", "audiolab.train.distributed", "toy_train:train", *sets(**kw)]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        f"--max-restarts={max_restarts}",
+        "-m",
+        "audiolab.train.distributed",
+        "toy_train:train",
+        *sets(**kw),
+    ]
+
 
 def torchrun(nproc: int, max_restarts: int = 0, timeout: float = 300, **kw):
     "Run the toy job under torchrun; returns the CompletedProcess."
     import subprocess
-    return subprocess.run(torchrun_cmd(nproc, max_restarts, **kw), env=env(), capture_output=True, text=True, timeout=timeout)
+
+    return subprocess.run(
+        torchrun_cmd(nproc, max_restarts, **kw), env=env(), capture_output=True, text=True, timeout=timeout
+    )
+
 
 def losses(out) -> dict[int, float]:
     "Step -> loss from `<out>/losses.jsonl`; a step logged twice (re-run after a kill) keeps its last value."
-    p = Path(out)/"losses.jsonl"
+    p = Path(out) / "losses.jsonl"
     return {r["step"]: r["loss"] for r in map(json.loads, p.read_text().splitlines())} if p.exists() else {}
 
+
 def n_logged(out) -> int:
-    p = Path(out)/"losses.jsonl"
+    p = Path(out) / "losses.jsonl"
     return len(p.read_text().splitlines()) if p.exists() else 0
+
 
 def wait_logged(proc, out, n: int, timeout: float = 240) -> int:
     "Wait until the running job has logged `n` steps (fails if it exits first)."
     t0 = time.time()
     while (k := n_logged(out)) < n:
-        if proc.poll() is not None: raise AssertionError(f"job exited early ({proc.returncode}):\n{proc.stdout.read()}")
-        if time.time() - t0 > timeout: proc.kill(); raise AssertionError(f"job logged only {k} steps in {timeout}s")
+        if proc.poll() is not None:
+            raise AssertionError(f"job exited early ({proc.returncode}):\n{proc.stdout.read()}")
+        if time.time() - t0 > timeout:
+            proc.kill()
+            raise AssertionError(f"job logged only {k} steps in {timeout}s")
         time.sleep(0.02)
     return k
 
+
 def init_params() -> dict[str, torch.Tensor]:
     "The weights every run starts from."
-    seed_everything(0); return {k: v.clone() for k, v in ToyNet(0.0).state_dict().items()}
+    seed_everything(0)
+    return {k: v.clone() for k, v in ToyNet(0.0).state_dict().items()}
+
 
 def final_params(out) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
-    return load_file(str(Path(out)/"final.safetensors"))
+
+    return load_file(str(Path(out) / "final.safetensors"))
+
 
 def ckpt_step(out) -> int | None:
     from audiolab.train.checkpoint import CheckpointStore
-    p = CheckpointStore(Path(out)/"ckpt").latest()
+
+    p = CheckpointStore(Path(out) / "ckpt").latest()
     return None if p is None else int(p.name.split("-")[1])
 
 
