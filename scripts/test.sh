@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command: sets up the environment, then checks notebooks == library, runs the notebooks' tests
-# (nbdev_test; `slow`/`gpu` cells skipped) and pytest. Usage: bash scripts/test.sh [extra pytest args]
+# The test command: sets up the environment, then checks notebooks == library, runs ruff (format check + lint),
+# the notebooks' tests (nbdev_test; `slow`/`gpu` cells skipped) and pytest.
+# Usage: bash scripts/test.sh [extra pytest args]
 source "$(dirname "$0")/env.sh"
 echo "[test] notebooks in sync with audiolab/ (nbdev_export + nbdev_clean leave no diff)"
 before=$(git status --porcelain -- nbs audiolab)
@@ -10,6 +11,9 @@ if [ "$before" != "$after" ]; then
   echo "FAIL: nbdev_export/nbdev_clean changed files; commit the regenerated library and clean notebooks:"
   diff <(echo "$before") <(echo "$after") || true; exit 1
 fi
+echo "[test] ruff (pyproject.toml: 120 columns, E/W/F): notebooks formatted, notebooks and library linted"
+ruff format --check nbs
+ruff check nbs audiolab
 echo "[test] nbdev_test"
 nbdev_test --n_workers 2 --timing --do_print
 echo "[test] pytest"
