@@ -111,7 +111,7 @@ class SelfAttention2d(nn.Module):
 
 # %% ../../nbs/24_nn.conv2d.ipynb #14557bdd
 class UNetUp2d(nn.Module):
-    "Upsample to the skip's size, concat skip, 1x1 reduce, `CondResBlock2d`: (B, Cin, h, w) + skip (B, Cs, H, W) -> (B, Cout, H, W)."
+    "Upsample to the skip's size, concat, 1x1 reduce, `CondResBlock2d`: (B, Cin, h, w), skip -> (B, Cout, H, W)."
 
     def __init__(self, in_ch: int, skip_ch: int, out_ch: int, cond_dim: int = 256, groups: int = 8):
         super().__init__()
