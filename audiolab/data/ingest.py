@@ -17,8 +17,8 @@ from ..core import AudioFileError, atomic_write
 from ..audio import audio_info, load_audio
 
 # %% auto #0
-__all__ = ['AUDIO_EXTS', 'SIDECAR_EXTS', 'SPLITS', 'MANIFEST_COLUMNS', 'probe_audio', 'group_of', 'split_of', 'scan_audio',
-           'write_manifest', 'read_manifest', 'manifest_summary']
+__all__ = ['AUDIO_EXTS', 'SIDECAR_EXTS', 'SPLITS', 'MANIFEST_COLUMNS', 'CORPUS_GROUPS', 'probe_audio', 'group_of', 'split_of',
+           'scan_audio', 'write_manifest', 'read_manifest', 'manifest_summary', 'write_corpus_manifests']
 
 # %% ../../nbs/14_data.ingest.ipynb #cf70c331
 AUDIO_EXTS = (".wav", ".flac", ".mp3", ".ogg")
@@ -153,3 +153,23 @@ def manifest_summary(scan: dict) -> dict:
         groups=len({r["group"] for r in rows}),
         skipped=scan["skipped"],
     )
+
+# %% ../../nbs/14_data.ingest.ipynb #28aa8128
+CORPUS_GROUPS = {"speech": "speaker", "jazz": "parent", "music": "stem"}  # split unit: no speaker/song leakage
+
+
+def write_corpus_manifests(
+    data_dir: str | os.PathLike, out_dir: str | os.PathLike, groups: dict = CORPUS_GROUPS, seed: int = 0
+) -> tuple[dict, dict]:
+    """Scan each `data_dir/<name>` of `groups` that exists into `out_dir/<name>.csv`.
+    Returns ({name: `manifest_summary`}, {name: file durations in seconds})."""
+    report, durations = {}, {}
+    for name, how in groups.items():
+        if not (Path(data_dir) / name).is_dir():
+            continue
+        sc = scan_audio(Path(data_dir) / name, group=how, seed=seed)
+        write_manifest(Path(out_dir) / f"{name}.csv", sc["rows"])
+        report[name] = manifest_summary(sc)
+        durations[name] = [r["duration"] for r in sc["rows"]]
+        print(f"{name}: {report[name]['files']} files, {report[name]['hours']:.3f} h, {len(sc['skipped'])} skipped")
+    return report, durations
