@@ -1,6 +1,7 @@
 """`load_audio` over a generated grid of files: 8/16/24/32-bit int and 32/64-bit float WAV (plus FLAC/OGG/MP3),
 8-96 kHz, 1-6 channels. Each file holds a known signal (channel c: a sine with peak 0.8*(c+1)/C), so the checks
 cover shape, rate, dtype, range, channel order and sample values within the format's quantization step."""
+
 import math
 
 import numpy as np
@@ -27,7 +28,7 @@ def check(wav, got_sr, x, sr, tol):
     assert got_sr == sr and tuple(wav.shape) == (x.shape[1], x.shape[0])
     assert wav.abs().max() <= 1.0
     np.testing.assert_allclose(wav.numpy().T, x, atol=tol + 1e-7)
-    peaks = wav.abs().amax(-1).numpy()                  # channel order survives
+    peaks = wav.abs().amax(-1).numpy()  # channel order survives
     assert (np.diff(peaks) > 0).all() or len(peaks) == 1
 
 
@@ -43,8 +44,9 @@ def test_wav_grid(tmp_path, subtype, sr, channels):
     check(*load_audio(path), x, sr, WAV_SUBTYPES[subtype])
 
 
-@pytest.mark.parametrize("suffix,subtype,tol", [(".flac", "PCM_S8", 2**-7), (".flac", "PCM_16", 2**-15),
-                                                (".flac", "PCM_24", 2**-23)])
+@pytest.mark.parametrize(
+    "suffix,subtype,tol", [(".flac", "PCM_S8", 2**-7), (".flac", "PCM_16", 2**-15), (".flac", "PCM_24", 2**-23)]
+)
 @pytest.mark.parametrize("sr,channels", [(8000, 1), (44100, 2), (96000, 6)])
 def test_flac_grid(tmp_path, suffix, subtype, tol, sr, channels):
     x = signal(sr, channels)
@@ -69,7 +71,9 @@ def test_lossy(tmp_path, suffix, sr, channels):
 
 
 @pytest.mark.parametrize("sr_in", [8000, 22050, 96000])
-@pytest.mark.parametrize("channels,mix,out_c", [(6, dict(mono=True), 1), (1, dict(channels=2), 2), (6, dict(channels=2), 2)])
+@pytest.mark.parametrize(
+    "channels,mix,out_c", [(6, dict(mono=True), 1), (1, dict(channels=2), 2), (6, dict(channels=2), 2)]
+)
 def test_resample_and_mix(tmp_path, sr_in, channels, mix, out_c):
     x = signal(sr_in, channels)
     path = tmp_path / "a.wav"

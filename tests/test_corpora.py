@@ -1,10 +1,12 @@
 """Embedded corpora: determinism (same seed -> byte-identical files, every TTS engine and every kick source),
 the `python -m audiolab.data.corpora` driver end to end on a miniature profile, and the LibriTTS reader."""
-import json, subprocess, sys
+
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import soundfile as sf
 
 from audiolab.data.speech import SpeechCfg, make_speech_corpus, read_libritts, voice_bank, synthesize, speech_plan
@@ -35,11 +37,13 @@ def test_voices_are_distinct():
     xs = [synthesize(v, "Every silver lining has a cloud around it.") for v in voices]
     assert len({x.tobytes() for x in xs}) == 20
     durs = [len(x) / 24000 for x in xs]
-    assert max(durs) / min(durs) > 1.2          # rates/engines really differ
+    assert max(durs) / min(durs) > 1.2  # rates/engines really differ
 
 
 def test_kicks_deterministic_and_distinct(tmp_path):
-    cfg = KicksCfg(soundfonts=("timgm6mb",), velocities=(120,), recorded=True, n_recorded=8, n_synth=8, n_augment=8, seed=5)
+    cfg = KicksCfg(
+        soundfonts=("timgm6mb",), velocities=(120,), recorded=True, n_recorded=8, n_synth=8, n_augment=8, seed=5
+    )
     r1 = make_kick_pack(tmp_path / "a", cfg)
     make_kick_pack(tmp_path / "b", KicksCfg(**cfg.to_dict()))
     a, b = tree_bytes(tmp_path / "a"), tree_bytes(tmp_path / "b")
@@ -53,7 +57,7 @@ def test_kicks_deterministic_and_distinct(tmp_path):
         assert sr == 44100 and x.shape == (88200,) and "kick" in p.stem
         xs.append(x)
     D = pairwise_distance(kick_embedding(xs)).numpy() + np.diag(np.full(len(xs), np.inf))
-    assert D.min() >= cfg.min_dist - 1e-3       # distinctness holds on the written (16-bit) files
+    assert D.min() >= cfg.min_dist - 1e-3  # distinctness holds on the written (16-bit) files
 
 
 def test_driver_cli(tmp_path):
@@ -65,8 +69,22 @@ corpora:
     speech: {n_speakers: 3, utts_per_speaker: 2, chapters_per_speaker: 1, dev_speakers: 1, test_speakers: 1}
     kicks: {soundfonts: [timgm6mb], velocities: [120], recorded: false, n_synth: 4, n_augment: 2}
 """)
-    r = subprocess.run([sys.executable, "-m", "audiolab.data.corpora", "--params", str(tmp_path / "params.yaml"),
-                        "--out", str(tmp_path / "data"), "--only", "speech,kicks"], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "audiolab.data.corpora",
+            "--params",
+            str(tmp_path / "params.yaml"),
+            "--out",
+            str(tmp_path / "data"),
+            "--only",
+            "speech,kicks",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     rep = json.loads((tmp_path / "data" / "REPORT.json").read_text())
     assert set(rep["corpora"]) == {"speech", "kicks"} and rep["seed"] == 2

@@ -2,6 +2,7 @@
 1-6 channels, silent, clipped, wrong extension, non-audio) must never crash scanning, kick aggregation and
 preprocessing, the codec dataset or the speech mel dataset; every bad file is reported with its reason and every
 good file is processed."""
+
 import shutil
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from audiolab.data.ingest import scan_audio, probe_audio
+from audiolab.data.ingest import scan_audio
 from audiolab.data.kicks import aggregate_kicks, preprocess_kicks
 from audiolab.data.datasets import CodecDataset, SpeechMelDataset, KickMelDataset
 from audiolab.data.speech import read_libritts
@@ -27,7 +28,8 @@ def make_corpus(root: Path) -> dict:
     exp = {}
 
     def good(name, sr, ch, subtype, fmt=None, secs=0.5):
-        sf.write(root / name, tone(sr, secs, ch), sr, subtype=subtype, format=fmt); exp[name] = None
+        sf.write(root / name, tone(sr, secs, ch), sr, subtype=subtype, format=fmt)
+        exp[name] = None
 
     good("kick_u8_8k_mono.wav", 8000, 1, "PCM_U8")
     good("kick_16_16k_stereo.wav", 16000, 2, "PCM_16")
@@ -37,21 +39,32 @@ def make_corpus(root: Path) -> dict:
     good("kick_flac_44k_5ch.flac", 44100, 5, "PCM_16")
     good("kick_ogg_32k.ogg", 32000, 2, "VORBIS")
     good("kick_mp3_44k.mp3", 44100, 2, "MPEG_LAYER_III", fmt="MP3")
-    sf.write(root / "kick_flac_named.wav", tone(24000), 24000, format="FLAC"); exp["kick_flac_named.wav"] = None  # wrong ext, real audio
+    sf.write(root / "kick_flac_named.wav", tone(24000), 24000, format="FLAC")
+    exp["kick_flac_named.wav"] = None  # wrong ext, real audio
     # bad ones
-    full = root / "kick_full.wav"; sf.write(full, tone(44100, 1.0), 44100, subtype="PCM_16")
-    (root / "kick_truncated.wav").write_bytes(full.read_bytes()[:30000]); full.unlink()
+    full = root / "kick_full.wav"
+    sf.write(full, tone(44100, 1.0), 44100, subtype="PCM_16")
+    (root / "kick_truncated.wav").write_bytes(full.read_bytes()[:30000])
+    full.unlink()
     exp["kick_truncated.wav"] = "truncated"
-    (root / "kick_empty.wav").write_bytes(b""); exp["kick_empty.wav"] = "empty"
-    x = tone(16000, 0.5).astype(np.float32); x[100:200] = np.nan
-    sf.write(root / "kick_nan.wav", x, 16000, subtype="FLOAT"); exp["kick_nan.wav"] = "non-finite"
-    sf.write(root / "kick_silent.wav", np.zeros((16000, 1)), 16000, subtype="PCM_16"); exp["kick_silent.wav"] = "silent"
+    (root / "kick_empty.wav").write_bytes(b"")
+    exp["kick_empty.wav"] = "empty"
+    x = tone(16000, 0.5).astype(np.float32)
+    x[100:200] = np.nan
+    sf.write(root / "kick_nan.wav", x, 16000, subtype="FLOAT")
+    exp["kick_nan.wav"] = "non-finite"
+    sf.write(root / "kick_silent.wav", np.zeros((16000, 1)), 16000, subtype="PCM_16")
+    exp["kick_silent.wav"] = "silent"
     sf.write(root / "kick_clipped.wav", np.clip(4 * tone(16000, 0.5), -1, 1), 16000, subtype="PCM_16")
     exp["kick_clipped.wav"] = "clipped"
-    sf.write(root / "kick_zero_frames.wav", np.zeros((0, 1)), 16000, subtype="PCM_16"); exp["kick_zero_frames.wav"] = "empty"
-    (root / "kick_text.wav").write_text("this is not audio\n" * 500); exp["kick_text.wav"] = "not a readable audio file"
-    (root / "kick_noise.flac").write_bytes(np.random.default_rng(0).bytes(20000)); exp["kick_noise.flac"] = "not a readable audio file"
-    (root / "kick_image.xyz").write_bytes(b"\x89PNG" + bytes(9000)); exp["kick_image.xyz"] = "not an audio extension"
+    sf.write(root / "kick_zero_frames.wav", np.zeros((0, 1)), 16000, subtype="PCM_16")
+    exp["kick_zero_frames.wav"] = "empty"
+    (root / "kick_text.wav").write_text("this is not audio\n" * 500)
+    exp["kick_text.wav"] = "not a readable audio file"
+    (root / "kick_noise.flac").write_bytes(np.random.default_rng(0).bytes(20000))
+    exp["kick_noise.flac"] = "not a readable audio file"
+    (root / "kick_image.xyz").write_bytes(b"\x89PNG" + bytes(9000))
+    exp["kick_image.xyz"] = "not an audio extension"
     return exp
 
 
@@ -68,7 +81,8 @@ def scan_and_check(root, exp: dict) -> dict:
     assert {r["path"] for r in sc["rows"]} == good
     reasons = {s["path"]: s["reason"] for s in sc["skipped"]}
     assert set(reasons) == set(exp) - good
-    for name, why in reasons.items(): assert exp[name] in why, (name, why)
+    for name, why in reasons.items():
+        assert exp[name] in why, (name, why)
     return sc
 
 
@@ -94,7 +108,8 @@ def test_kick_aggregation_and_preprocessing(corpus, tmp_path):
     # the kick pipeline keeps clipped kicks (they are still kicks); everything else bad is skipped with its reason
     should_fail = {n for n in kept if exp[n] is not None and exp[n] != "clipped"}
     assert set(pre_skip) == should_fail, (pre_skip, should_fail)
-    for n, why in pre_skip.items(): assert exp[n] in why or "truncated" in why, (n, why)
+    for n, why in pre_skip.items():
+        assert exp[n] in why or "truncated" in why, (n, why)
     assert pre["processed"] == len(kept) - len(should_fail)
     ds = KickMelDataset(tmp_path / "k" / "mels", tmp_path / "k" / "metadata.csv")
     assert len(ds) == pre["processed"]
@@ -112,7 +127,9 @@ def test_codec_dataset_never_stops(corpus):
         y = ds[i]
         assert y.shape == (2, 2000) and torch.isfinite(y).all() and abs(float(y.abs().max()) - 0.95) < 1e-4
     # a dataset given bad files directly skips them at load time and records why
-    raw = CodecDataset([root / "kick_nan.wav", root / "kick_empty.wav", root / "kick_ogg_32k.ogg"], sr=16000, segment=2000)
+    raw = CodecDataset(
+        [root / "kick_nan.wav", root / "kick_empty.wav", root / "kick_ogg_32k.ogg"], sr=16000, segment=2000
+    )
     assert raw[0].shape == (1, 2000) and set(raw.failed) == {str(root / "kick_nan.wav"), str(root / "kick_empty.wav")}
 
 
@@ -120,9 +137,11 @@ def test_speech_paths(corpus, tmp_path):
     root, exp = corpus
     lt = tmp_path / "LibriTTS_R"
     for i, name in enumerate(sorted(n for n in exp if n.endswith(".wav"))):
-        d = lt / "train-clean-100" / "19" / "198"; d.mkdir(parents=True, exist_ok=True)
+        d = lt / "train-clean-100" / "19" / "198"
+        d.mkdir(parents=True, exist_ok=True)
         uid = f"19_198_{i:06d}_000000"
-        shutil.copy(root / name, d / f"{uid}.wav"); (d / f"{uid}.normalized.txt").write_text(name)
+        shutil.copy(root / name, d / f"{uid}.wav")
+        (d / f"{uid}.normalized.txt").write_text(name)
     items = read_libritts(lt)
     assert len(items) == sum(n.endswith(".wav") for n in exp)
     ds = SpeechMelDataset.from_libritts(lt, cache_dir=tmp_path / "mels")
@@ -130,8 +149,10 @@ def test_speech_paths(corpus, tmp_path):
     skipped = {Path(s["path"]).name: s["reason"] for s in ds.skipped}
     for text, it in by_text.items():
         fn = Path(it["path"]).name
-        if exp[text] is None: assert fn not in skipped
-        else: assert exp[text] in skipped[fn] or "truncated" in skipped[fn], (text, skipped.get(fn))
+        if exp[text] is None:
+            assert fn not in skipped
+        else:
+            assert exp[text] in skipped[fn] or "truncated" in skipped[fn], (text, skipped.get(fn))
     rep = ds.build_cache()
     assert rep["cached"] == len(ds) == sum(exp[t] is None for t in by_text) and not rep["failed"]
     for i in range(len(ds)):
