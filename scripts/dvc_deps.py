@@ -250,9 +250,9 @@ def analyse(root: Path, dvc_file: str = "dvc.yaml") -> list[Stage]:
         deps = [str(d) for d in (spec.get("deps") or [])]
         st = Stage(name, deps)
         files, mods = entry_points(spec, root)
-        names = set(mods)
-        for f in files:
-            got, sibs = _entry_imports(root / f, root, set())
+        names, seen = set(mods), set()
+        for f in list(files):
+            got, sibs = _entry_imports(root / f, root, seen)
             names |= got
             files += [s for s in sibs if s not in files]
         st.entries = files

@@ -49,6 +49,9 @@ stages:
       - data/raw              # raw corpus
     outs:
       - x
+  bench:
+    cmd: python scripts/run_all.py
+    deps: [bench]
 """
 
 
@@ -66,6 +69,9 @@ def fake(tmp_path):
         "nbs/pipelines/train.ipynb": notebook(
             "import json\nfrom audiolab.models.fam import f", "!{sys.executable} -m audiolab.recipes.fam --x 1"
         ),
+        "scripts/run_all.py": "import subprocess\n",
+        "bench/speed.py": "import _common\n",  # a script the `bench` folder dep holds, importing its sibling
+        "bench/_common.py": "from audiolab.nn import block\n",
         "dvc.yaml": DVC,
     }
     for rel, text in files.items():
@@ -83,6 +89,8 @@ def test_check_fails_naming_the_missing_module(fake):
     assert "train: deps miss audiolab/core.py" in out  # a function-local import
     assert "train: deps miss audiolab/recipes/fam.py" in out  # `-m audiolab.recipes.fam` in a `!` line
     assert "other: deps miss audiolab/core.py" in out  # importlib.import_module("audiolab.core")
+    assert "bench: deps miss audiolab/nn/block.py" in out  # bench/speed.py -> bench/_common.py -> nn.block
+    assert "bench: deps miss scripts/run_all.py" in out  # the script the command runs
     assert "audiolab/gone.py" in r.stderr  # a dep that no longer exists
     assert not any("__init__" in line for line in out)  # a package __init__ that only sets __version__
 
@@ -98,6 +106,7 @@ def test_write_fixes_the_deps_and_keeps_everything_else(fake):
     assert train[0] == "nbs/pipelines/train.ipynb" and train[-1] == "data"  # the order and non-code deps kept
     assert {"audiolab/core.py", "audiolab/nn", "audiolab/recipes"} <= set(train)  # folders: every module imported
     assert stages["other"]["deps"] == ["audiolab/tools/run.py", "audiolab/core.py", "data/raw"]  # gone.py dropped
+    assert stages["bench"]["deps"] == ["scripts/run_all.py", "audiolab/nn", "bench"]  # entry, package, the rest
     assert "- audiolab/tools/run.py   # the entry module" in after and "- data/raw              # raw corpus" in after
     kept = [ln for ln in before.splitlines() if "deps" not in ln and "audiolab/" not in ln]
     assert [ln for ln in after.splitlines() if "deps" not in ln and "audiolab/" not in ln] == kept  # only deps changed
