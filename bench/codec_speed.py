@@ -17,9 +17,10 @@ from pathlib import Path
 import torch
 
 from audiolab.audio import mel_spectrogram
-from audiolab.core import load_section, save_json
+from audiolab.core import save_json
 from audiolab.models.codec import LyraCodec, LyraCodecConfig
 from audiolab.models.vocoder import HiFiGAN, HiFiGANConfig, VocosConfig, VocosVocoder
+from audiolab.recipes.codec import CodecRecipe
 
 
 def sync(device):
@@ -65,9 +66,8 @@ def bench_vocoder(model, mel, seconds, device, repeats):
 
 
 def profile_codec_config(params: str, profile: str = "tiny") -> LyraCodecConfig:
-    "The `codec` stage's model for `profile`, at that profile's sample rate."
-    p = load_section("codec", profile, params)
-    return LyraCodecConfig.from_dict({**p["model"], "sample_rate": p["sample_rate"]})
+    "The `codec` stage's model for `profile` (its sample rate included)."
+    return CodecRecipe.from_params("codec", profile, params).model
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from audiolab.core import InputError
-from audiolab.models.separation import Separator, SeparatorConfig, SeparatorNet, evaluate_separator, sdr
+from audiolab.eval.metrics import sdr
+from audiolab.models.separation import Separator, SeparatorConfig, SeparatorNet
+from audiolab.recipes.separation import evaluate_separator
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 

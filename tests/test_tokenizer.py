@@ -6,9 +6,11 @@ import torch
 
 from audiolab.core import CheckpointError
 from audiolab.core import InputError
+from audiolab.eval.metrics import codebook_stats
 from audiolab.models.tokenizer import (AudioTokenizer, TokenizerConfig, load_encodec_checkpoint, load_hf_encodec,
-                                       save_hf_encodec, _embed_long, infer_config, codebook_stats, fit_tokenizer,
-                                       ReseedingCodebook, MultiScaleMelLoss)
+                                       save_hf_encodec, infer_config, ReseedingCodebook)
+from audiolab.nn.losses import MultiScaleMelLoss
+from audiolab.recipes.tokenizer import fit_tokenizer
 from audiolab.train.learner import TrainConfig
 
 pytestmark = [pytest.mark.filterwarnings("ignore:.*weight_norm"), pytest.mark.filterwarnings("ignore:.*not initialised")]
@@ -52,9 +54,9 @@ def test_kmeans_init_makes_codes_vary():
 def test_chunked_equals_whole_without_state_and_close_with_lstm():
     x = 0.3 * torch.randn(1, 1, 640 * 30 + 33)
     conv = trained(tiny())
-    torch.testing.assert_close(_embed_long(conv, x, 0.1, 0.3), conv.embed(x), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(conv.embed_long(x, 0.1, 0.3), conv.embed(x), atol=1e-4, rtol=1e-4)
     rec = trained(tiny(lstm=2))
-    z, zc = rec.embed(x), _embed_long(rec, x, 0.1, 0.3)
+    z, zc = rec.embed(x), rec.embed_long(x, 0.1, 0.3)
     rel = (zc - z).norm() / z.norm()
     assert rel < 0.05, rel                                     # truncated LSTM state: close, not identical
     agree = (rec.encode_long(x, 0.1, 0.3) == rec.encode(x)).float().mean()

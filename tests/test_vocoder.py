@@ -10,7 +10,8 @@ from audiolab.audio import mel_spectrogram
 from audiolab.eval.metrics import lsd, mel_distance, mrstft_distance, si_sdr
 from audiolab.core import ConfigError, InputError
 from audiolab.models.vocoder import (HiFiGAN, HiFiGANConfig, VocoderLossConfig, VocoderTask, VocosConfig, VocosVocoder,
-                                     save_vocos_dir, train_vocoder)
+                                     save_vocos_dir)
+from audiolab.recipes.vocoder import VocoderRecipe, train_vocoder
 from audiolab.train.learner import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -99,8 +100,8 @@ def test_reconstruction_only_training_lowers_mel_l1(mag_prior):
     t = torch.arange(8192) / 24000
     wave = (0.3 * torch.sin(2 * math.pi * 220 * t) * torch.exp(-3 * t))[None, None]    # (1, 1, 8192)
     loss = VocoderLossConfig(disc="none", w_mel=1.0, w_stft=0.5)
-    task, learn = train_vocoder(VocosVocoder(VocosConfig(**TINY_VOCOS, mag_prior=mag_prior)), "vocos24k", wave, loss,
-                                TrainConfig(max_steps=40, lr=3e-3, clip_grad=10.0), batch_size=1)
+    run = VocoderRecipe(loss=loss, train=TrainConfig(max_steps=40, lr=3e-3, clip_grad=10.0), preset="vocos24k", batch_size=1)
+    task, learn = train_vocoder(run, VocosVocoder(VocosConfig(**TINY_VOCOS, mag_prior=mag_prior)), wave)
     assert task.phases() is None and set(learn.history[0]) >= {"mel", "stft", "loss"}
     first, last = learn.history[0]["mel"], learn.history[-1]["mel"]
     assert last < 0.8 * first, (first, last)
