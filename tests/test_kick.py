@@ -1,20 +1,36 @@
-"Kick latent diffusion (models.kick): shapes, keywords, guidance identities, samplers, EMA, one-batch overfit, save/load."
+"Kick latent diffusion (models.kick, nn.diffusion, eval.fad): shapes, keywords, guidance, samplers, overfit, save/load."
+
 import math
 
 import pytest
 import torch
 
 from audiolab.core import CheckpointError, ConfigError
-from audiolab.models.kick import (KICK_MEL_SHAPE, KickLDM, KickVAE, KickVAEConfig, KeywordEncoder, KeywordVocab,
-                                  LatentUNet, LatentUNetConfig, NoiseSchedule, SAMPLERS, ddpm_sample, diffusion_loss,
-                                  evaluate_samplers, fewest_steps_within, guided_eps, kick_mel, make_ema, synth_kicks,
-                                  trailing_timesteps, vae_loss)
+from audiolab.data.kicks import KICK_MEL_SHAPE
+from audiolab.eval.fad import evaluate_samplers, fewest_steps_within
+from audiolab.models.kick import (
+    KickLDM,
+    KickVAE,
+    KickVAEConfig,
+    KeywordEncoder,
+    KeywordVocab,
+    LatentUNet,
+    LatentUNetConfig,
+    diffusion_loss,
+    kick_mel,
+    synth_kicks,
+    vae_loss,
+)
+from audiolab.nn.diffusion import NoiseSchedule, SAMPLERS, ddpm_sample, trailing_timesteps
+from audiolab.viz import kick_panel
 
 TINY_VAE = KickVAEConfig(channels=(8, 8, 16, 16))
 
 
 def tiny_unet(vocab_size):
-    return LatentUNetConfig(channels=(16, 32), cond_dim=32, time_freq_dim=16, kw_emb_dim=8, vocab_size=vocab_size, heads=2)
+    return LatentUNetConfig(
+        channels=(16, 32), cond_dim=32, time_freq_dim=16, kw_emb_dim=8, vocab_size=vocab_size, heads=2
+    )
 
 
 @pytest.fixture(scope="module")
@@ -31,52 +47,60 @@ def vocab():
 def randomize_out(unet):
     "The U-Net's output conv and condition projections start at zero (ε = 0, keywords ignored): perturb every weight."
     with torch.no_grad():
-        for p in unet.parameters(): p.add_(torch.randn_like(p) * 0.05)
+        for p in unet.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
     return unet
 
 
 def test_vae_shapes_and_crop(kicks):
     mels, _ = kicks
     assert mels.shape[1:] == KICK_MEL_SHAPE == (1, 128, 173)
-    vae = KickVAE()                                                     # the seed's full-size config
+    vae = KickVAE()  # KickWithReverb's full-size config
     mu, logvar = vae.encode(mels[:1])
     assert mu.shape == logvar.shape == (1, 4, 8, 11) and vae.latent_shape == (4, 8, 11)
-    assert vae.decode(mu).shape == (1, 1, 128, 173)                     # 173 -> 87 -> 44 -> 22 -> 11 and back, cropped
+    assert vae.decode(mu).shape == (1, 1, 128, 173)  # 173 -> 87 -> 44 -> 22 -> 11 and back, cropped
     recon, mu2, _ = vae(mels[:1], sample=False)
     assert torch.equal(mu2, mu) and recon.shape == mels[:1].shape
-    with pytest.raises(ValueError, match="128, 173"): vae.encode(mels[:1, :, :, :172])
+    with pytest.raises(ValueError, match="128, 173"):
+        vae.encode(mels[:1, :, :, :172])
 
 
 def test_vae_other_sizes():
     vae = KickVAE(KickVAEConfig(n_mels=64, frames=101, channels=(8, 16, 16)))
     z = vae.encode(torch.randn(2, 1, 64, 101))[0]
     assert z.shape == (2, 4, 8, 13) and vae.decode(z).shape == (2, 1, 64, 101)
-    with pytest.raises(ConfigError, match="groups"): KickVAEConfig(channels=(12, 16))
+    with pytest.raises(ConfigError, match="groups"):
+        KickVAEConfig(channels=(12, 16))
 
 
 def test_vae_overfits_one_batch(kicks):
     torch.manual_seed(0)
     mels, _ = kicks
-    vae = KickVAE(TINY_VAE); vae.fit_norm(mels)
+    vae = KickVAE(TINY_VAE)
+    vae.fit_norm(mels)
     opt = torch.optim.Adam(vae.parameters(), 3e-3)
     losses = []
     for _ in range(25):
         loss, parts = vae_loss(vae, mels, 1e-4)
-        opt.zero_grad(); loss.backward(); opt.step(); losses.append(parts["loss"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(parts["loss"])
     assert losses[-1] < 0.5 * losses[0], losses
 
 
 def test_keyword_vocab_and_encoder(vocab):
     built = KeywordVocab.build([["deep", "kick"], ["deep"], ["kick", "x"], ["deep", "kick"]], min_count=2)
-    assert built.words == ["deep", "kick"] and len(built) == 3        # "x" seen once: below min_count
+    assert built.words == ["deep", "kick"] and len(built) == 3  # "x" seen once: below min_count
     ids = vocab.encode([["deep", "long"], [], ["unknown", "words"], ["long", "deep", "deep"]])
     assert ids.tolist() == [[1, 3], [0, 0], [0, 0], [3, 1]]
     enc = KeywordEncoder(len(vocab), 8, 16)
     out = enc(ids)
     null = enc.proj(enc.null)
-    torch.testing.assert_close(out[1], null); torch.testing.assert_close(out[2], null)    # empty == unknown == null
-    torch.testing.assert_close(out[0], out[3])                                            # a set: order, repeats ignored
-    torch.testing.assert_close(out[0], enc.proj(enc.emb.weight[[1, 3]].mean(0)))          # mean of the embeddings
+    torch.testing.assert_close(out[1], null)
+    torch.testing.assert_close(out[2], null)  # empty == unknown == null
+    torch.testing.assert_close(out[0], out[3])  # a set: order, repeats ignored
+    torch.testing.assert_close(out[0], enc.proj(enc.emb.weight[[1, 3]].mean(0)))  # mean of the embeddings
     assert not torch.allclose(out[0], null)
     assert vocab.encode([[]]).shape == (1, 1) and vocab.encode([["deep"]], max_len=4).tolist() == [[1, 0, 0, 0]]
 
@@ -89,9 +113,9 @@ def test_cfg_scale_identities(vocab):
     with torch.no_grad():
         cond, unc = unet(z, t, ids), unet(z, t, torch.zeros_like(ids))
         assert (cond[:2] - unc[:2]).abs().max() > 1e-3
-        torch.testing.assert_close(guided_eps(unet, ids, 0.0)(z, t), unc, atol=1e-5, rtol=1e-4)
-        torch.testing.assert_close(guided_eps(unet, ids, 1.0)(z, t), cond, atol=1e-5, rtol=1e-4)
-        torch.testing.assert_close(guided_eps(unet, ids, 4.0)(z, t), unc + 4 * (cond - unc), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(unet.guided_eps(ids, 0.0)(z, t), unc, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(unet.guided_eps(ids, 1.0)(z, t), cond, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(unet.guided_eps(ids, 4.0)(z, t), unc + 4 * (cond - unc), atol=1e-4, rtol=1e-4)
 
 
 def test_v_prediction_target_and_eps(vocab):
@@ -103,31 +127,42 @@ def test_v_prediction_target_and_eps(vocab):
     a = sched.abar(t).item()
     with torch.no_grad():
         v = unet(z, t, ids)
-        torch.testing.assert_close(guided_eps(unet, ids, 1.0, sched)(z, t), math.sqrt(1 - a) * z + math.sqrt(a) * v)
+        torch.testing.assert_close(unet.guided_eps(ids, 1.0, sched)(z, t), math.sqrt(1 - a) * z + math.sqrt(a) * v)
         z0, noise = torch.randn(2, 4, 8, 11), torch.randn(2, 4, 8, 11)
-        g = torch.Generator().manual_seed(3); tt = torch.randint(0, sched.steps, (2,), generator=g)
+        g = torch.Generator().manual_seed(3)
+        tt = torch.randint(0, sched.steps, (2,), generator=g)
         noise = torch.randn(z0.shape, generator=g)
         ab = sched.abar(tt).float().view(-1, 1, 1, 1)
-        want = torch.nn.functional.mse_loss(unet(sched.add_noise(z0, noise, tt), tt, ids), ab.sqrt() * noise - (1 - ab).sqrt() * z0)
+        want = torch.nn.functional.mse_loss(
+            unet(sched.add_noise(z0, noise, tt), tt, ids), ab.sqrt() * noise - (1 - ab).sqrt() * z0
+        )
         torch.testing.assert_close(diffusion_loss(unet, sched, z0, ids, 0.0, torch.Generator().manual_seed(3)), want)
-    with pytest.raises(ConfigError, match="schedule"): guided_eps(unet, ids, 1.0)
-    with pytest.raises(ConfigError, match="prediction"): LatentUNetConfig(prediction="x0")
+    with pytest.raises(ConfigError, match="schedule"):
+        unet.guided_eps(ids, 1.0)
+    with pytest.raises(ConfigError, match="prediction"):
+        LatentUNetConfig(prediction="x0")
 
 
 @pytest.mark.parametrize("sampler", ["ddim", "dpm++"])
 def test_few_step_samplers_deterministic_and_exact(sampler):
     sched = NoiseSchedule()
     x = torch.randn(2, 4, 8, 11)
-    exact = lambda z, t: (z - math.sqrt(a := sched.abar(t.reshape(1)).item()) * x) / math.sqrt(1 - a)
+
+    def exact(z, t):
+        return (z - math.sqrt(a := sched.abar(t.reshape(1)).item()) * x) / math.sqrt(1 - a)
+
     z = torch.randn(2, 4, 8, 11, generator=torch.Generator().manual_seed(0))
     out = SAMPLERS[sampler](exact, sched, z, 7)
-    torch.testing.assert_close(out, x, atol=1e-4, rtol=1e-4)         # exact ε -> the data point, at any step count
+    torch.testing.assert_close(out, x, atol=1e-4, rtol=1e-4)  # exact ε -> the data point, at any step count
     assert torch.equal(out, SAMPLERS[sampler](exact, sched, z.clone(), 7))
 
 
 def test_ddpm_seeded_determinism():
     sched = NoiseSchedule(100)
-    eps = lambda z, t: 0.5 * z
+
+    def eps(z, t):
+        return 0.5 * z
+
     z = torch.randn(2, 4, 2, 2)
     a = ddpm_sample(eps, sched, z, torch.Generator().manual_seed(5))
     assert torch.equal(a, ddpm_sample(eps, sched, z, torch.Generator().manual_seed(5)))
@@ -137,30 +172,25 @@ def test_ddpm_seeded_determinism():
 def test_trailing_timesteps():
     assert trailing_timesteps(4) == [999, 749, 499, 249]
     assert trailing_timesteps(1000) == list(range(999, -1, -1))
-    with pytest.raises(ValueError): trailing_timesteps(1001)
-
-
-def test_ema_update_rule():
-    m = torch.nn.Linear(2, 2); ema = make_ema(m, 0.99)
-    w = m.weight.detach().clone()
-    ema.update_parameters(m)                                          # first update: copy
-    torch.testing.assert_close(ema.module.weight, w)
-    with torch.no_grad(): m.weight.mul_(3)
-    ema.update_parameters(m)
-    torch.testing.assert_close(ema.module.weight, 0.99 * w + 0.01 * 3 * w)
-    with pytest.raises(ConfigError): make_ema(m, 1.5)
+    with pytest.raises(ValueError):
+        trailing_timesteps(1001)
 
 
 def test_diffusion_loss_falls_on_one_batch(vocab):
     torch.manual_seed(0)
     sched, unet = NoiseSchedule(), LatentUNet(tiny_unet(len(vocab)))
     z0, ids = torch.randn(4, 4, 8, 11), vocab.encode([["deep"], ["long"], [], ["deep", "punchy"]])
-    fixed = lambda: diffusion_loss(unet, sched, z0, ids, 0.0, torch.Generator().manual_seed(1)).item()
+
+    def fixed():
+        return diffusion_loss(unet, sched, z0, ids, 0.0, torch.Generator().manual_seed(1)).item()
+
     opt = torch.optim.Adam(unet.parameters(), 2e-3)
     before = fixed()
     for s in range(40):
         loss = diffusion_loss(unet, sched, z0, ids, 0.15, torch.Generator().manual_seed(s % 4))
-        opt.zero_grad(); loss.backward(); opt.step()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
     assert fixed() < 0.8 * before
 
 
@@ -174,34 +204,46 @@ def test_generation_seeded_and_save_load(tmp_path, vocab):
     ldm.save_pretrained(tmp_path / "kick")
     back = KickLDM.from_pretrained(tmp_path / "kick")
     assert torch.equal(a, back.sample_latents("deep long", n=2, steps=3, guidance=2.0, seed=4))
-    with pytest.raises(CheckpointError, match="kick.json"): KickLDM.from_pretrained(tmp_path)
-    with pytest.raises(ConfigError, match="sampler"): ldm.sample_latents("deep", sampler="heun")
-    with pytest.raises(ConfigError, match="rows"): KickLDM(KickVAE(TINY_VAE), LatentUNet(tiny_unet(9)), vocab)
+    with pytest.raises(CheckpointError, match="kick.json"):
+        KickLDM.from_pretrained(tmp_path)
+    with pytest.raises(ConfigError, match="sampler"):
+        ldm.sample_latents("deep", sampler="heun")
+    with pytest.raises(ConfigError, match="rows"):
+        KickLDM(KickVAE(TINY_VAE), LatentUNet(tiny_unet(9)), vocab)
 
 
 class _FrameVocoder(torch.nn.Module):
     "Stand-in vocoder (B, 128, F) -> (B, 1, F*512) that records how many frames it was given."
+
     def __init__(self):
-        super().__init__(); self.gain = torch.nn.Parameter(torch.ones(1)); self.frames = []
+        super().__init__()
+        self.gain = torch.nn.Parameter(torch.ones(1))
+        self.frames = []
+
     def forward(self, mel):
-        self.frames.append(mel.shape[-1]); return (self.gain * mel.mean(1, keepdim=True).exp()).repeat_interleave(512, -1)
+        self.frames.append(mel.shape[-1])
+        return (self.gain * mel.mean(1, keepdim=True).exp()).repeat_interleave(512, -1)
 
 
 def test_vocode_trims_silent_tail(vocab):
     ldm = KickLDM(KickVAE(TINY_VAE), LatentUNet(tiny_unet(len(vocab))), vocab, vocoder=_FrameVocoder())
-    mel = torch.full((1, 1, 128, 173), -11.5); mel[..., :50] = -1.0
+    mel = torch.full((1, 1, 128, 173), -11.5)
+    mel[..., :50] = -1.0
     trimmed, full = ldm.vocode(mel), ldm.vocode(mel, trim=False)
-    assert ldm.vocoder.frames == [58, 173]                           # 50 loud frames + an 8-frame margin
+    assert ldm.vocoder.frames == [58, 173]  # 50 loud frames + an 8-frame margin
     assert trimmed.shape == full.shape == (1, 88200)
-    assert trimmed[:, 58 * 512:].abs().max() == 0
-    torch.testing.assert_close(trimmed[:, :50 * 512], full[:, :50 * 512])
+    assert trimmed[:, 58 * 512 :].abs().max() == 0
+    torch.testing.assert_close(trimmed[:, : 50 * 512], full[:, : 50 * 512])
 
 
 def test_generate_refuses_bad_arguments(vocab):
     ldm = KickLDM(KickVAE(TINY_VAE), LatentUNet(tiny_unet(len(vocab))), vocab)
-    with pytest.raises(ValueError, match="n .* >= 1"): ldm.generate("deep", n=0)
-    with pytest.raises(ValueError, match="guidance"): ldm.generate("deep", guidance=float("nan"))
-    with pytest.raises(ValueError, match="mono"): kick_mel(torch.zeros(1, 2, 1000))
+    with pytest.raises(ValueError, match="n .* >= 1"):
+        ldm.generate("deep", n=0)
+    with pytest.raises(ValueError, match="guidance"):
+        ldm.generate("deep", guidance=float("nan"))
+    with pytest.raises(ValueError, match="mono"):
+        kick_mel(torch.zeros(1, 2, 1000))
 
 
 def test_missing_vocoder_falls_back_to_griffin_lim(tmp_path, vocab):
@@ -224,13 +266,11 @@ def test_evaluate_samplers_scores_ddpm_at_its_own_n(vocab):
 
 
 def test_panel_generates_a_player(vocab, capsys):
-    pytest.importorskip("ipywidgets")
-    from audiolab.models.kick import kick_panel
     ldm = KickLDM(KickVAE(TINY_VAE), LatentUNet(tiny_unet(len(vocab))), vocab, vocoder=_FrameVocoder())
     panel = kick_panel(ldm)
     kw_box, seed = panel.children[0].children
     steps, guidance = panel.children[1].children
     kw_box.value, steps.value, guidance.value = "deep long", 3, 1.5
     panel.generate()
-    assert len(ldm.vocoder.frames) == 1                                              # one kick generated and vocoded
-    assert "'deep long' · 3 steps · g=1.5" in capsys.readouterr().out                # its player shown (stdout outside Jupyter)
+    assert len(ldm.vocoder.frames) == 1  # one kick generated and vocoded
+    assert "'deep long' · 3 steps · g=1.5" in capsys.readouterr().out  # its player shown (stdout outside Jupyter)
