@@ -9,7 +9,7 @@ The no-cache path recomputes `[prompt | BOS, t1..tk]` for every new frame (as th
 500-frame time is the sum of per-step costs measured at 6 sequence lengths and interpolated (a full run takes ~10 min
 on a loaded 2-core machine); `--full-nocache` runs it end to end instead. Both wall time and process CPU time are
 recorded: on a shared machine the CPU-time rate (one thread) is the closer estimate of an idle machine.
-Reference: the seed's public VALL-E code (no cache) makes 5.6 frames/s on a 2-core machine; targets: >= 140 frames/s
+Reference: VALL-E's public code (no cache) makes 5.6 frames/s on a 2-core machine; targets: >= 140 frames/s
 with the cache and >= 10x our own no-cache path.
 """
 from __future__ import annotations

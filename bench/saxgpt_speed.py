@@ -1,4 +1,4 @@
-"""SaxGPT speed (seed 001's figures): KV-cached vs uncached generation and the training step, per size.
+"""SaxGPT speed (the reference's figures): KV-cached vs uncached generation and the training step, per size.
 
     python bench/saxgpt_speed.py [--threads 2] [--size medium] [--steps 1500] [--uncached-steps 300]
                                  [--train-sizes xsmall small medium] [--train-frames 1500] [--out results/bench/saxgpt.json]
@@ -7,7 +7,7 @@ The bench stage's small run (<= 30 s on 2 cores): --size xsmall --steps 300 --un
 --train-sizes tiny xsmall --train-frames 250 --train-steps 1
 
 Random weights, fp32, CPU, batch 1 for generation (greedy, so cached and uncached must give the same tokens),
-batch 4 of 1500-frame backing + lead windows for the train step (dropout 0.1, AdamW). The seed's own code
+batch 4 of 1500-frame backing + lead windows for the train step (dropout 0.1, AdamW). The reference's own code
 reached 117 cached steps/s and 38 s per medium train step on a 2-core machine; the targets are >= 235 steps/s,
 >= 10x over uncached, <= 10 s per step. The machine's load is recorded: on a shared box the numbers are lower
 bounds of what an idle machine does, and process CPU time (`*_cpu_*`) is recorded beside wall time: with one

@@ -12,24 +12,25 @@ import torch
 
 from conftest import make_tiny_tokenizer
 from audiolab.core import ConfigError, InputError
-from audiolab.models.audiolm import (AudioLM, AudioLMConfig, AudioLMTrainConfig, DurationBatchSampler, PromptTargetCollate,
-                                     ar_attn_mask, ar_inputs_targets, cached_ar_logits, evaluate_audiolm, nar_attn_mask,
-                                     prepare_tokens, synthetic_codes, tokenize_items, train_audiolm, unigram_baseline,
-                                     _random_slice)
+from audiolab.data.tokens import DurationBatchSampler, PromptTargetCollate, synthetic_codes, tokenize_items
+from audiolab.eval.lm import top_k_unigram_accuracy
+from audiolab.models.audiolm import (AudioLM, AudioLMConfig, ar_attn_mask, ar_inputs_targets, cached_ar_logits,
+                                     nar_attn_mask, _random_slice)
+from audiolab.recipes.audiolm import AudioLMTrainConfig, audiolm_tokens, evaluate_audiolm, train_audiolm
 
 torch.set_num_threads(1)  # tiny models: one thread is faster than two on the shared CPU
 
 TINY = AudioLMConfig(n_q=4, bins=16, dim=32, heads=4, layers=2, dropout=0.0)
 
-# The seed's tables (P1..P3 | T1..T3), verbatim: ✓ may attend, ✗ may not.
-SEED_AR = """
+# VALL-E's tables (P1..P3 | T1..T3), verbatim: ✓ may attend, ✗ may not.
+VALLE_AR = """
 ✓ ✓ ✓ ✗ ✗ ✗
 ✓ ✓ ✓ ✗ ✗ ✗
 ✓ ✓ ✓ ✗ ✗ ✗
 ✓ ✓ ✓ ✓ ✗ ✗
 ✓ ✓ ✓ ✓ ✓ ✗
 ✓ ✓ ✓ ✓ ✓ ✓"""
-SEED_NAR = """
+VALLE_NAR = """
 ✓ ✓ ✓ ✗ ✗ ✗
 ✓ ✓ ✓ ✗ ✗ ✗
 ✓ ✓ ✓ ✗ ✗ ✗
@@ -44,13 +45,19 @@ def batch(B=3, K=4, bins=16, seed=0, lens=None):
     codes = [torch.randint(0, bins, (K, n), generator=g) for n in (lens or [20, 13, 9][:B])]
     return PromptTargetCollate()(codes)
 
+def train_cfg(bins: int, max_steps: int, **kw) -> AudioLMTrainConfig:
+    "A one-layer d32 stage config: `kw` are the section's top-level keys."
+    return AudioLMTrainConfig.from_dict(dict(model=dict(n_q=4, bins=bins, dim=32, heads=4, layers=1, dropout=0.0),
+                                             train=dict(max_steps=max_steps, valid_every=0, warmup_steps=0, precision="fp32"),
+                                             max_frames=300, **kw))
+
 def model(cfg=TINY, seed=0):
     torch.manual_seed(seed); return AudioLM(cfg).eval()
 
 
-def test_masks_match_seed_tables():
-    assert torch.equal(ar_attn_mask(3, 3), table(SEED_AR))
-    assert torch.equal(nar_attn_mask(3, 3), table(SEED_NAR))
+def test_masks_match_valle_tables():
+    assert torch.equal(ar_attn_mask(3, 3), table(VALLE_AR))
+    assert torch.equal(nar_attn_mask(3, 3), table(VALLE_NAR))
     # general sizes: same block structure
     m = ar_attn_mask(4, 5)
     assert not m[:4, 4:].any() and m[:, :4].all() and torch.equal(m[4:, 4:], torch.ones(5, 5, dtype=torch.bool).tril())
@@ -220,11 +227,10 @@ def test_loss_falls_on_one_batch(nar_rope):
     assert losses[-1] < 0.6 * losses[0], losses
 
 
-def test_unigram_baseline_and_train_entry(tmp_path):
-    assert unigram_baseline([torch.tensor([[1, 1, 2, 3]])], [torch.tensor([[9, 9, 1, 1, 1]])]) == {"q1": 1.0}
-    cfg = AudioLMTrainConfig(n_q=4, bins=16, dim=32, heads=4, layers=1, dropout=0.0, source="synthetic", synthetic_n=40,
-                             synthetic_frames=(10, 30), out_dir=str(tmp_path / "run"), max_frames=300, max_steps=6,
-                             valid_every=0, warmup_steps=0, precision="fp32")
+def test_unigram_accuracy_and_train_entry(tmp_path):
+    assert top_k_unigram_accuracy([torch.tensor([[1, 1, 2, 3]])], [torch.tensor([[1, 1, 1]])]) == {"q1": 1.0}
+    cfg = train_cfg(bins=16, source="synthetic", synthetic_n=40, synthetic_frames=(10, 30), out_dir=str(tmp_path / "run"),
+                    max_steps=6)
     metrics = train_audiolm(cfg)
     assert {"valid/ar_acc", "valid/nar_acc", "valid/loss"} <= set(metrics)
     m = AudioLM.from_pretrained(tmp_path / "run" / "model").eval()
@@ -273,26 +279,26 @@ def test_tokenize_items_batched_resampled(tmp_path):
     assert sub.shape == (4, math.ceil(0.64 * 32000 / 640))
 
 
-def test_prepare_tokens_speech_and_train(tmp_path):
+def test_audiolm_tokens_speech_and_train(tmp_path):
     tok = tiny_tokenizer(tmp_path)
     speech_corpus(tmp_path / "c", {"train-clean-100": ["11", "12"], "dev-clean": ["21"], "test-clean": ["31"]})
-    cfg = AudioLMTrainConfig(n_q=4, bins=1024, dim=32, heads=4, layers=1, dropout=0.0, source="speech", data_dir=str(tmp_path / "c"),
-                             tokenizer_dir=str(tmp_path / "tok"), min_utt_s=0.5, out_dir=str(tmp_path / "run"), max_frames=300,
-                             max_steps=3, valid_every=0, warmup_steps=0, precision="fp32")
-    toks = prepare_tokens(cfg)
+    cfg = train_cfg(bins=1024, source="speech", data_dir=str(tmp_path / "c"), tokenizer_dir=str(tmp_path / "tok"),
+                    min_utt_s=0.5, out_dir=str(tmp_path / "run"), max_steps=3)
+    toks = audiolm_tokens(cfg)
     assert toks["bins"] == 32 and [len(toks[s]) for s in ("train", "valid", "test")] == [6, 3, 3]
     assert set(toks["speakers"]["train"]) == {"11", "12"} and set(toks["speakers"]["test"]) == {"31"}
     assert all(c.shape[0] == 4 and int(c.max()) < 32 for c in toks["train"])
-    assert (tmp_path / "run" / "tokens.pt").exists() and prepare_tokens(cfg)["ids"] == toks["ids"]    # cached
+    assert (tmp_path / "run" / "tokens.pt").exists() and audiolm_tokens(cfg)["ids"] == toks["ids"]    # cached
     make_tiny_tokenizer(bins=16, init_s=1.0).save_pretrained(tmp_path / "tok16")
-    assert prepare_tokens(cfg.replace(tokenizer_dir=str(tmp_path / "tok16")))["bins"] == 16         # a new tokenizer re-tokenizes
-    assert prepare_tokens(cfg)["bins"] == 32
+    assert audiolm_tokens(cfg.replace(tokenizer_dir=str(tmp_path / "tok16")))["bins"] == 16         # a new tokenizer re-tokenizes
+    assert audiolm_tokens(cfg)["bins"] == 32
     train_audiolm(cfg)
     m = AudioLM.from_pretrained(tmp_path / "run" / "model")
     assert m.cfg.bins == 32                                                          # the tokenizer's codebook size
-    with pytest.raises(ConfigError, match="n_q"): prepare_tokens(cfg.replace(n_q=5, out_dir=str(tmp_path / "r2")))
+    with pytest.raises(ConfigError, match="n_q"):
+        audiolm_tokens(cfg.replace(model=cfg.model.replace(n_q=5), out_dir=str(tmp_path / "r2")))
     with pytest.raises(Exception, match="no trained speech tokenizer"):
-        prepare_tokens(cfg.replace(tokenizer_dir=str(tmp_path / "none"), out_dir=str(tmp_path / "r3")))
+        audiolm_tokens(cfg.replace(tokenizer_dir=str(tmp_path / "none"), out_dir=str(tmp_path / "r3")))
 
 
 def test_bench_identical_tokens(tmp_path):

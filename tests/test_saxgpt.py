@@ -6,8 +6,9 @@ import torch
 
 from audiolab.core import ConfigError
 from audiolab.data.saxpipe import CodeWindows
-from audiolab.eval.lm import unigram_baseline
-from audiolab.models.saxgpt import (SIZES, SaxGPT, SaxGPTConfig, delay, delay_valid, evaluate_tf, undelay)
+from audiolab.eval.lm import unigram_lm_baseline
+from audiolab.models.saxgpt import SIZES, SaxGPT, SaxGPTConfig, delay, delay_valid, undelay
+from audiolab.recipes.saxgpt import evaluate_tf
 
 torch.set_num_threads(1)
 PAD = 32
@@ -103,7 +104,7 @@ def test_loss_falls_and_beats_unigram_on_structured_tokens():
     assert losses[-1] < 0.3 * losses[0], losses[::10]
     wins = CodeWindows([dict(song_id="s", clip="s__orig", backing=back[i], lead=lead[i]) for i in range(4)], 16, 16, PAD)
     acc = evaluate_tf(m, wins)["acc"]
-    base = unigram_baseline(lead, lead, PAD, PAD)["acc"]
+    base = unigram_lm_baseline(lead, lead, PAD, PAD)["acc"]
     assert acc >= 2 * base, (acc, base)
 
 
@@ -117,15 +118,15 @@ def test_train_entry_point_from_params(tmp_path):
         saxgpt:
           data_dir: {tmp_path}
           out_dir: {tmp_path}/run
-          vocab_size: {PAD + 1}
-          padding_idx: {PAD}
-          max_seq_len: 48
-          grad_accum: 1
-          warmup_steps: 0
-          tiny: {{size: tiny, max_steps: 2, batch_size: 2, valid_every: 0}}
-          full: {{size: medium, max_steps: 100000}}
+          tiny:
+            batch_size: 2
+            model: {{size: tiny, vocab_size: {PAD + 1}, padding_idx: {PAD}, max_seq_len: 48}}
+            train: {{max_steps: 2, grad_accum: 1, warmup_steps: 0, valid_every: 0}}
+          full:
+            model: {{size: medium, vocab_size: {PAD + 1}, padding_idx: {PAD}, max_seq_len: 48}}
+            train: {{max_steps: 100000}}
     """))
-    r = subprocess.run([sys.executable, "-m", "audiolab.train.distributed", "audiolab.models.saxgpt:train_saxgpt",
+    r = subprocess.run([sys.executable, "-m", "audiolab.train.distributed", "audiolab.recipes.saxgpt:train_saxgpt",
                         "--params", str(tmp_path / "params.yaml"), "--section", "saxgpt", "--profile", "tiny"],
                        capture_output=True, text=True, timeout=300, env={"OMP_NUM_THREADS": "1", **__import__("os").environ})
     assert r.returncode == 0, r.stderr[-3000:]
