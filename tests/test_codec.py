@@ -1,5 +1,6 @@
 """LyraCodec contracts across modules: sizes, exact lengths over config knobs, chunked == whole, streaming of the
 causal variant, save/load round trip and bad checkpoints, Snake parameters stay positive under training."""
+
 import math
 
 import pytest
@@ -17,12 +18,22 @@ def test_seed_size_on_meta():
     with torch.device("meta"):
         m = LyraCodec(LyraCodecConfig())
         assert sum(p.numel() for p in m.parameters()) == 255_858_050
-        assert m.encode(torch.empty(1, 2, 88200)).shape == (1, 64, 44)      # ceil(88200 / 2048)
+        assert m.encode(torch.empty(1, 2, 88200)).shape == (1, 64, 44)  # ceil(88200 / 2048)
         assert m.decode(torch.empty(1, 64, 44), 88200).shape == (1, 2, 88200)
 
 
-@pytest.mark.parametrize("knobs", [dict(channels=1), dict(channels=2), dict(causal=True), dict(weight_norm=True),
-                                   dict(strides=(3, 5), c_mults=(1, 2)), dict(dilations=(1, 2)), dict(per_channel=True)])
+@pytest.mark.parametrize(
+    "knobs",
+    [
+        dict(channels=1),
+        dict(channels=2),
+        dict(causal=True),
+        dict(weight_norm=True),
+        dict(strides=(3, 5), c_mults=(1, 2)),
+        dict(dilations=(1, 2)),
+        dict(per_channel=True),
+    ],
+)
 def test_exact_lengths_for_any_length(knobs):
     torch.manual_seed(0)
     m = LyraCodec(tiny_codec_config(**knobs)).eval()
@@ -58,12 +69,16 @@ def test_causal_codec_streams():
         h_off, y_off = m.encoder(x), m.decoder(m.encoder(x).chunk(2, 1)[0])
         hs, state, i = [], None, 0
         for n in random_chunks(x.shape[-1], 3 * m.hop, g):
-            h, state = step_sequential(m.encoder.net, x[..., i:i + n], state); hs.append(h); i += n
+            h, state = step_sequential(m.encoder.net, x[..., i : i + n], state)
+            hs.append(h)
+            i += n
         torch.testing.assert_close(torch.cat(hs, -1), h_off, atol=1e-5, rtol=1e-5)
         mu = h_off.chunk(2, 1)[0]
         ys, state, i = [], None, 0
         for n in random_chunks(mu.shape[-1], 5, g):
-            y, state = step_sequential(m.decoder.net, mu[..., i:i + n], state); ys.append(y); i += n
+            y, state = step_sequential(m.decoder.net, mu[..., i : i + n], state)
+            ys.append(y)
+            i += n
         torch.testing.assert_close(torch.cat(ys, -1), y_off, atol=1e-5, rtol=1e-5)
 
 
@@ -77,12 +92,12 @@ def test_save_load_round_trip_and_bad_files(tmp_path):
     with torch.no_grad():
         assert torch.equal(back(x)["recon"], m(x)["recon"])
     f = tmp_path / "codec" / "model.safetensors"
-    f.write_bytes(f.read_bytes()[:100])                                        # truncated
+    f.write_bytes(f.read_bytes()[:100])  # truncated
     with pytest.raises(CheckpointError, match="model.safetensors"):
         LyraCodec.from_pretrained(tmp_path / "codec")
     LyraCodec(tiny_codec_config(channels=2)).save_pretrained(tmp_path / "other")
     (tmp_path / "other" / "config.json").write_text((tmp_path / "codec" / "config.json").read_text())
-    with pytest.raises(CheckpointError, match="do not fit"):                  # weights of another config
+    with pytest.raises(CheckpointError, match="do not fit"):  # weights of another config
         LyraCodec.from_pretrained(tmp_path / "other")
 
 
@@ -94,7 +109,11 @@ def test_snake_parameters_positive_under_training():
     x = torch.randn(2, 2, 512)
     losses = []
     for _ in range(5):
-        loss = task.training_step(x)["loss"]; opt.zero_grad(); loss.backward(); opt.step(); losses.append(loss.item())
+        loss = task.training_step(x)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
     assert losses[-1] < losses[0]
     snakes = [mod for mod in task.codec.modules() if isinstance(mod, Snake)]
     assert min(s.log_alpha.min().item() for s in snakes) < -1 and min(s.log_beta.min().item() for s in snakes) < -1
