@@ -4,7 +4,9 @@ Run it plainly or under torchrun, through the same entry point a family uses:
     python tests/toy_train.py --set out=/tmp/run steps=30
     torchrun --standalone --nproc_per_node=2 -m audiolab.train.distributed toy_train:train --set out=/tmp/run
 (with `tests/` on PYTHONPATH). Rank 0 appends one JSON line per step to `<out>/losses.jsonl` and, when the run
-completes, writes the final weights to `<out>/final.safetensors`.
+completes, writes the final weights to `<out>/final/model.safetensors` (one consolidated file, also under FSDP).
+`model` picks the net: `mlp` (one optimizer), `gan` (two phases, the generator output shared through `ctx`) or
+`lm` (a 2-block causal transformer, the shape FSDP shards per block).
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
-from safetensors.torch import save_model
 
 from audiolab.core import Config, seed_everything
 from audiolab.train import distributed as D
 from audiolab.train.callbacks import CheckpointCB, SignalCB
+from audiolab.train.checkpoint import CheckpointStore, save_pretrained
 from audiolab.train.learner import Callback, Learner, TrainConfig
 
 
@@ -41,6 +43,9 @@ class ToyConfig(Config):
     die_rank: int = 0
     nan_at: int = 0  # make the loss NaN at this step (once per process)
     lr: float = 0.05
+    model: str = "mlp"  # mlp | gan | lm
+    strategy: str = "ddp"  # under torchrun: ddp | fsdp
+    ema: bool = True  # keep an EMA copy (FSDP keeps none)
 
 
 class ToyNet(nn.Module):
@@ -54,6 +59,65 @@ class ToyNet(nn.Module):
         self.steps += 1
         loss = nn.functional.mse_loss(self.net(x), y)
         return loss * float("nan") if self.steps == self.nan_at else loss
+
+
+class ToyGAN(nn.Module):
+    "A conditional GAN on the same data: the generator maps x to y; the discriminator scores (x, y) pairs."
+
+    def __init__(self):
+        super().__init__()
+        self.gen = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 1))
+        self.disc = nn.Sequential(nn.Linear(7, 16), nn.Tanh(), nn.Linear(16, 1))
+
+    def training_step(self, batch, phase: str, ctx: dict):
+        x, y = batch
+        if phase == "disc":  # first: the fake batch is computed once and shared with the 'gen' phase
+            ctx["fake"] = fake = self.gen(x)
+            real, fake = self.disc(torch.cat([x, y], 1)), self.disc(torch.cat([x, fake.detach()], 1))
+            return nn.functional.softplus(-real).mean() + nn.functional.softplus(fake).mean()
+        fake = ctx["fake"] if "fake" in ctx else self.gen(x)  # validation runs the last phase alone
+        adv = nn.functional.softplus(-self.disc(torch.cat([x, fake], 1))).mean()
+        rec = nn.functional.mse_loss(fake, y)
+        return dict(loss=rec + 0.1 * adv, adv=adv, rec=rec)
+
+
+class ToyLM(nn.Module):
+    """A 2-block causal transformer over 16 tokens: next-token cross-entropy. No biases: an attention key bias has
+    an exactly-zero gradient, so Adam turns its rounding noise into full-size steps that differ between any two
+    summation orders (1 process vs 2 ranks)."""
+
+    def __init__(self, dim: int = 32):
+        super().__init__()
+        self.emb = nn.Embedding(16, dim)
+        self.blocks = nn.ModuleList(
+            [nn.TransformerEncoderLayer(dim, 4, 2 * dim, dropout=0.0, batch_first=True, bias=False) for _ in range(2)]
+        )
+        self.head = nn.Linear(dim, 16)
+
+    def training_step(self, batch):
+        (tok,) = batch  # (B, T)
+        h = self.emb(tok[:, :-1])  # (B, T-1, D)
+        mask = nn.Transformer.generate_square_subsequent_mask(h.shape[1])
+        for b in self.blocks:
+            h = b(h, src_mask=mask, is_causal=True)
+        return nn.functional.cross_entropy(self.head(h).flatten(0, 1), tok[:, 1:].flatten())
+
+
+def lm_data(n: int = 96, length: int = 12) -> TensorDataset:
+    "Arithmetic token sequences (start + i * stride mod 16), learnable from their first two tokens."
+    g = torch.Generator().manual_seed(1234)
+    start, stride = torch.randint(0, 16, (n, 1), generator=g), torch.randint(1, 4, (n, 1), generator=g)
+    return TensorDataset((start + stride * torch.arange(length)) % 16)
+
+
+def make_model(cfg: ToyConfig) -> nn.Module:
+    if cfg.model == "gan":
+        return ToyGAN()
+    if cfg.model == "lm":
+        return ToyLM()
+    model = ToyNet(cfg.dropout)
+    model.nan_at = cfg.nan_at
+    return model
 
 
 class Toy(Callback):
@@ -72,7 +136,8 @@ class Toy(Callback):
     def after_batch(self, learn):
         if learn.is_main:
             with open(self.log, "a") as f:
-                f.write(json.dumps({"step": learn.step, "loss": learn.logs["loss"]}) + "\n")
+                loss = learn.logs["gen/loss" if learn.multi else "loss"]
+                f.write(json.dumps({"step": learn.step, "loss": loss}) + "\n")
         if self.cfg.sleep:
             time.sleep(self.cfg.sleep)
 
@@ -98,8 +163,9 @@ def _train(cfg: ToyConfig):
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(0)
-    model = ToyNet(cfg.dropout)
-    model.nan_at = cfg.nan_at
+    model, ds, phases = make_model(cfg), lm_data() if cfg.model == "lm" else data(), None
+    if cfg.model == "gan":
+        phases = {"disc": model.disc, "gen": model.gen}
     bs = cfg.global_batch // D.world_size()
     tcfg = TrainConfig(
         max_steps=cfg.steps,
@@ -108,17 +174,23 @@ def _train(cfg: ToyConfig):
         schedule="cosine",
         warmup_steps=3,
         clip_grad=1.0,
-        ema_decay=0.9,
+        ema_decay=0.9 if cfg.ema else None,
+        strategy=cfg.strategy,
     )
     learn = Learner(
         model,
-        DataLoader(data(), batch_size=bs, shuffle=True),
+        DataLoader(ds, batch_size=bs, shuffle=True),
+        DataLoader(ds, batch_size=bs) if cfg.model == "lm" else None,
         cfg=tcfg,
+        phases=phases,
         cbs=[CheckpointCB(out / "ckpt", every=cfg.save_every), SignalCB(), Toy(cfg)],
     )
     learn.fit()
-    if learn.is_main and learn.step == cfg.steps:
-        save_model(learn.model, str(out / "final.safetensors"))
+    if learn.step == cfg.steps:  # the trained weights (not the EMA copy), consolidated
+        if learn.sharded:
+            learn.save_pretrained(out / "final")  # collective
+        elif learn.is_main:
+            save_pretrained(learn.model, out / "final")
     if learn.is_main:
         print(f"done: step {learn.step} stop_reason={learn.stop_reason}", flush=True)
     return learn
@@ -203,21 +275,19 @@ def wait_logged(proc, out, n: int, timeout: float = 240) -> int:
     return k
 
 
-def init_params() -> dict[str, torch.Tensor]:
-    "The weights every run starts from."
+def init_params(model: str = "mlp") -> dict[str, torch.Tensor]:
+    "The weights every run of `model` starts from."
     seed_everything(0)
-    return {k: v.clone() for k, v in ToyNet(0.0).state_dict().items()}
+    return {k: v.clone() for k, v in make_model(ToyConfig(model=model, dropout=0.0)).state_dict().items()}
 
 
 def final_params(out) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
-    return load_file(str(Path(out) / "final.safetensors"))
+    return load_file(str(Path(out) / "final" / "model.safetensors"))
 
 
 def ckpt_step(out) -> int | None:
-    from audiolab.train.checkpoint import CheckpointStore
-
     p = CheckpointStore(Path(out) / "ckpt").latest()
     return None if p is None else int(p.name.split("-")[1])
 

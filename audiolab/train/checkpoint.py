@@ -16,15 +16,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed.checkpoint as dcp
 from torch import nn
 from safetensors import SafetensorError
-from safetensors.torch import save_model, load_model
+from safetensors.torch import _remove_duplicate_names, load_model, save_file, save_model
 
 from ..core import CheckpointError, Config, atomic_path, save_json
+from . import distributed as D
 
 # %% auto #0
-__all__ = ['load_state', 'load_weights', 'rng_to_plain', 'rng_from_plain', 'write_checkpoint', 'verify_checkpoint',
-           'read_checkpoint', 'CheckpointStore', 'save_pretrained', 'load_config', 'Pretrained']
+__all__ = ['load_state', 'load_weights', 'rng_to_plain', 'rng_from_plain', 'write_checkpoint', 'write_sharded_checkpoint',
+           'verify_checkpoint', 'read_checkpoint', 'read_sharded_checkpoint', 'CheckpointStore', 'save_pretrained',
+           'load_config', 'Pretrained']
 
 # %% ../../nbs/32_train.checkpoint.ipynb #7e15d89d
 def _sha256(path: Path) -> str:
@@ -112,22 +115,48 @@ def write_checkpoint(path: str | os.PathLike, modules: dict[str, nn.Module], sta
             files.append(f"{name}.safetensors")
         torch.save(state, tmp / "state.pt")
         files.append("state.pt")
-        for f in files:
-            _fsync(tmp / f)
-        manifest = {f: {"bytes": (tmp / f).stat().st_size, "sha256": _sha256(tmp / f)} for f in files}
-        (tmp / "manifest.json").write_text(json.dumps({"files": manifest, "step": state.get("step")}, indent=1))
-        _fsync(tmp / "manifest.json")
-        if path.exists():  # re-saving the same name: move the old one aside first, then drop it
-            old = path.parent / f".{path.name}.old"
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        _publish(tmp, path, files, state.get("step"))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return path
+
+
+def _publish(tmp: Path, path: Path, files: list[str], step: int | None) -> None:
+    "fsync `files` (relative to `tmp`), write their manifest, then rename `tmp` to `path` (an older one moved aside)."
+    for f in files:
+        _fsync(tmp / f)
+    manifest = {f: {"bytes": (tmp / f).stat().st_size, "sha256": _sha256(tmp / f)} for f in files}
+    (tmp / "manifest.json").write_text(json.dumps({"files": manifest, "step": step}, indent=1))
+    _fsync(tmp / "manifest.json")
+    if path.exists():  # re-saving the same name: move the old one aside first, then drop it
+        old = path.parent / f".{path.name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, path)
+
+
+def write_sharded_checkpoint(path: str | os.PathLike, sharded: dict, state: dict) -> Path:
+    "Collective: every rank writes its shards of `sharded` (DCP) into `path/sharded`, rank 0 `state.pt`; atomically."
+    path, tmp = Path(path), None
+    if D.is_main():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(D.broadcast_object(tmp))
+    try:
+        dcp.save(sharded, checkpoint_id=tmp / "sharded")  # returns once every rank's shards are written
+        if D.is_main():
+            torch.save(state, tmp / "state.pt")
+            files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
+            _publish(tmp, path, files, state.get("step"))
+    except BaseException:
+        if D.is_main():
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    D.barrier()
     return path
 
 
@@ -163,6 +192,17 @@ def read_checkpoint(path: str | os.PathLike, modules: dict[str, nn.Module] | Non
         load_weights(m, path / f"{name}.safetensors")
     return load_state(path / "state.pt", map_location)
 
+
+def read_sharded_checkpoint(path: str | os.PathLike, sharded: dict) -> dict:
+    "Verify `path`, load its DCP shards into `sharded` in place (collective) and return `state`."
+    path = Path(path)
+    if "sharded/.metadata" not in verify_checkpoint(path)["files"]:
+        raise CheckpointError(
+            path, "holds no sharded weights (written by an unsharded run: resume it with strategy ddp)"
+        )
+    dcp.load(sharded, checkpoint_id=path / "sharded")
+    return load_state(path / "state.pt")
+
 # %% ../../nbs/32_train.checkpoint.ipynb #3de4d208
 class CheckpointStore:
     "Step-named checkpoint directories under `root` with `last`/`best` pointers and pruning."
@@ -184,11 +224,21 @@ class CheckpointStore:
     ) -> Path:
         "Write the checkpoint for `step`, move `last` (and `best` when `best=(metric, value)` is given), prune."
         path = write_checkpoint(self.root / self.name(step), modules, state)
+        self._point(path, step, best)
+        return path
+
+    def save_sharded(self, step: int, sharded: dict, state: dict, best: tuple[str, float] | None = None) -> Path:
+        "`save` for a sharded run (collective: every rank writes its shards; rank 0 moves the pointers)."
+        path = write_sharded_checkpoint(self.root / self.name(step), sharded, state)
+        if D.is_main():
+            self._point(path, step, best)
+        return path
+
+    def _point(self, path: Path, step: int, best: tuple[str, float] | None) -> None:
         save_json(self.root / "last.json", {"name": path.name, "step": step})
         if best is not None:
             save_json(self.root / "best.json", {"name": path.name, "step": step, "metric": best[0], "value": best[1]})
         self.prune()
-        return path
 
     def steps(self) -> list[int]:
         "Steps of the checkpoint directories present, oldest first."
@@ -223,13 +273,22 @@ class CheckpointStore:
         return None if ptr is None else ptr["value"]
 
 # %% ../../nbs/32_train.checkpoint.ipynb #4fe8c928
-def save_pretrained(model: nn.Module, path: str | os.PathLike, config: Config | dict | None = None) -> Path:
+def save_pretrained(
+    model: nn.Module, path: str | os.PathLike, config: Config | dict | None = None, state_dict: dict | None = None
+) -> Path:
     "Write `model.safetensors` (+ `config.json` from `config` or `model.cfg`) into directory `path`, each atomically."
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     config = config if config is not None else getattr(model, "cfg", None)
+    meta = {"class": type(model).__qualname__}
     with atomic_path(path / "model.safetensors") as tmp:
-        save_model(model, str(tmp), metadata={"class": type(model).__qualname__})
+        if state_dict is None:
+            save_model(model, str(tmp), metadata=meta)
+        else:  # a gathered full state dict (FSDP), tied tensors stored once as `save_model` does
+            for names in _remove_duplicate_names(state_dict).values():
+                for n in names:
+                    del state_dict[n]
+            save_file({k: v.contiguous() for k, v in state_dict.items()}, str(tmp), metadata=meta)
     if config is not None:
         save_json(path / "config.json", config.to_dict() if isinstance(config, Config) else dict(config))
     return path

@@ -19,13 +19,16 @@ import torch
 import torch.distributed as dist
 import yaml
 from torch import nn
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor
+from torch.nn.parallel import DistributedDataParallel
 
 from ..core import Config, ConfigError, get_device, load_section
 
 # %% auto #0
 __all__ = ['is_dist', 'rank', 'world_size', 'is_main', 'init_distributed', 'cleanup_distributed', 'barrier', 'broadcast_module',
-           'all_reduce_grads', 'all_reduce_mean', 'all_gather_objects', 'resolve_target', 'parse_overrides',
-           'build_config', 'main', 'torchrun_command', 'launch']
+           'all_reduce_mean', 'all_gather_objects', 'broadcast_object', 'wrap_ddp', 'block_modules', 'shard_model',
+           'clip_grad_norm_', 'resolve_target', 'parse_overrides', 'build_config', 'main', 'torchrun_command', 'launch']
 
 # %% ../../nbs/33_train.distributed.ipynb #916359e1
 def is_dist() -> bool:
@@ -96,29 +99,6 @@ def broadcast_module(module: nn.Module, src: int = 0) -> None:
             dist.broadcast(t.data, src)
 
 
-def all_reduce_grads(params: Iterable[torch.Tensor]) -> None:
-    "Average `.grad` over ranks in place; grads missing on every rank stay None, on some ranks count as zero."
-    if not is_dist():
-        return
-    params = [p for p in params if p.requires_grad]
-    if not params:
-        return
-    ws = world_size()
-    has = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=params[0].device)
-    dist.all_reduce(has)
-    live = [p for p, h in zip(params, has.tolist()) if h > 0]
-    for p in live:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-    for dtype in {p.grad.dtype for p in live}:  # one flat buffer per dtype
-        grads = [p.grad for p in live if p.grad.dtype == dtype]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat)
-        flat /= ws
-        for g, v in zip(grads, flat.split([g.numel() for g in grads])):
-            g.copy_(v.view_as(g))
-
-
 def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
     "Mean of `values` over ranks (a copy; the input is untouched)."
     values = values.detach().clone()
@@ -138,6 +118,63 @@ def all_gather_objects(obj) -> list:
     out = [None] * world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def broadcast_object(obj, src: int = 0):
+    "Rank `src`'s `obj` (picklable, small) on every rank."
+    if not is_dist():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src)
+    return box[0]
+
+# %% ../../nbs/33_train.distributed.ipynb #d1a7c001
+def wrap_ddp(module: nn.Module, params: Iterable[torch.Tensor], find_unused: bool = False) -> DistributedDataParallel:
+    "DDP over `module` that synchronises only `params` (the rest is ignored); gradients all-reduced during backward."
+    keep = {id(p) for p in params if p.requires_grad}
+    if keep - {id(p) for p in module.parameters()}:
+        raise ConfigError("data-parallel training synchronises the model's parameters only; an optimizer holds others")
+    ignore = [n for n, p in module.named_parameters() if id(p) not in keep] + [n for n, _ in module.named_buffers()]
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, ignore)
+    return DistributedDataParallel(
+        module, broadcast_buffers=False, find_unused_parameters=find_unused, gradient_as_bucket_view=True
+    )
+
+
+def block_modules(model: nn.Module) -> list[nn.Module]:
+    "The blocks FSDP shards one by one: `model.fsdp_blocks()` if defined, else the outermost `nn.ModuleList`s' entries."
+    if hasattr(model, "fsdp_blocks"):
+        return list(model.fsdp_blocks())
+    out, inside = [], set()
+    for m in model.modules():
+        if id(m) in inside:
+            continue
+        if isinstance(m, nn.ModuleList):
+            out += list(m)
+            inside |= {id(x) for b in m for x in b.modules()}
+    return out
+
+
+def shard_model(
+    root: nn.Module, blocks: Iterable[nn.Module], reshard_after_forward: bool = True, dtype: torch.dtype | None = None
+) -> nn.Module:
+    "FSDP2: `fully_shard` each block, then `root`; `dtype` (CUDA bf16) computes in it and reduces gradients in fp32."
+    mp = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32 if dtype else None)
+    for b in blocks:
+        fully_shard(b, reshard_after_forward=reshard_after_forward, mp_policy=mp)
+    root_mp = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=mp.reduce_dtype, cast_forward_inputs=False)
+    return fully_shard(root, reshard_after_forward=reshard_after_forward, mp_policy=root_mp)
+
+
+def clip_grad_norm_(params: list[torch.Tensor], max_norm: float) -> float:
+    "Clip the gradients of `params` to global norm `max_norm` (plain or FSDP-sharded); return the norm before."
+    grads = [p.grad for p in params if p.grad is not None]
+    if not any(isinstance(g, DTensor) for g in grads):
+        return torch.nn.utils.clip_grad_norm_(params, max_norm).item()
+    norm = torch.nn.utils.get_total_norm(grads)
+    norm = norm.full_tensor() if isinstance(norm, DTensor) else norm
+    torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
+    return norm.item()
 
 # %% ../../nbs/33_train.distributed.ipynb #ba573eba
 def resolve_target(target: str) -> Callable:

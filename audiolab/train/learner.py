@@ -14,17 +14,32 @@ from typing import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_state_dict,
+    set_state_dict,
+)
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, RandomSampler
 
 from ..core import AudiolabError, Config, ConfigError, amp_dtype, autocast, get_rng_state, set_rng_state
 from . import distributed as D
-from .checkpoint import CheckpointStore, read_checkpoint, rng_from_plain, rng_to_plain
+from audiolab.train.checkpoint import (
+    CheckpointStore,
+    read_checkpoint,
+    read_sharded_checkpoint,
+    rng_from_plain,
+    rng_to_plain,
+    save_pretrained,
+)
 
 # %% auto #0
 __all__ = ['TrainConfig', 'param_groups', 'make_optimizer', 'LRSchedule', 'CancelFitException', 'CancelEpochException',
            'CancelBatchException', 'CancelStepException', 'CancelValidException', 'NonFiniteLossError', 'Callback',
-           'ResumableSampler', 'resumable_loader', 'to_device', 'preserve_rng', 'Learner']
+           'ResumableSampler', 'resumable_loader', 'to_device', 'preserve_rng', 'training_call', 'Passthrough',
+           'TrainStep', 'Learner']
 
 # %% ../../nbs/30_train.learner.ipynb #42b0eaf9
 @dataclasses.dataclass
@@ -51,6 +66,9 @@ class TrainConfig(Config):
     valid_batches: int | None = None  # cap on validation batches
     max_nan: int = 5  # this many non-finite steps in a row stop the run
     seed: int = 0  # data order (sampler) seed
+    strategy: str = "ddp"  # under torchrun: ddp (replicas) | fsdp (FSDP2: weights, grads, optimizer state sharded)
+    reshard_after_forward: bool = True  # fsdp: free gathered weights after forward (ZeRO-3) or keep them (ZeRO-2)
+    find_unused_parameters: bool = False  # ddp: some of a phase's parameters get no gradient on some steps
 
 # %% ../../nbs/30_train.learner.ipynb #e941b7ea
 def param_groups(
@@ -250,6 +268,39 @@ def _as_logs(out) -> dict:
         return out
     raise TypeError(f"a training step must return a loss tensor or a dict with a 'loss' key, got {type(out).__name__}")
 
+
+def training_call(model: nn.Module, batch, phase: str | None = None, ctx: dict | None = None, loss_fn=None) -> dict:
+    "A micro-batch's loss dict: `training_step(batch, phase=, ctx=)`, `loss_fn(model(x), y)` or `training_step(batch)`."
+    if phase is not None:
+        return _as_logs(model.training_step(batch, phase=phase, ctx=ctx))
+    if loss_fn is not None:
+        x, y = batch
+        return _as_logs(loss_fn(model(x), y))
+    return _as_logs(model.training_step(batch))
+
+
+class Passthrough:
+    "Holds a value (a phase's `ctx` dict) that DDP/FSDP hand to `forward` as is: they copy dicts when moving inputs."
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+
+class TrainStep(nn.Module):
+    "The training call as a module, so DDP's gradient hooks and FSDP's weight gathering arm in its `forward`."
+
+    def __init__(self, model: nn.Module, loss_fn: Callable | None = None):
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, batch, phase: str | None = None, ctx: Passthrough | None = None, valid: bool = False) -> dict:
+        "Loss dict of `batch`; `valid`: the model's `validation_step` when it has one."
+        if valid and hasattr(self.model, "validation_step"):
+            return _as_logs(self.model.validation_step(batch))
+        return training_call(self.model, batch, phase, ctx.value if ctx is not None else None, self.loss_fn)
+
 # %% ../../nbs/30_train.learner.ipynb #ff21ea1c
 class Learner:
     "Step-based trainer: model + data + `TrainConfig` + callbacks."
@@ -267,14 +318,20 @@ class Learner:
         device: str | torch.device | None = None,
     ):
         self.cfg = cfg or TrainConfig()
+        if self.cfg.strategy not in ("ddp", "fsdp"):
+            raise ConfigError(f"strategy must be 'ddp' or 'fsdp', got {self.cfg.strategy!r}")
         self.device = D.init_distributed(device)
         self.model, self.loss_fn = model.to(self.device), loss_fn
         D.broadcast_module(self.model)
         self.train_dl = resumable_loader(train_dl, self.cfg.seed)
         self.valid_dl = resumable_loader(valid_dl, self.cfg.seed, shuffle=False) if valid_dl is not None else None
+        self.amp = amp_dtype(self.device, self.cfg.precision)
+        self.sharded = D.world_size() > 1 and self.cfg.strategy == "fsdp"
+        if self.sharded:
+            phases = self._shard(phases, opt)
         self.phases = self._make_phases(phases, opt)
         self.scheds = {k: LRSchedule(o, self.cfg) for k, o in self.phases.items()}
-        self.amp = amp_dtype(self.device, self.cfg.precision)
+        self.steps = self._step_modules()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
         self.ema = (
             AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(self.cfg.ema_decay), use_buffers=True)
@@ -284,6 +341,48 @@ class Learner:
         self.cbs = sorted(cbs, key=attrgetter("order"))
         self.step = self.epoch = self.batch_idx = self.nan_streak = 0
         self.logs, self.metrics, self.history, self.stop_reason = {}, {}, [], None
+
+    def _shard(self, phases: dict | None, opt) -> dict | None:
+        "FSDP2: shard each block then the training root; parameter lists in `phases` are re-pointed at the shards."
+        if opt is not None or any(isinstance(v, torch.optim.Optimizer) for v in (phases or {}).values()):
+            raise ConfigError(
+                "strategy fsdp builds the optimizers after sharding: give phases as modules or parameters"
+            )
+        if self.cfg.ema_decay:
+            raise ConfigError("strategy fsdp keeps no EMA copy: set ema_decay to null or use strategy ddp")
+        if self.amp == torch.float16:
+            raise ConfigError("strategy fsdp trains in fp32 or bf16 (fp16's GradScaler does not see the shards)")
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        lists = {}
+        for k, v in (phases or {}).items():
+            ps = v["params"] if isinstance(v, dict) else v
+            if not isinstance(ps, nn.Module):
+                lists[k] = [names[id(p)] for p in ps]
+        self.root = TrainStep(self.model, self.loss_fn)
+        dtype = self.amp if self.device.type == "cuda" else None
+        D.shard_model(self.root, D.block_modules(self.model), self.cfg.reshard_after_forward, dtype)
+        named = dict(self.model.named_parameters())
+        out = dict(phases or {})
+        for k, ns in lists.items():
+            ps = [named[n] for n in ns]
+            out[k] = dict(out[k], params=ps) if isinstance(out[k], dict) else ps
+        return out if phases is not None else None
+
+    def _step_modules(self) -> dict[str, nn.Module]:
+        "The module each phase's training call runs through: the plain step, one DDP per phase, or the FSDP root."
+        if self.sharded:
+            return {k: self.root for k in self.phases}
+        if D.world_size() == 1:
+            step = TrainStep(self.model, self.loss_fn)
+            return {k: step for k in self.phases}
+        return {
+            k: D.wrap_ddp(
+                TrainStep(self.model, self.loss_fn),
+                [p for g in o.param_groups for p in g["params"]],
+                self.cfg.find_unused_parameters,
+            )
+            for k, o in self.phases.items()
+        }
 
     def _make_phases(self, phases, opt) -> dict[str, torch.optim.Optimizer]:
         if phases is None:
@@ -321,33 +420,29 @@ class Learner:
         self.stop_reason = self.stop_reason or reason
 
     def _forward(self, batch, phase: str, ctx: dict, model: nn.Module | None = None) -> dict:
-        "The loss dict for one micro-batch in `phase` (the training call; `model` defaults to the trained one)."
-        m = model or self.model
+        "The loss dict for one micro-batch in `phase`: through the phase's step module, or `model`'s own call."
         with autocast(self.device, self.amp):
-            if self.multi:
-                return _as_logs(m.training_step(batch, phase=phase, ctx=ctx))
-            if self.loss_fn is not None:
-                x, y = batch
-                return _as_logs(self.loss_fn(m(x), y))
-            return _as_logs(m.training_step(batch))
+            if model is not None:
+                return training_call(model, batch, phase if self.multi else None, ctx, self.loss_fn)
+            return self.steps[phase](batch, phase if self.multi else None, Passthrough(ctx))
 
     def _phase_step(self, name: str, opt: torch.optim.Optimizer, ctxs: list[dict]) -> bool:
         "Backward over the micro-batches and (unless non-finite) step `opt`; returns whether the update was finite."
         self.model.zero_grad(set_to_none=True)
         pre, acc, sums = f"{name}/" if self.multi else "", self.cfg.grad_accum, {}
-        for b, ctx in zip(self.batches, ctxs):
-            out = self._forward(b, name, ctx)
-            self.scaler.scale(out["loss"] / acc).backward()
+        for i, (b, ctx) in enumerate(zip(self.batches, ctxs)):
+            with self._sync(name, i == len(self.batches) - 1):  # gradients are averaged in the last backward
+                out = self._forward(b, name, ctx)
+                self.scaler.scale(out["loss"] / acc).backward()
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + torch.as_tensor(v).detach().float() / acc
         params = [p for g in opt.param_groups for p in g["params"]]
-        D.all_reduce_grads(params)
         vals = D.all_reduce_mean(
             torch.stack([v.to(self.device) for v in sums.values()]).double()
         ).tolist()  # one sync for all logs
         self.logs.update({pre + k: v for k, v in zip(sums, vals)})
         self.scaler.unscale_(opt)
-        norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.clip_grad or math.inf).item()
+        norm = D.clip_grad_norm_(params, self.cfg.clip_grad or math.inf)
         self.logs[pre + "grad_norm"] = norm
         finite = math.isfinite(self.logs[pre + "loss"]) and (self.scaler.is_enabled() or math.isfinite(norm))
         if not finite:
@@ -361,6 +456,15 @@ class Learner:
         except CancelStepException:
             pass
         return True
+
+    def _sync(self, phase: str, sync: bool):
+        "A context in which backward averages gradients over ranks (`sync`) or only accumulates them."
+        step = self.steps[phase]
+        if self.sharded:
+            step.set_requires_gradient_sync(sync)
+        if sync or not isinstance(step, DistributedDataParallel):
+            return contextlib.nullcontext()
+        return step.no_sync()
 
     def _one_step(self) -> None:
         "One optimizer step over `self.batches` (all phases), then bookkeeping."
@@ -428,7 +532,7 @@ class Learner:
         if self.valid_dl is None:
             return {}
         model, was_training = self.eval_model, self.model.training
-        sums, n = {}, 0
+        sums, n, last = {}, 0, list(self.phases)[-1]
         with preserve_rng():
             model.eval()
             try:
@@ -439,7 +543,12 @@ class Learner:
                     b = to_device(b, self.device)
                     vs = getattr(model, "validation_step", None)
                     with autocast(self.device, self.amp):
-                        out = _as_logs(vs(b)) if vs is not None else self._forward(b, list(self.phases)[-1], {}, model)
+                        if self.sharded:  # through the root, which gathers the weights no block owns
+                            out = self.root(b, last if self.multi else None, Passthrough({}), valid=True)
+                        elif vs is not None:
+                            out = _as_logs(vs(b))
+                        else:
+                            out = self._forward(b, last, {}, model)
                     for k, v in out.items():
                         sums[k] = sums.get(k, 0.0) + float(v)
                     n += 1
@@ -492,8 +601,15 @@ class Learner:
         return self
 
     def modules(self) -> dict[str, nn.Module]:
-        "Modules stored as safetensors in a checkpoint."
+        "Modules stored as safetensors in a checkpoint (none when sharded: their shards go to the DCP checkpoint)."
+        if self.sharded:
+            return {}
         return {"model": self.model, **({"ema": self.ema.module} if self.ema is not None else {})}
+
+    def sharded_state(self) -> dict:
+        "FSDP: the model's and optimizers' sharded state dicts, as `torch.distributed.checkpoint` saves and loads them."
+        msd, osd = get_state_dict(self.model, optimizers=list(self.phases.values()))
+        return {"model": msd, "optim": osd}
 
     def state_dict(self) -> dict:
         "Training state besides weights (collective under torchrun: gathers each rank's RNG state)."
@@ -504,7 +620,7 @@ class Learner:
             batch_idx=self.batch_idx,
             nan_streak=self.nan_streak,
             world_size=D.world_size(),
-            opts={k: o.state_dict() for k, o in self.phases.items()},
+            opts=None if self.sharded else {k: o.state_dict() for k, o in self.phases.items()},
             scheds={k: s.state_dict() for k, s in self.scheds.items()},
             scaler=self.scaler.state_dict(),
             rng=rngs,
@@ -521,7 +637,7 @@ class Learner:
             sd["batch_idx"],
             sd["nan_streak"],
         )
-        for k, o in self.phases.items():
+        for k, o in self.phases.items() if not self.sharded else ():
             o.load_state_dict(sd["opts"][k])
         for k, s in self.scheds.items():
             s.load_state_dict(sd["scheds"][k])
@@ -543,14 +659,31 @@ class Learner:
         "Checkpoint the current step into `store` (written by rank 0; call on every rank)."
         sd = self.state_dict()
         path = None
-        if self.is_main:
+        if self.sharded:
+            path = store.save_sharded(self.step, self.sharded_state(), sd, best)
+        elif self.is_main:
             path = store.save(self.step, self.modules(), sd, best)
         D.barrier()
         return path
 
     def load(self, path: str | Path) -> None:
         "Restore weights and training state from checkpoint directory `path`."
-        sd = read_checkpoint(
-            path, self.modules(), map_location="cpu"
-        )  # RNG states must stay on CPU; optimizers move their own state
+        if self.sharded:
+            st = self.sharded_state()
+            sd = read_sharded_checkpoint(path, st)
+            set_state_dict(
+                self.model, list(self.phases.values()), model_state_dict=st["model"], optim_state_dict=st["optim"]
+            )
+        else:  # RNG states must stay on CPU; optimizers move their own state
+            sd = read_checkpoint(path, self.modules(), map_location="cpu")
         self.load_state_dict(sd)
+
+    def save_pretrained(self, path: str | Path, config: Config | dict | None = None) -> Path:
+        "The trained weights (EMA copy if any) as one consolidated `model.safetensors` + config; call on every rank."
+        full = None
+        if self.sharded:  # collective: every rank sends its shards, rank 0 receives the whole
+            full = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if self.is_main:
+            save_pretrained(self.eval_model, path, config, state_dict=full)
+        D.barrier()
+        return Path(path)
