@@ -6,8 +6,8 @@
 3. SIGTERM to torchrun: every rank finishes the step in flight, they agree, save that step, and exit.
 4. The engines, 3 steps each, 2 ranks == 1 process to 1e-6: DDP (one optimizer, and a two-phase GAN whose phases
    are each wrapped), with and without gradient accumulation (`no_sync` micro-steps), and FSDP2 on a 2-block
-   transformer (consolidated final weights); an FSDP run killed with SIGKILL resumes from its sharded (DCP)
-   checkpoint and ends bit-identical to an uninterrupted FSDP run.
+   transformer and on the GAN (consolidated final weights); an FSDP run killed with SIGKILL resumes from its
+   sharded (DCP) checkpoint and ends bit-identical to an uninterrupted FSDP run.
 All launch through `python -m audiolab.train.distributed toy_train:train`, the same CLI a family uses.
 """
 
@@ -89,6 +89,7 @@ ENGINES = {
     "ddp_gan_accum2": dict(model="gan", grad_accum=2),
     "fsdp_lm": dict(model="lm", strategy="fsdp", ema=False, lr=1e-3),
     "fsdp_lm_accum2": dict(model="lm", strategy="fsdp", ema=False, grad_accum=2, lr=1e-3),
+    "fsdp_gan": dict(model="gan", strategy="fsdp", ema=False, phases="lists"),  # lists re-pointed at the shards
 }
 
 

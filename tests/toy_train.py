@@ -46,6 +46,7 @@ class ToyConfig(Config):
     model: str = "mlp"  # mlp | gan | lm
     strategy: str = "ddp"  # under torchrun: ddp | fsdp
     ema: bool = True  # keep an EMA copy (FSDP keeps none)
+    phases: str = "modules"  # gan: each phase given as a module or as a list of parameters
 
 
 class ToyNet(nn.Module):
@@ -166,6 +167,8 @@ def _train(cfg: ToyConfig):
     model, ds, phases = make_model(cfg), lm_data() if cfg.model == "lm" else data(), None
     if cfg.model == "gan":
         phases = {"disc": model.disc, "gen": model.gen}
+        if cfg.phases == "lists":
+            phases = {k: list(m.parameters()) for k, m in phases.items()}
     bs = cfg.global_batch // D.world_size()
     tcfg = TrainConfig(
         max_steps=cfg.steps,

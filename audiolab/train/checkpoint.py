@@ -19,7 +19,7 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch import nn
 from safetensors import SafetensorError
-from safetensors.torch import _remove_duplicate_names, load_model, save_file, save_model
+from safetensors.torch import load_model, save_file, save_model
 
 from ..core import CheckpointError, Config, atomic_path, save_json
 from . import distributed as D
@@ -284,11 +284,13 @@ def save_pretrained(
     with atomic_path(path / "model.safetensors") as tmp:
         if state_dict is None:
             save_model(model, str(tmp), metadata=meta)
-        else:  # a gathered full state dict (FSDP), tied tensors stored once as `save_model` does
-            for names in _remove_duplicate_names(state_dict).values():
-                for n in names:
-                    del state_dict[n]
-            save_file({k: v.contiguous() for k, v in state_dict.items()}, str(tmp), metadata=meta)
+        else:  # a gathered full state dict (FSDP): tied parameters stored once under their first name, as save_model
+            tied = {}
+            for n, p in model.named_parameters(remove_duplicate=False):
+                tied.setdefault(id(p), []).append(n)
+            drop = {n: sorted(names)[0] for names in tied.values() for n in sorted(names)[1:]}
+            sd = {k: v.detach().clone().contiguous() for k, v in state_dict.items() if k not in drop}  # own storage
+            save_file(sd, str(tmp), metadata={**meta, **drop})
     if config is not None:
         save_json(path / "config.json", config.to_dict() if isinstance(config, Config) else dict(config))
     return path
