@@ -139,7 +139,8 @@ def _tiny_melvae():
 
 
 def _tiny_kick_mel():
-    from audiolab.models.kick import KICK_MEL_SHAPE, kick_mel
+    from audiolab.data.kicks import KICK_MEL_SHAPE
+    from audiolab.models.kick import kick_mel
     cases = {k: v[0] for k, v in hostile_waves(1, 4410).items()}                   # (1, T) = (B, T) mono
     cases["wrong_channels"] = hostile_waves(2, 4410)["ok"]                          # (1, 2, T): stereo, unbatched
     cases["wrong_rate"] = (cases["ok"], 22050)
