@@ -7,7 +7,8 @@ import torch
 
 from audiolab.core import CheckpointError, ConfigError
 from audiolab.data.kicks import KICK_MEL_SHAPE
-from audiolab.eval.fad import evaluate_samplers, fewest_steps_within
+from audiolab.eval.fad import fewest_steps_within
+from audiolab.recipes.kick import evaluate_samplers
 from audiolab.models.kick import (
     KickLDM,
     KickVAE,

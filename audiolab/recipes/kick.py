@@ -7,8 +7,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn, Tensor
@@ -16,7 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ..audio import griffin_lim
 from ..core import Config, atomic_write, get_device, save_json
-from ..eval.fad import evaluate_samplers, fewest_steps_within, frechet_distance, mel_embedding
+from ..eval.fad import fewest_steps_within, frechet_distance, latent_embedding, mel_embedding
 from ..data.kicks import load_kick_corpus, split_indices
 from audiolab.models.kick import (
     KICK_SR,
@@ -40,7 +41,8 @@ from ..train.learner import Callback, Learner, TrainConfig
 
 # %% auto #0
 __all__ = ['KickConfig', 'VAETask', 'KLAnnealCB', 'DiffusionTask', 'train_vae', 'train_diffusion', 'load_kick_vae',
-           'train_kick_vae', 'encode_kick_corpus', 'train_kick_diffusion', 'evaluate_kick_vae', 'evaluate_kick_ldm']
+           'train_kick_vae', 'encode_kick_corpus', 'train_kick_diffusion', 'evaluate_samplers', 'evaluate_kick_vae',
+           'evaluate_kick_ldm']
 
 # %% ../../nbs/63_recipes.kick.ipynb #30d2e87e
 @dataclasses.dataclass
@@ -259,6 +261,69 @@ def train_kick_diffusion(cfg: KickConfig) -> dict:
         KickLDM(vae.cpu(), unet.cpu(), vocab, scale).save_pretrained(out / "ldm")
     D.barrier()
     return learn.metrics
+
+# %% ../../nbs/63_recipes.kick.ipynb #f4180009
+@torch.no_grad()
+def evaluate_samplers(
+    ldm: KickLDM,
+    ref_mels: Tensor,
+    keyword_lists: Sequence[Sequence[str]],
+    settings: Sequence[tuple[str, int]] = (
+        ("ddpm", 1000),
+        ("ddim", 10),
+        ("ddim", 20),
+        ("ddim", 50),
+        ("dpm++", 10),
+        ("dpm++", 20),
+        ("dpm++", 50),
+    ),
+    guidance: float = 3.0,
+    seed: int = 0,
+    batch: int = 256,
+    ddpm_n: int | None = None,
+    on_row: Callable | None = None,
+) -> list[dict]:
+    """FAD of generated vs reference kicks per (sampler, steps) in two embeddings -- `fad_mel` (`mel_embedding` of the
+    decoded log-mels) and `fad_latent` (`latent_embedding` of the VAE latents vs the references' `mu`) -- plus a
+    `noise` row (N(0, I) latents, no denoising) and a `vae_recon` row (the references through the VAE).
+    DDPM (1000 U-Net calls per kick) generates only the first `ddpm_n` queries; since FAD is biased by the sample
+    size, every row also scores its first `ddpm_n` kicks (`fad_mel_k`, `fad_latent_k`) for the comparison with DDPM."""
+    dev = next(ldm.unet.parameters()).device
+    k = min(ddpm_n or len(keyword_lists), len(keyword_lists))
+    ref_mu = encode_latents(ldm.vae, ref_mels, batch)
+    ref_m, ref_l = mel_embedding(ref_mels), latent_embedding(ref_mu)
+
+    def row(sampler, steps, z, mels, secs):
+        em, el = mel_embedding(mels), latent_embedding(z)  # (n, 176), (n, 88)
+        r = dict(
+            sampler=sampler,
+            steps=steps,
+            n=len(z),
+            fad_mel=frechet_distance(em, ref_m),
+            fad_latent=frechet_distance(el, ref_l),
+            fad_mel_k=frechet_distance(em[:k], ref_m),
+            fad_latent_k=frechet_distance(el[:k], ref_l),
+            seconds=round(secs, 3),
+        )
+        if on_row is not None:
+            on_row(r)
+        return r
+
+    def decode(z):
+        return torch.cat([ldm.vae.decode(z[i : i + batch].to(dev)).cpu() for i in range(0, len(z), batch)])
+
+    z = (
+        torch.randn((len(keyword_lists), *ldm.vae.latent_shape), generator=torch.Generator().manual_seed(seed + 1))
+        / ldm.latent_scale
+    )
+    rows = [row("noise", 0, z, decode(z), 0.0), row("vae_recon", 0, ref_mu, decode(ref_mu), 0.0)]
+    for sampler, steps in settings:
+        t0 = time.perf_counter()
+        z, mels = ldm.sample_for_keywords(
+            keyword_lists[:k] if sampler == "ddpm" else keyword_lists, sampler, steps, guidance, seed, batch
+        )
+        rows.append(row(sampler, steps, z, mels, time.perf_counter() - t0))
+    return rows
 
 # %% ../../nbs/63_recipes.kick.ipynb #72baf6e1
 @torch.no_grad()
