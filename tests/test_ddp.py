@@ -89,6 +89,7 @@ ENGINES = {
     "ddp_gan_accum2": dict(model="gan", grad_accum=2),
     "fsdp_lm": dict(model="lm", strategy="fsdp", ema=False, lr=1e-3),
     "fsdp_lm_accum2": dict(model="lm", strategy="fsdp", ema=False, grad_accum=2, lr=1e-3),
+    "ddp_unused": dict(model="mlp", unused=True, find_unused=True),  # a layer no loss uses: grads stay None
     "fsdp_gan": dict(model="gan", strategy="fsdp", ema=False, phases="lists"),  # lists re-pointed at the shards
 }
 
@@ -104,7 +105,7 @@ def test_engine_two_ranks_equal_one_process(tmp_path, case):
     (l1, p1), (l2, p2) = [(T.losses(tmp_path / d), T.final_params(tmp_path / d)) for d in ("one", "two")]
     assert list(l2) == [1, 2, 3] and max(abs(l1[s] - l2[s]) for s in l1) <= 1e-6
     assert sorted(p1) == sorted(p2) and max_diff(p1, p2) <= 1e-6
-    assert max_diff(p1, T.init_params(kw["model"])) > 1e-4  # training moved the weights
+    assert max_diff(T.init_params(kw["model"]), p1) > 1e-4  # training moved the weights
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +129,8 @@ def test_fsdp_sigkill_resumes_from_sharded_checkpoint(tmp_path, fsdp_straight):
     p = T.final_params(tmp_path)
     assert all(torch.equal(p[k], fsdp_straight[1][k]) for k in p)  # bit-identical to the uninterrupted run
     assert T.losses(tmp_path) == fsdp_straight[0]
+
+
+def test_ddp_unused_parameters_say_which_key_to_set(tmp_path):
+    r = T.torchrun(2, out=tmp_path, steps=3, global_batch=8, dropout=0.0, save_every=0, unused=True)
+    assert r.returncode != 0 and "set train.find_unused_parameters: true" in r.stdout + r.stderr

@@ -47,6 +47,8 @@ class ToyConfig(Config):
     strategy: str = "ddp"  # under torchrun: ddp | fsdp
     ema: bool = True  # keep an EMA copy (FSDP keeps none)
     phases: str = "modules"  # gan: each phase given as a module or as a list of parameters
+    unused: bool = False  # mlp: add a layer the loss never uses
+    find_unused: bool = False  # TrainConfig.find_unused_parameters
 
 
 class ToyNet(nn.Module):
@@ -118,6 +120,8 @@ def make_model(cfg: ToyConfig) -> nn.Module:
         return ToyLM()
     model = ToyNet(cfg.dropout)
     model.nan_at = cfg.nan_at
+    if cfg.unused:
+        model.spare = nn.Linear(6, 1)
     return model
 
 
@@ -179,6 +183,7 @@ def _train(cfg: ToyConfig):
         clip_grad=1.0,
         ema_decay=0.9 if cfg.ema else None,
         strategy=cfg.strategy,
+        find_unused_parameters=cfg.find_unused,
     )
     learn = Learner(
         model,

@@ -432,7 +432,14 @@ class Learner:
         pre, acc, sums = f"{name}/" if self.multi else "", self.cfg.grad_accum, {}
         for i, (b, ctx) in enumerate(zip(self.batches, ctxs)):
             with self._sync(name, i == len(self.batches) - 1):  # gradients are averaged in the last backward
-                out = self._forward(b, name, ctx)
+                try:
+                    out = self._forward(b, name, ctx)
+                except RuntimeError as e:  # DDP: a parameter got no gradient in the previous step
+                    if "finished reduction in the prior iteration" not in str(e):
+                        raise
+                    raise ConfigError(
+                        f"phase {name!r} left parameters without gradients: set train.find_unused_parameters: true"
+                    ) from e
                 self.scaler.scale(out["loss"] / acc).backward()
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + torch.as_tensor(v).detach().float() / acc
