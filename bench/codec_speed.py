@@ -1,7 +1,7 @@
 """Inference speed of the codec and the vocoders, as x real time (seconds of audio per second of compute).
 
 - LyraCodec encode + decode of stereo audio: `tiny` (the `codec` stage's tiny profile from `--params`, 22.05 kHz) on
-  `--seconds`, the reference implementation's size (255.9 M parameters, 44.1 kHz) on `--seed-seconds` (default: the
+  `--seconds`, the reference implementation's size (255.9 M parameters, 44.1 kHz) on `--reference-seconds` (default: the
   same; it runs at well under real time on a CPU, so short inputs keep the bench short);
 - vocoders on the same log-mel (`vocos24k` preset, 100 mels, hop 256, from `--seconds` of 24 kHz audio):
   HiFi-GAN (KickWithReverb's widths, upsampling 8,8,2,2 for hop 256) vs Vocos (the `charactr/vocos-mel-24khz` size),
@@ -10,7 +10,7 @@
 Random weights (speed does not depend on them). Machine load varies, so the script also measures fp32 matmul
 GFLOP/s in the same process as a yardstick. Writes JSON to results/bench/codec_speed.json (or `--out`).
 
-    python bench/codec_speed.py [--params params.yaml] [--seconds 10] [--seed-seconds S] [--threads 2]
+    python bench/codec_speed.py [--params params.yaml] [--seconds 10] [--reference-seconds S] [--threads 2]
                                 [--device cpu] [--repeats 3] [--quick]
 """
 
@@ -105,7 +105,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument(
-        "--seed-seconds",
+        "--reference-seconds",
         type=float,
         default=None,
         help="audio length for the reference-size codec (default: --seconds)",
@@ -133,7 +133,7 @@ def main(argv=None):
     )
     res["codec"] = {"tiny": bench_codec(profile_codec_config(a.params), a.seconds, device, a.repeats)}
     if not a.quick:
-        res["codec"]["seed"] = bench_codec(LyraCodecConfig(), a.seed_seconds or a.seconds, device, a.repeats)
+        res["codec"]["reference"] = bench_codec(LyraCodecConfig(), a.reference_seconds or a.seconds, device, a.repeats)
     # vocoders on one mel
     audio = torch.randn(1, int(a.seconds * 24000), device=device) * 0.1
     mel = mel_spectrogram(audio, "vocos24k")  # (1, 100, frames)

@@ -104,7 +104,7 @@ def main():
     torch.set_num_threads(a.threads)
     res = dict(machine=machine_info(), params={s: count_params(s) for s in SIZES},
                targets=dict(cached_steps_per_s=235, speedup=10, medium_train_step_s=10),
-               seed_reference=dict(cached_steps_per_s=117, medium_train_step_s=38, medium_train_step_s_no_dropout=8.5))
+               reference=dict(cached_steps_per_s=117, medium_train_step_s=38, medium_train_step_s_no_dropout=8.5))
     old = json.loads(Path(a.out).read_text()) if a.keep_generate and Path(a.out).exists() else {}
     if "generate" in old: res["generate"], res["generate_machine"] = old["generate"], old["machine"]
     else: res["generate"] = bench_generate(a.size, a.steps, a.uncached_steps)
