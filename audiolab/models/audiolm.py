@@ -64,6 +64,7 @@ class AudioLMConfig(Config):
     nar_stages_per_step: int = 1  # NAR stages trained per step (VALL-E: 1 random; n_q - 1: all of them)
     # NAR: rotary relative positions too (the target continues the prompt): attention finds neighbours
     nar_rope: bool = False
+    grad_checkpoint: bool = False  # recompute each layer's activations in backward (memory for compute)
 
     def __post_init__(self):
         if self.prefix_mode not in PREFIX_MODES:
@@ -129,7 +130,13 @@ class AudioLM(nn.Module, Pretrained):
         super().__init__()
         self.cfg = cfg = cfg or AudioLMConfig()
         D, K = cfg.dim, cfg.n_q
-        layer = dict(heads=cfg.heads, ff_dim=cfg.ff_mult * D, dropout=cfg.dropout, causal=False)
+        layer = dict(
+            heads=cfg.heads,
+            ff_dim=cfg.ff_mult * D,
+            dropout=cfg.dropout,
+            causal=False,
+            grad_checkpoint=cfg.grad_checkpoint,
+        )
         # AR: prompt = Σ of K embeddings, target = quantizer 1 (+ EOS, BOS); one position embedding per segment
         self.ar_prompt_emb = MultiCodebookEmbedding(K, cfg.bins, D, scale=False)
         self.ar_target_emb = nn.Embedding(cfg.bins + 2, D)
@@ -144,6 +151,10 @@ class AudioLM(nn.Module, Pretrained):
         self.stage_emb = nn.Embedding(K - 1, D)
         self.nar_decoder = TransformerEncoder(cfg.layers, D, cond_dim=D, rope=cfg.nar_rope, **layer)
         self.nar_heads = nn.ModuleList(nn.Linear(D, cfg.bins) for _ in range(K - 1))
+
+    def fsdp_blocks(self) -> list[nn.Module]:
+        "The modules FSDP shards one by one: every AR and NAR layer."
+        return [*self.ar_decoder.layers, *self.nar_decoder.layers]
 
     def check_prompt(self, prompt: Tensor, prompt_lens: Tensor | None = None, what: str = "prompt_tokens") -> Tensor:
         "`prompt` must be `(B, n_q, Tp)` integer codes in `[0, bins)`, `Tp >= 1`; `prompt_lens` `(B,)` in `[1, Tp]`."

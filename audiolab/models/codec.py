@@ -127,6 +127,10 @@ class LyraCodec(Pretrained, nn.Module):
         self.encoder, self.decoder = LyraEncoder(self.cfg), LyraDecoder(self.cfg)
         self.hop = self.cfg.hop
 
+    def fsdp_blocks(self) -> list[nn.Module]:
+        "The modules FSDP shards one by one: the encoder's and decoder's strided blocks."
+        return [m for m in (*self.encoder.net, *self.decoder.net) if isinstance(m, (EncoderBlock, DecoderBlock))]
+
     def _check_audio(self, x: Tensor) -> None:
         "Audio (B, channels, T>=1), finite (meta tensors, used to size the model, skip the value check)."
         check_tensor(

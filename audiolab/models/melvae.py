@@ -19,7 +19,7 @@ from ..nn.conv import ResidualUnit, StreamSequential
 from ..nn.attention import KVCache, padding_mask
 from ..nn.diffusion import classifier_free_guidance, odeint, time_grid
 from ..nn.embed import TimestepEmbedding
-from ..nn.transformer import TransformerEncoderLayer, DiTBlock, DiTFinalLayer
+from ..nn.transformer import TransformerEncoderLayer, DiTBlock, DiTFinalLayer, run_layer
 from ..nn.losses import kl_divergence, KLSchedule
 from ..train.checkpoint import Pretrained
 
@@ -63,6 +63,7 @@ class MelVAEConfig(Config):
     num_steps: int = 16
     solver: str = "euler"
     sway_coef: float | None = -1.0  # None: uniform time grid
+    grad_checkpoint: bool = False  # recompute each Convformer / DiT block's activations in backward
 
     def __post_init__(self):
         C = self.compress_factor_C
@@ -198,7 +199,7 @@ class ConvformerEncoder(nn.Module):
         h = self.front(rearrange(mel, "b t m -> b 1 m t"))  # (B, c, F', N)
         h = self.collapse(rearrange(h, "b c f n -> b n (c f)"))
         for layer in self.tail:
-            h = layer(h)
+            h = run_layer(layer, h, grad_checkpoint=self.cfg.grad_checkpoint)
         return self._latent(h)
 
     def step(self, mel_chunk, state=None):
@@ -275,7 +276,7 @@ class CFMDecoder(nn.Module):
         c = self.time(t)[:, None, :] + cond  # (B, T, D) per-frame adaLN condition
         kpm = None if mask is None else ~mask
         for blk in self.blocks:
-            h = blk(h, c, key_padding_mask=kpm)
+            h = run_layer(blk, h, c, key_padding_mask=kpm, grad_checkpoint=self.cfg.grad_checkpoint)
         return self.final(h, c)
 
     def velocity(self, cond, mask=None, guidance_scale: float = 1.0) -> Callable:
@@ -346,6 +347,10 @@ class MelVAE(nn.Module, Pretrained):
 
     def normalize(self, mel):
         return (mel - self.cfg.mel_mean) / self.cfg.mel_std
+
+    def fsdp_blocks(self) -> list[nn.Module]:
+        "The modules FSDP shards one by one: the Convformer layers and the DiT blocks."
+        return [*self.encoder.tail, *self.decoder.blocks]
 
     def denormalize(self, x):
         return x * self.cfg.mel_std + self.cfg.mel_mean

@@ -51,6 +51,7 @@ class SaxGPTConfig(Config):
     scale_embeddings: bool = True
     share_embeddings: bool = True  # one embedding table set for backing and lead
     dropout_mode: str = "auto"  # attention dropout: see nn.attention (auto = fused kernels on CPU)
+    grad_checkpoint: bool = False  # recompute each layer's activations in backward (memory for compute)
 
     def __post_init__(self):
         if self.size not in SIZES:
@@ -146,7 +147,13 @@ class SaxGPT(nn.Module, Pretrained):
         self.embed_backing = None if c.share_embeddings else emb()
         self.pos_enc = LearnedPositionalEmbedding(c.max_seq_len, c.d_model, c.dropout)
         self.pos_dec = LearnedPositionalEmbedding(c.max_seq_len, c.d_model, c.dropout)
-        kw = dict(ff_dim=c.dim_feedforward, dropout=c.dropout, activation=c.activation, dropout_mode=c.dropout_mode)
+        kw = dict(
+            ff_dim=c.dim_feedforward,
+            dropout=c.dropout,
+            activation=c.activation,
+            dropout_mode=c.dropout_mode,
+            grad_checkpoint=c.grad_checkpoint,
+        )
         self.encoder = TransformerEncoder(c.num_encoder_layers, c.d_model, c.nhead, **kw)
         self.decoder = TransformerDecoder(c.num_decoder_layers, c.d_model, c.nhead, causal=True, **kw)
         self.heads = nn.Linear(c.d_model, c.num_codebooks * c.n_codes)  # the K logit heads as one matmul
@@ -165,6 +172,10 @@ class SaxGPT(nn.Module, Pretrained):
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def fsdp_blocks(self) -> list[nn.Module]:
+        "The modules FSDP shards one by one: every encoder and decoder layer."
+        return [*self.encoder.layers, *self.decoder.layers]
 
     def encode(self, backing: Tensor) -> tuple[Tensor, Tensor | None]:
         "`(B, K, S)` backing codes -> memory `(B, S, D)` and its key padding mask `(B, S)` (None without padding)."

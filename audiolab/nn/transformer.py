@@ -16,8 +16,8 @@ from .attention import KVCache, MultiHeadAttention
 
 # %% auto #0
 __all__ = ['ACTIVATIONS', 'FeedForward', 'AdaLayerNorm', 'make_norm', 'apply_norm', 'TransformerEncoderLayer',
-           'DecoderLayerCache', 'TransformerDecoderLayer', 'TransformerEncoder', 'TransformerDecoder', 'modulate',
-           'DiTBlock', 'DiTFinalLayer']
+           'DecoderLayerCache', 'TransformerDecoderLayer', 'run_layer', 'TransformerEncoder', 'TransformerDecoder',
+           'modulate', 'DiTBlock', 'DiTFinalLayer']
 
 # %% ../../nbs/22_nn.transformer.ipynb #046fb2bd
 ACTIVATIONS = {"gelu": nn.GELU, "gelu_tanh": lambda: nn.GELU(approximate="tanh"), "relu": nn.ReLU, "silu": nn.SiLU}
@@ -193,6 +193,13 @@ class TransformerDecoderLayer(nn.Module):
         return x + self.drop(self.ff(apply_norm(self.norm3, x, cond)))
 
 # %% ../../nbs/22_nn.transformer.ipynb #f39f7c35
+def run_layer(layer: nn.Module, *args, grad_checkpoint: bool = False, **kw):
+    "`layer(*args, **kw)`; `grad_checkpoint` (training, grad on, no cache): activations recomputed in backward."
+    if grad_checkpoint and layer.training and torch.is_grad_enabled() and kw.get("cache") is None:
+        return checkpoint(layer, *args, use_reentrant=False, **kw)
+    return layer(*args, **kw)
+
+
 class _Stack(nn.Module):
     def __init__(self, layer_cls, depth: int, dim: int, heads: int, grad_checkpoint: bool = False, **layer_kw):
         super().__init__()
@@ -203,9 +210,7 @@ class _Stack(nn.Module):
         self.grad_checkpoint = grad_checkpoint
 
     def _run(self, layer, *args, **kw):
-        if self.grad_checkpoint and self.training and torch.is_grad_enabled() and kw.get("cache") is None:
-            return checkpoint(layer, *args, use_reentrant=False, **kw)
-        return layer(*args, **kw)
+        return run_layer(layer, *args, grad_checkpoint=self.grad_checkpoint, **kw)
 
 
 class TransformerEncoder(_Stack):
