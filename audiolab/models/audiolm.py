@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..audio import resample, to_channels
 from ..core import Config, ConfigError, InputError, check_codes, check_tensor
 from ..nn.attention import padding_mask
 from ..nn.embed import MultiCodebookEmbedding, SinusoidalPositionalEmbedding
@@ -125,6 +126,7 @@ class AudioLM(nn.Module, Pretrained):
     "AR decoder (quantizer 1) + NAR decoder (quantizers 2..K) on `[prompt | target]` token sequences."
 
     config_cls = AudioLMConfig
+    model_type = "audiolm"
 
     def __init__(self, cfg: AudioLMConfig | None = None):
         super().__init__()
@@ -375,7 +377,7 @@ class AudioLM(nn.Module, Pretrained):
         return codes
 
     @torch.no_grad()
-    def inference(
+    def generate(
         self,
         prompt_tokens: Tensor,
         max_new_tokens: int,
@@ -398,6 +400,30 @@ class AudioLM(nn.Module, Pretrained):
             else prompt_tokens.new_zeros(q1.shape[0], self.cfg.n_q, 0)
         )
         return (codes, lens) if return_lengths else codes
+
+    inference = generate  # VALL-E's name
+
+    @torch.inference_mode()
+    def generate_audio(
+        self, tokenizer, wav: Tensor, sr: int, prompt_s: float = 3.0, seconds: float = 10.0, **kw
+    ) -> tuple[Tensor, Tensor]:
+        """Audio `(C, L)` at `sr` -> (prompt + continuation audio `(C', L')` at `tokenizer.sample_rate`, continuation
+        codes `(K, T)`): `prompt_s` s of prompt, `seconds` s generated (`kw` go to `generate`)."""
+        check_tensor(wav, "AudioLM.generate_audio wav", "(C, L)", ndim=2)
+        tc = tokenizer.cfg
+        if tc.n_q < self.cfg.n_q or tc.bins != self.cfg.bins:
+            raise ConfigError(
+                f"tokenizer (n_q={tc.n_q}, bins={tc.bins}) does not fit AudioLM "
+                f"(n_q={self.cfg.n_q}, bins={self.cfg.bins})"
+            )
+        if not (prompt_s > 0 and seconds > 0):
+            raise InputError(f"prompt_s and seconds must be > 0, got {prompt_s}, {seconds}")
+        x = to_channels(resample(wav.float(), sr, tokenizer.sample_rate), tc.channels)
+        x = x[None, :, : int(prompt_s * tokenizer.sample_rate)].to(next(tokenizer.parameters()).device)  # (1, C', Lp)
+        prompt = tokenizer.encode(x)[:, : self.cfg.n_q]  # (1, K, Tp)
+        dev = next(self.parameters()).device
+        codes = self.generate(prompt.to(dev), max(1, round(seconds * tokenizer.frame_rate)), **kw).to(prompt.device)
+        return tokenizer.decode(torch.cat([prompt, codes], -1))[0].float().cpu(), codes[0].cpu()
 
 # %% ../../nbs/45_models.audiolm.ipynb #060b1e72
 @torch.no_grad()

@@ -120,6 +120,7 @@ class LyraCodec(Pretrained, nn.Module):
     With `per_channel`, each channel is coded alone by the same mono stacks and D = C * latent_dim."""
 
     config_cls = LyraCodecConfig
+    model_type = "lyra_codec"
 
     def __init__(self, cfg: LyraCodecConfig | None = None):
         super().__init__()

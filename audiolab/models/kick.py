@@ -42,7 +42,7 @@ from ..nn.embed import TimestepEmbedding
 from ..nn.losses import kl_divergence
 from ..data.kicks import filename_keywords, random_kick, synth_kick, synth_keywords
 from .vocoder import HiFiGAN
-from ..train.checkpoint import save_pretrained, load_config, load_weights
+from ..train.checkpoint import Pretrained, save_pretrained, load_config, load_weights
 
 # %% auto #0
 __all__ = ['KICK_SR', 'KICK_SAMPLES', 'kick_waveform', 'kick_mel', 'synth_kicks', 'KickVAEConfig', 'stage_sizes', 'KickVAE',
@@ -102,8 +102,10 @@ def stage_sizes(h: int, w: int, n: int) -> list[tuple[int, int]]:
     return sizes
 
 # %% ../../nbs/43_models.kick.ipynb #5ccadd6e
-class KickVAE(nn.Module):
+class KickVAE(nn.Module, Pretrained):
     "2-D mel VAE: log-mel (B, 1, n_mels, frames) <-> latent (B, latent_ch, n_mels/16, ceil(frames/16))."
+
+    model_type = "kick_vae"
 
     def __init__(self, cfg: KickVAEConfig = KickVAEConfig()):
         super().__init__()
@@ -275,8 +277,10 @@ class LatentUNetConfig(Config):
             raise ConfigError(f"LatentUNetConfig.prediction must be 'eps' or 'v', got {self.prediction!r}")
 
 
-class LatentUNet(nn.Module):
+class LatentUNet(nn.Module, Pretrained):
     "Noise predictor ε(z_t, t, keywords): (B, latent_ch, h, w), (B,) steps, (B, L) keyword ids -> (B, latent_ch, h, w)."
+
+    model_type = "kick_unet"
 
     def __init__(self, cfg: LatentUNetConfig = LatentUNetConfig()):
         super().__init__()
@@ -387,6 +391,9 @@ def _load_vocoder(path) -> nn.Module | None:
 class KickLDM(nn.Module):
     "Keyword-conditioned kick generator: `generate(keywords, n, steps, guidance, seed)` -> (n, 88200) waveforms."
 
+    model_type = "kick_ldm"
+    sample_rate = KICK_SR
+
     def __init__(
         self,
         vae: KickVAE,
@@ -485,6 +492,7 @@ class KickLDM(nn.Module):
             path / "kick.json",
             {
                 "latent_scale": self.latent_scale,
+                "model_type": self.model_type,
                 "clip_x0": self.clip_x0,
                 "steps": self.sched.steps,
                 "beta_start": self.sched.betas[0].item(),

@@ -336,6 +336,8 @@ class MelVAEOutput(NamedTuple):
 class MelVAE(nn.Module, Pretrained):
     "MelCausalVAE: causal Convformer encoder + conditional flow-matching DiT decoder on log-mels `[B, T, M]`."
 
+    model_type = "melvae"
+
     def __init__(self, cfg: MelVAEConfig):
         super().__init__()
         self.cfg = cfg
@@ -441,7 +443,12 @@ class MelVAE(nn.Module, Pretrained):
 
 # %% ../../nbs/42_models.melvae.ipynb #f785650c
 def mel_to_audio(mel: torch.Tensor, vocoder=None) -> torch.Tensor:
-    "Log-mel `(B, T, 100)` -> waveform `(B, samples)` at 24 kHz with `vocoder.decode` (B, 100, T), else Griffin-Lim."
+    """Log-mel `(B, T, 100)` -> waveform `(B, samples)` at 24 kHz: `vocoder` is the `vocos` package's `Vocos`
+    (its `.decode`), the project's `VocosVocoder` (called on `(B, 100, T)`), or None (Griffin-Lim)."""
     feats = mel.transpose(1, 2)
     with torch.no_grad():
-        return vocoder.decode(feats) if vocoder is not None else griffin_lim(feats, "vocos24k")
+        if vocoder is None:
+            return griffin_lim(feats, "vocos24k")
+        feats = feats.to(next(vocoder.parameters()).device)
+        wav = vocoder.decode(feats) if hasattr(vocoder, "decode") else vocoder(feats)
+        return wav.reshape(wav.shape[0], -1).float().cpu()

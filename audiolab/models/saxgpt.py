@@ -11,6 +11,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from tqdm.auto import tqdm
+
+from ..audio import resample, to_channels
 from ..core import Config, ConfigError, check_codes, check_tensor
 from ..nn.embed import LearnedPositionalEmbedding, MultiCodebookEmbedding
 from ..nn.sampling import sample_tokens
@@ -135,6 +138,7 @@ class SaxGPT(nn.Module, Pretrained):
     "Backing codes `(B, K, S)` + delayed lead columns `(B, K, T)` -> logits `(B, K, T, n_codes)`."
 
     config_cls = SaxGPTConfig
+    model_type = "saxgpt"
 
     def __init__(self, cfg: SaxGPTConfig | None = None):
         super().__init__()
@@ -299,14 +303,35 @@ class SaxGPT(nn.Module, Pretrained):
         hop = hop or window // 2
         if not 0 < hop <= window <= self.cfg.max_frames:
             raise ValueError(f"need 0 < hop ({hop}) <= window ({window}) <= {self.cfg.max_frames}")
+        bar = tqdm(total=S, desc="SaxGPT frames", unit="frame", disable=None)  # off when stderr is not a terminal
         out = self.generate(backing[..., :window], min(window, S), **kw)
+        bar.update(out.shape[-1])
         s = 0
         while out.shape[-1] < S:
             s += hop
             n = min(window, S - s)
             nxt = self.generate(backing[..., s : s + n], n, prompt=out[..., s:], **kw)  # prompt: frames s .. end
+            bar.update(s + n - out.shape[-1])
             out = torch.cat([out, nxt[..., out.shape[-1] - s :]], -1)
+        bar.close()
         return out
+
+    @torch.inference_mode()
+    def generate_audio(self, tokenizer, backing: Tensor, sr: int, **kw) -> Tensor:
+        """Backing audio `(C, L)` at `sr` -> lead audio `(C', L')` at `tokenizer.sample_rate` (`C'` its channels):
+        `tokenizer.encode_long`, `generate_long` (`kw`: window, hop, temperature, top_k, ...), `decode_long`."""
+        check_tensor(backing, "SaxGPT.generate_audio backing", "(C, L)", ndim=2)
+        K, tc = self.cfg.num_codebooks, tokenizer.cfg
+        if tc.n_q < K or tc.bins != self.cfg.n_codes:
+            raise ConfigError(
+                f"tokenizer (n_q={tc.n_q}, bins={tc.bins}) does not fit SaxGPT "
+                f"(codebooks={K}, codes={self.cfg.n_codes})"
+            )
+        dev = next(self.parameters()).device
+        wav = to_channels(resample(backing.float(), sr, tokenizer.sample_rate), tc.channels)[None]  # (1, C', L)
+        codes = tokenizer.encode_long(wav.to(next(tokenizer.parameters()).device))[:, :K]  # (1, K, S)
+        lead = self.generate_long(codes.to(dev), **kw)  # (1, K, S)
+        return tokenizer.decode_long(lead.to(codes.device))[0].float().cpu()  # (C', S * hop)
 
 # %% ../../nbs/44_models.saxgpt.ipynb #de6eccd6
 def count_params(size: str, **overrides) -> int:

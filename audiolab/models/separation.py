@@ -60,6 +60,7 @@ class SeparatorNet(nn.Module, Pretrained):
     "Mixture (B, C, L) -> stems (B, S, C, L) with a Demucs HTDemucs at `cfg`'s size."
 
     config_cls = SeparatorConfig
+    model_type = "separator"
 
     def __init__(self, cfg: SeparatorConfig | None = None):
         super().__init__()

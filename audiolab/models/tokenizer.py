@@ -155,6 +155,7 @@ class AudioTokenizer(nn.Module, Pretrained):
     "Waveform (B, C, L) ⇄ codes (B, K, T) with T = ceil(L / hop); built from the `encodec` package's modules."
 
     config_cls = TokenizerConfig
+    model_type = "tokenizer"
 
     def __init__(self, cfg: TokenizerConfig | None = None):
         super().__init__()

@@ -71,6 +71,8 @@ class HiFiGAN(Pretrained, nn.Module):
     "HiFi-GAN V1 generator: log-mel (B, n_mels, F) -> audio (B, 1, F*hop) in [-1, 1]."
 
     config_cls = HiFiGANConfig
+    model_type = "hifigan"
+    sample_rate = property(lambda self: get_preset(self.cfg.preset).sr)
 
     def __init__(self, cfg: HiFiGANConfig | None = None):
         super().__init__()
@@ -151,6 +153,7 @@ class VocosVocoder(Pretrained, nn.Module):
     "Vocos from the `vocos` package: log-mel (B, n_mels, F) -> audio (B, 1, (F-1)*hop) (center padding)."
 
     config_cls = VocosConfig
+    model_type = "vocos"
 
     def __init__(self, cfg: VocosConfig | None = None):
         super().__init__()

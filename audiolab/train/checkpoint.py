@@ -21,13 +21,14 @@ from torch import nn
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_file, save_model
 
+from .. import __version__
 from ..core import CheckpointError, Config, atomic_path, save_json
 from . import distributed as D
 
 # %% auto #0
-__all__ = ['load_state', 'load_weights', 'rng_to_plain', 'rng_from_plain', 'write_checkpoint', 'write_sharded_checkpoint',
-           'verify_checkpoint', 'read_checkpoint', 'read_sharded_checkpoint', 'CheckpointStore', 'save_pretrained',
-           'load_config', 'Pretrained']
+__all__ = ['META_KEYS', 'load_state', 'load_weights', 'rng_to_plain', 'rng_from_plain', 'write_checkpoint',
+           'write_sharded_checkpoint', 'verify_checkpoint', 'read_checkpoint', 'read_sharded_checkpoint',
+           'CheckpointStore', 'save_pretrained', 'load_config', 'Pretrained']
 
 # %% ../../nbs/32_train.checkpoint.ipynb #7e15d89d
 def _sha256(path: Path) -> str:
@@ -276,7 +277,8 @@ class CheckpointStore:
 def save_pretrained(
     model: nn.Module, path: str | os.PathLike, config: Config | dict | None = None, state_dict: dict | None = None
 ) -> Path:
-    "Write `model.safetensors` (+ `config.json` from `config` or `model.cfg`) into directory `path`, each atomically."
+    """Write `model.safetensors` (+ `config.json` from `config` or `model.cfg`, with the model's `model_type` and the
+    `audiolab_version` that wrote it) into directory `path`, each atomically."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     config = config if config is not None else getattr(model, "cfg", None)
@@ -292,8 +294,15 @@ def save_pretrained(
             sd = {k: v.detach().clone().contiguous() for k, v in state_dict.items() if k not in drop}  # own storage
             save_file(sd, str(tmp), metadata={**meta, **drop})
     if config is not None:
-        save_json(path / "config.json", config.to_dict() if isinstance(config, Config) else dict(config))
+        d = config.to_dict() if isinstance(config, Config) else dict(config)
+        kind = getattr(model, "model_type", None)
+        save_json(
+            path / "config.json", {**({"model_type": kind} if kind else {}), "audiolab_version": __version__, **d}
+        )
     return path
+
+
+META_KEYS = ("model_type", "audiolab_version")  # what `save_pretrained` adds to a config's own keys
 
 
 def load_config(path: str | os.PathLike, config_cls: type[Config] | None = None, **overrides):
@@ -306,13 +315,19 @@ def load_config(path: str | os.PathLike, config_cls: type[Config] | None = None,
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(p, f"not valid JSON ({e})") from None
     d.update(overrides)
-    return config_cls.from_dict(d, str(p)) if config_cls else d
+    return config_cls.from_dict({k: v for k, v in d.items() if k not in META_KEYS}, str(p)) if config_cls else d
 
 
 class Pretrained:
     "Mixin for top-level modules built as `cls(cfg, ...)`: `save_pretrained(dir)` and `cls.from_pretrained(dir)`."
 
     config_cls: type[Config] | None = None  # default: the annotation of `__init__`'s first argument
+    model_type: str | None = None  # the name `config.json` records and `audiolab.hub.load` dispatches on
+
+    @property
+    def sample_rate(self) -> int | None:
+        "Rate (Hz) of the audio the model reads or writes (its config's); None for token models (their tokenizer's)."
+        return getattr(getattr(self, "cfg", None), "sample_rate", None)
 
     def save_pretrained(self, path: str | os.PathLike) -> Path:
         return save_pretrained(self, path, getattr(self, "cfg", None))
@@ -330,8 +345,8 @@ class Pretrained:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, map_location="cpu", **overrides):
-        "Build from `path/config.json` (with `overrides`) and load `path/model.safetensors`."
+        "Build from `path/config.json` (with `overrides`), load `path/model.safetensors`; in eval mode."
         cfg = load_config(path, cls._config_cls(), **overrides)
         model = cls(cfg)
         load_weights(model, Path(path) / "model.safetensors")
-        return model.to(map_location)
+        return model.to(map_location).eval()
