@@ -6,20 +6,24 @@
 from __future__ import annotations
 import dataclasses
 import glob
+from pathlib import Path
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
 from ..audio import load_audio, peak_normalize
-from ..core import Config
+from ..core import Config, seed_everything
 from ..data.crops import audio_segments, polarity_augment
 from ..eval.metrics import lowpass_mulaw, mrstft_distance, si_sdr
 from ..models.codec import LyraCodec, LyraCodecConfig, LyraCodecTask, LyraLossConfig
+from ..train import distributed as D
+from ..train.callbacks import standard_cbs
 from ..train.learner import Learner, TrainConfig
+from ..train.resume import data_fingerprint, stage_signature
 
 # %% auto #0
-__all__ = ['CodecRecipe', 'peak_normalized', 'codec_data', 'train_codec', 'evaluate_codec']
+__all__ = ['CodecRecipe', 'peak_normalized', 'codec_data', 'train_codec', 'codec_stage', 'evaluate_codec']
 
 # %% ../../nbs/60_recipes.codec.ipynb #cad3dce3
 @dataclasses.dataclass
@@ -38,6 +42,7 @@ class CodecRecipe(Config):
     batch_size: int = 8
     seed: int = 0  # `seed_everything` before the data and the model
     threads: int = 1
+    save_every: int = 0  # checkpoint every N steps besides the end and stops on signals (0: never)
 
     @property
     def sample_rate(self) -> int:
@@ -74,6 +79,19 @@ def train_codec(r: CodecRecipe, train: Tensor, valid: Tensor, cbs=()) -> tuple[L
     )
     learn.fit()
     return task.codec.eval(), learn
+
+# %% ../../nbs/60_recipes.codec.ipynb #c35f8f3b
+def codec_stage(r: CodecRecipe) -> dict:
+    """The stage's training, a torchrun entry point: `out_dir/ckpt` (resumed under the same config and data),
+    `out_dir/live` (curves) and `out_dir/model` (the codec); returns the last validation metrics."""
+    seed_everything(r.seed)
+    torch.set_num_threads(r.threads)
+    train_x, valid_x = codec_data(r)
+    out = Path(r.out_dir)
+    sig = stage_signature(r, data_fingerprint(train_x, valid_x))
+    _, learn = train_codec(r, train_x, valid_x, standard_cbs(out, r.save_every, progress=D.is_main(), signature=sig))
+    learn.save_pretrained(out / "model", module="codec")  # every rank (FSDP gathers the shards)
+    return learn.metrics
 
 # %% ../../nbs/60_recipes.codec.ipynb #eaef43cc
 def evaluate_codec(codec: LyraCodec, valid: Tensor, run: dict | None = None) -> tuple[dict, Tensor]:

@@ -4,10 +4,10 @@
 
 # %% ../../nbs/31_train.callbacks.ipynb #19a107cf
 from __future__ import annotations
+import logging
 import math
 import os
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,14 +21,18 @@ from ..audio import save_audio
 from ..viz import plot_spectrogram
 from .learner import Callback, Learner, preserve_rng
 from .checkpoint import CheckpointStore
+from .resume import resume_or_fresh
 from . import distributed as D
 
+log = logging.getLogger("audiolab.train.callbacks")  # the module's name, also when run as a notebook
+
 # %% auto #0
-__all__ = ['CheckpointCB', 'SignalCB', 'ProgressCB', 'TimeBudget', 'log_audio', 'DVCLiveCB', 'standard_cbs']
+__all__ = ['log', 'CheckpointCB', 'SignalCB', 'ProgressCB', 'TimeBudget', 'log_audio', 'DVCLiveCB', 'standard_cbs']
 
 # %% ../../nbs/31_train.callbacks.ipynb #2fd08735
 class CheckpointCB(Callback):
-    "Resume from `dir` in before_fit; save every `every` steps, on a new best `monitor`, and at the end."
+    """Resume from `dir` in before_fit (only checkpoints of the same `signature`, when given: `train.resume`); save
+    every `every` steps, on a new best `monitor`, and at the end."""
 
     order = -10
 
@@ -40,6 +44,7 @@ class CheckpointCB(Callback):
         monitor: str = "valid/loss",
         mode: str = "min",
         resume: bool = True,
+        signature: dict | None = None,
     ):
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
@@ -50,14 +55,18 @@ class CheckpointCB(Callback):
             1 if mode == "min" else -1,
             resume,
         )
-        self.resumed_from, self.saved_step, self.pending = None, None, None
+        self.signature, self.resumed_from, self.saved_step, self.pending = signature, None, None, None
 
     def before_fit(self, learn: Learner):
+        if self.resume and self.signature is not None:
+            if learn.is_main:
+                resume_or_fresh(self.store.root, self.signature)
+            D.barrier()
         if self.resume and (p := self.store.latest()) is not None:
             learn.load(p)
             self.resumed_from, self.saved_step = p, learn.step
             if learn.is_main:
-                print(f"resumed from {p} (step {learn.step})", file=sys.stderr, flush=True)
+                log.info("resumed from %s (step %d)", p, learn.step)
 
     def after_valid(self, learn: Learner):
         v, best = learn.metrics.get(self.monitor), self.store.best_value()
@@ -95,11 +104,7 @@ class SignalCB(Callback):
                     raise KeyboardInterrupt
                 raise SystemExit(128 + signum)
             learn.request_stop(name)
-            print(
-                f"[rank {D.rank()}] {name}: stopping after step {learn.step + 1}, then saving",
-                file=sys.stderr,
-                flush=True,
-            )
+            log.warning("[rank %d] %s: stopping after step %d, then saving", D.rank(), name, learn.step + 1)
 
         self.prev = {s: signal.signal(s, handler) for s in self.signals}
 
@@ -110,19 +115,29 @@ class SignalCB(Callback):
 
 # %% ../../nbs/31_train.callbacks.ipynb #47241264
 class ProgressCB(Callback):
-    "A tqdm bar over steps (rank 0), showing the latest logs every `every` steps."
+    """Progress on rank 0: a tqdm bar over steps on a terminal (latest logs every `every` steps); elsewhere (a pipe,
+    papermill) a log line every `every` steps and at the end. Validation results are logged either way."""
 
     order = 20
 
     def __init__(self, every: int = 10, keys: tuple = ("loss", "grad_norm", "lr")):
         self.every, self.keys, self.bar = every, keys, None
 
+    def _shown(self, learn: Learner) -> str:
+        return " ".join(f"{k}={v:.4g}" for k, v in learn.logs.items() if k.split("/")[-1] in self.keys)
+
     def before_fit(self, learn: Learner):
-        if learn.is_main:
-            self.bar = tqdm(total=learn.cfg.max_steps, initial=learn.step, desc="train", dynamic_ncols=True)
+        if learn.is_main:  # disable=None: no bar unless stderr is a terminal
+            self.bar = tqdm(
+                total=learn.cfg.max_steps, initial=learn.step, desc="train", dynamic_ncols=True, disable=None
+            )
 
     def after_batch(self, learn: Learner):
         if self.bar is None:
+            return
+        if self.bar.disable:
+            if learn.step % self.every == 0 or learn.step == learn.cfg.max_steps:
+                log.info("step %d/%d: %s", learn.step, learn.cfg.max_steps, self._shown(learn))
             return
         self.bar.update(learn.step - self.bar.n)
         if learn.step % self.every == 0:
@@ -132,7 +147,11 @@ class ProgressCB(Callback):
 
     def after_valid(self, learn: Learner):
         if self.bar is not None:
-            self.bar.write(f"step {learn.step}: " + " ".join(f"{k}={v:.4g}" for k, v in learn.metrics.items()))
+            msg = f"step {learn.step}: " + " ".join(f"{k}={v:.4g}" for k, v in learn.metrics.items())
+            if self.bar.disable:
+                log.info(msg)
+            else:
+                self.bar.write(msg)
 
     def cleanup_fit(self, learn: Learner):
         if self.bar is not None:
@@ -226,11 +245,13 @@ def standard_cbs(
     sample_every: int = 0,
     progress: bool = True,
     log_every: int = 1,
+    signature: dict | None = None,
 ) -> list[Callback]:
-    "Checkpoints in `out_dir/ckpt` (resuming), dvclive in `out_dir/live`, SIGINT/SIGTERM handling, tqdm progress."
+    """Checkpoints in `out_dir/ckpt` (resuming those of the same `signature`: `train.resume`), dvclive in
+    `out_dir/live`, SIGINT/SIGTERM handling, progress."""
     out = Path(out_dir)
     cbs = [
-        CheckpointCB(out / "ckpt", every=save_every, keep_last=keep_last),
+        CheckpointCB(out / "ckpt", every=save_every, keep_last=keep_last, signature=signature),
         SignalCB(),
         DVCLiveCB(out / "live", every=log_every, sample_fn=sample_fn, sample_every=sample_every),
     ]

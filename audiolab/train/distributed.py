@@ -5,14 +5,17 @@
 # %% ../../nbs/33_train.distributed.ipynb #aea12995
 from __future__ import annotations
 import argparse
+import dataclasses
 import importlib
 import inspect
+import logging
 import os
 import shlex
 import subprocess
 import sys
 import typing
 from datetime import timedelta
+from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
@@ -25,10 +28,13 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..core import Config, ConfigError, get_device, load_section
 
+log = logging.getLogger(__name__)
+
 # %% auto #0
-__all__ = ['is_dist', 'rank', 'world_size', 'is_main', 'init_distributed', 'cleanup_distributed', 'barrier', 'broadcast_module',
-           'all_reduce_mean', 'all_gather_objects', 'broadcast_object', 'wrap_ddp', 'block_modules', 'shard_model',
-           'clip_grad_norm_', 'resolve_target', 'parse_overrides', 'build_config', 'main', 'torchrun_command', 'launch']
+__all__ = ['log', 'is_dist', 'rank', 'world_size', 'is_main', 'init_distributed', 'cleanup_distributed', 'barrier',
+           'broadcast_module', 'all_reduce_mean', 'all_gather_objects', 'broadcast_object', 'wrap_ddp', 'block_modules',
+           'shard_model', 'clip_grad_norm_', 'resolve_target', 'parse_overrides', 'build_config', 'main',
+           'LaunchConfig', 'torchrun_command', 'launch']
 
 # %% ../../nbs/33_train.distributed.ipynb #916359e1
 def is_dist() -> bool:
@@ -247,6 +253,8 @@ def main(argv: list[str] | None = None):
     ap.add_argument("--profile")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides (YAML values)")
     a = ap.parse_args(argv)
+    first = int(os.environ.get("RANK", "0")) == 0  # rank 0 logs progress; the others warnings only
+    logging.basicConfig(level=logging.INFO if first else logging.WARNING, format="%(message)s", stream=sys.stderr)
     fn = resolve_target(a.target)
     cfg = build_config(fn, a.params, a.section, a.profile, parse_overrides(a.set))
     init_distributed()
@@ -256,22 +264,70 @@ def main(argv: list[str] | None = None):
         cleanup_distributed()
 
 
+@dataclasses.dataclass
+class LaunchConfig(Config):
+    "Where the ranks run: the top-level `nproc_per_node`, `nnodes`, `node_rank`, `rdzv_endpoint` keys of params.yaml."
+
+    nproc_per_node: int = 1
+    nnodes: int = 1
+    node_rank: int = 0
+    rdzv_endpoint: str = ""  # host:port of node 0 (every node the same); needed when nnodes > 1
+
+    @classmethod
+    def read(cls, params: str | os.PathLike = "params.yaml", **given) -> LaunchConfig:
+        "The file's keys (missing ones: defaults), then the `given` ones that are not None."
+        path = Path(params)
+        top = yaml.safe_load(path.read_text()) if path.is_file() else {}
+        if not isinstance(top, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        keys = {f.name for f in dataclasses.fields(cls)}
+        cfg = cls.from_dict({k: v for k, v in top.items() if k in keys}, str(path))
+        cfg = cfg.replace(**{k: v for k, v in given.items() if v is not None})
+        bad = [k for k in ("nproc_per_node", "nnodes", "node_rank") if type(getattr(cfg, k)) is not int]
+        if bad:
+            raise ConfigError(f"{path}: {', '.join(bad)} must be whole numbers, got {cfg.to_dict()}")
+        if cfg.nnodes < 1 or cfg.nproc_per_node < 1 or not 0 <= cfg.node_rank < cfg.nnodes:
+            raise ConfigError(
+                f"{path}: need nnodes >= 1, nproc_per_node >= 1 and 0 <= node_rank < nnodes, got {cfg.to_dict()}"
+            )
+        if cfg.nnodes > 1 and ":" not in cfg.rdzv_endpoint:
+            raise ConfigError(f"{path}: nnodes={cfg.nnodes} needs rdzv_endpoint: 'host:port' of node 0")
+        return cfg
+
+    def torchrun_args(self) -> list[str]:
+        "`--standalone` on one node, else a c10d rendezvous at `rdzv_endpoint`."
+        if self.nnodes == 1:
+            return ["--standalone", f"--nproc_per_node={self.nproc_per_node}"]
+        return [
+            f"--nnodes={self.nnodes}",
+            f"--node_rank={self.node_rank}",
+            "--rdzv_backend=c10d",
+            f"--rdzv_endpoint={self.rdzv_endpoint}",
+            f"--nproc_per_node={self.nproc_per_node}",
+        ]
+
+
 def torchrun_command(
     target: str,
-    nproc: int = 1,
+    nproc: int | None = None,
     params: str = "params.yaml",
     section: str | None = None,
     profile: str | None = None,
     overrides: dict | None = None,
     max_restarts: int = 0,
+    nnodes: int | None = None,
+    node_rank: int | None = None,
+    rdzv_endpoint: str | None = None,
 ) -> list[str]:
-    "The `torchrun` command line (as a list) that runs `target` on `nproc` local processes."
+    "The `torchrun` command line (as a list) running `target`; ranks per node and nodes from `params` unless given."
+    where = LaunchConfig.read(
+        params, nproc_per_node=nproc, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint
+    )
     cmd = [
         sys.executable,
         "-m",
         "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={nproc}",
+        *where.torchrun_args(),
         f"--max-restarts={max_restarts}",
         "-m",
         "audiolab.train.distributed",
@@ -296,7 +352,7 @@ def torchrun_command(
 
 def launch(
     target: str,
-    nproc: int = 1,
+    nproc: int | None = None,
     params: str = "params.yaml",
     section: str | None = None,
     profile: str | None = None,
@@ -305,14 +361,14 @@ def launch(
     check: bool = True,
     env: dict | None = None,
 ) -> int:
-    "Run `target` under torchrun from Python (e.g. a notebook cell), streaming its output; return the exit code."
+    "Run `target` under torchrun from Python (a notebook cell), streaming its output; nodes and ranks from `params`."
     cmd = torchrun_command(target, nproc, params, section, profile, overrides, max_restarts)
-    print("$", shlex.join(cmd), flush=True)
+    log.info("$ %s", shlex.join(cmd))
     with subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})}
     ) as p:
         for line in p.stdout:
-            print(line, end="", flush=True)
+            print(line, end="", flush=True)  # the job's own output, as it comes
     if check and p.returncode:
         raise RuntimeError(f"training job {target} failed with exit code {p.returncode}")
     return p.returncode

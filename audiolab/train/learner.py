@@ -685,12 +685,16 @@ class Learner:
             sd = read_checkpoint(path, self.modules(), map_location="cpu")
         self.load_state_dict(sd)
 
-    def save_pretrained(self, path: str | Path, config: Config | dict | None = None) -> Path:
-        "The trained weights (EMA copy if any) as one consolidated `model.safetensors` + config; call on every rank."
+    def save_pretrained(self, path: str | Path, config: Config | dict | None = None, module: str | None = None) -> Path:
+        """The trained weights (EMA copy if any) as one consolidated `model.safetensors` + config (default: the model's
+        `cfg`); `module`: a submodule's dotted name to save alone (a GAN task's generator). Call on every rank."""
         full = None
         if self.sharded:  # collective: every rank sends its shards, rank 0 receives the whole
             full = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         if self.is_main:
-            save_pretrained(self.eval_model, path, config, state_dict=full)
+            model = self.eval_model.get_submodule(module) if module else self.eval_model
+            if full is not None and module:
+                full = {k.removeprefix(module + "."): v for k, v in full.items() if k.startswith(module + ".")}
+            save_pretrained(model, path, config, state_dict=full)
         D.barrier()
         return Path(path)
