@@ -14,15 +14,18 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from ..audio import get_preset, griffin_lim, load_audio, mel_spectrogram
-from ..core import Config, ConfigError
+from ..core import Config, ConfigError, seed_everything
 from ..data.crops import audio_segments
 from ..data.kicks import split_indices
 from ..eval.metrics import mel_distance
 from ..models.vocoder import HiFiGAN, HiFiGANConfig, VocoderLossConfig, VocoderTask, VocosConfig, VocosVocoder
+from ..train import distributed as D
+from ..train.callbacks import standard_cbs
 from ..train.learner import Learner, TrainConfig
+from ..train.resume import data_fingerprint, stage_signature
 
 # %% auto #0
-__all__ = ['VocoderRecipe', 'vocoder_data', 'train_vocoder', 'evaluate_vocoder']
+__all__ = ['VocoderRecipe', 'vocoder_data', 'train_vocoder', 'vocoder_stage', 'evaluate_vocoder']
 
 # %% ../../nbs/61_recipes.vocoder.ipynb #b0ee248f
 @dataclasses.dataclass
@@ -47,6 +50,8 @@ class VocoderRecipe(Config):
     griffin_lim_iters: int = 32
     seed: int = 0  # `seed_everything`, the held-out split and the silent segments kept
     threads: int = 1
+    save_every: int = 0  # checkpoint every N steps besides the end and stops on signals (0: never)
+    log_every: int = 5  # training curves: every N steps
 
     def generator(self) -> nn.Module:
         "A fresh generator of `kind` at `model`'s size for the preset."
@@ -101,6 +106,20 @@ def train_vocoder(r: VocoderRecipe, generator: nn.Module, train: Tensor, cbs=())
     )
     learn.fit()
     return task.eval(), learn
+
+# %% ../../nbs/61_recipes.vocoder.ipynb #c4ac83e6
+def vocoder_stage(r: VocoderRecipe) -> dict:
+    """A vocoder stage's training, a torchrun entry point: `out_dir/ckpt` (resumed under the same config and data),
+    `out_dir/live` (curves) and `out_dir/model` (the generator); returns the last logs."""
+    seed_everything(r.seed)
+    torch.set_num_threads(r.threads)
+    train_x, _, _ = vocoder_data(r, f"vocoder stage ({r.out_dir})")
+    out = Path(r.out_dir)
+    sig = stage_signature(r, data_fingerprint(train_x))
+    cbs = standard_cbs(out, r.save_every, progress=D.is_main(), log_every=r.log_every, signature=sig)
+    _, learn = train_vocoder(r, r.generator(), train_x, cbs)
+    learn.save_pretrained(out / "model", module="generator")  # every rank (FSDP gathers the shards)
+    return learn.logs
 
 # %% ../../nbs/61_recipes.vocoder.ipynb #28bbd4e8
 def _fit_len(y: Tensor, T: int) -> Tensor:

@@ -16,13 +16,13 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from ..core import Config, save_json
-from .checkpoint import CheckpointStore
+from ..core import CheckpointError, Config, save_json, set_rng_state
+from .checkpoint import CheckpointStore, load_state, rng_from_plain
 
 log = logging.getLogger("audiolab.train.resume")  # the module's name, also when run as a notebook
 
 # %% auto #0
-__all__ = ['log', 'RUN_ONLY', 'SIGNATURE', 'data_fingerprint', 'stage_signature', 'resume_or_fresh']
+__all__ = ['log', 'RUN_ONLY', 'SIGNATURE', 'data_fingerprint', 'stage_signature', 'resume_or_fresh', 'continue_rng']
 
 # %% ../../nbs/34_train.resume.ipynb #187e8888
 RUN_ONLY = ("save_every", "keep_last", "num_workers", "threads", "max_minutes", "sample_every", "progress")
@@ -126,3 +126,13 @@ def resume_or_fresh(ckpt_dir: str | os.PathLike, signature: dict) -> bool:
         shutil.rmtree(root)
     save_json(f, signature)
     return False
+
+# %% ../../nbs/34_train.resume.ipynb #fc6e6468
+def continue_rng(ckpt_dir: str | os.PathLike) -> int:
+    "Set the python/numpy/torch RNG streams to rank 0's at the newest checkpoint in `ckpt_dir`; return its step."
+    latest = CheckpointStore(ckpt_dir).latest()
+    if latest is None:
+        raise CheckpointError(Path(ckpt_dir), "no checkpoint to continue the run's random streams from")
+    state = load_state(latest / "state.pt")
+    set_rng_state(rng_from_plain(state["rng"][0]))
+    return state["step"]
