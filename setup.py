@@ -6,7 +6,7 @@ config = ConfigParser(delimiters=['='])
 config.read('settings.ini', encoding='utf-8')
 cfg = config['DEFAULT']
 
-cfg_keys = 'version description keywords author author_email'.split()
+cfg_keys = 'version description keywords author'.split()
 expected = cfg_keys + "lib_name user branch license status min_python audience language".split()
 for o in expected: assert o in cfg, "missing expected setting: {}".format(o)
 setup_cfg = {o:cfg[o] for o in cfg_keys}
@@ -18,27 +18,29 @@ py_versions = '3.10 3.11 3.12'.split()
 requirements = shlex.split(cfg.get('requirements', ''))
 min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), cfg['license'])
-dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
+# extras: `<name>_requirements` in settings.ini -> pip install 'audiolab[<name>]'; `all` is every extra but `dev`
+extras = {k[: -len('_requirements')]: shlex.split(v) for k, v in cfg.items() if k.endswith('_requirements') and v}
+extras['all'] = sorted({r for k, v in extras.items() if k != 'dev' for r in v})
 
 setuptools.setup(
     name = cfg['lib_name'],
     license = lic,
+    license_files = ['LICENSE'],
     classifiers = [
         'Development Status :: ' + statuses[int(cfg['status'])],
         'Intended Audience :: ' + cfg['audience'].title(),
         'Natural Language :: ' + cfg['language'].title(),
     ] + ['Programming Language :: Python :: '+o for o in py_versions[py_versions.index(min_python):]],
-    url = cfg['git_url'],
     packages = setuptools.find_packages(include=['audiolab', 'audiolab.*']),
-    include_package_data = True,
+    package_data = {'audiolab': ['py.typed']},
     install_requires = requirements,
-    extras_require={ 'dev': dev_requirements },
-    dependency_links = cfg.get('dep_links','').split(),
+    extras_require = extras,
     python_requires  = '>=' + cfg['min_python'],
     long_description = open('README.md', encoding='utf-8').read(),
     long_description_content_type = 'text/markdown',
     zip_safe = False,
     entry_points = {
+        'console_scripts': cfg.get('console_scripts', '').split(),
         'nbdev': [f'{cfg.get("lib_path")}={cfg.get("lib_path")}._modidx:d'],
     },
     **setup_cfg)

@@ -16,7 +16,7 @@ from .core import CheckpointError, get_device
 from .train.checkpoint import load_config
 
 # %% auto #0
-__all__ = ['MODEL_TYPES', 'model_type', 'load', 'describe']
+__all__ = ['MODEL_TYPES', 'resolve', 'model_type', 'load', 'describe']
 
 # %% ../nbs/03_hub.ipynb #1445fe11
 MODEL_TYPES = {  # model_type -> "module:attribute" (a `Pretrained` class, or a loader taking the folder)
@@ -38,7 +38,8 @@ MODEL_TYPES = {  # model_type -> "module:attribute" (a `Pretrained` class, or a 
 _CLASS_TYPES = {v.split(":")[1]: k for k, v in MODEL_TYPES.items() if "." not in v.split(":")[1]}
 
 
-def _resolve(spec: str):
+def resolve(spec: str):
+    "The object `spec` (`module:attribute.path`) names, its module imported now."
     mod, attr = spec.split(":")
     obj = importlib.import_module(mod)
     for a in attr.split("."):
@@ -85,7 +86,7 @@ def model_type(path: str | os.PathLike) -> str:
 
 def load(path: str | os.PathLike, device: str | None = "cpu", **kw):
     "Open the model in folder `path` (any `MODEL_TYPES` layout) on `device` (None: the best available), in eval mode."
-    obj = _resolve(MODEL_TYPES[model_type(path)])
+    obj = resolve(MODEL_TYPES[model_type(path)])
     model = obj.from_pretrained(path, **kw) if isinstance(obj, type) else obj(path, **kw)
     if isinstance(model, nn.Module):
         model = model.to(get_device(device)).eval()

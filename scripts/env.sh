@@ -20,15 +20,16 @@ if [ "${AUDIOLAB_NO_APT:-0}" != 1 ] && command -v apt-get >/dev/null; then
   fi
 fi
 
-# Python environment: rebuilt only when the requirements in settings.ini change.
-stamp=$(cat "$AUDIOLAB_ROOT/settings.ini" | grep -E '^(dev_)?requirements' | sha1sum | cut -c1-16)
+# Python environment: rebuilt only when the requirements in settings.ini or the pins in constraints.txt change.
+# Every extra ([all]) + the dev tools, with the exact versions the pipeline's results were produced with.
+stamp=$(cat <(grep -E '^([a-z]+_)?requirements' "$AUDIOLAB_ROOT/settings.ini") "$AUDIOLAB_ROOT/constraints.txt" | sha1sum | cut -c1-16)
 if [ ! -x "$AUDIOLAB_VENV/bin/python" ]; then
   echo "[env] creating $AUDIOLAB_VENV"; python3 -m venv "$AUDIOLAB_VENV"
 fi
 if [ "$(cat "$AUDIOLAB_VENV/.audiolab-deps" 2>/dev/null)" != "$stamp" ]; then
-  echo "[env] installing Python requirements (torch $(grep -o 'torch==[0-9.]*' "$AUDIOLAB_ROOT/settings.ini" | head -1))"
+  echo "[env] installing Python requirements ($(grep -o '^torch==[0-9.]*' "$AUDIOLAB_ROOT/constraints.txt"))"
   "$AUDIOLAB_VENV/bin/pip" install -q --upgrade pip setuptools wheel
-  "$AUDIOLAB_VENV/bin/pip" install -q -e "$AUDIOLAB_ROOT[dev]" 2>&1 | grep -v -e "^WARNING: Location" -e Warning -e "^ *[!*]" -e "^ *$" || true
+  "$AUDIOLAB_VENV/bin/pip" install -q -c "$AUDIOLAB_ROOT/constraints.txt" -e "$AUDIOLAB_ROOT[all,dev]" 2>&1 | grep -v -e "^WARNING: Location" -e Warning -e "^ *[!*]" -e "^ *$" || true
   echo "$stamp" > "$AUDIOLAB_VENV/.audiolab-deps"
 fi
 # The editable install points at one clone; re-point it (no dependencies, seconds) when run from another.

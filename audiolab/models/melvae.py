@@ -430,6 +430,13 @@ class MelVAE(nn.Module, Pretrained):
         )
         return MelVAEOutput(rec * ~padding_mask(lengths, rec.shape[1])[..., None], mu, lengths)
 
+    def reconstruct(self, wav: torch.Tensor, sr: int, vocoder=None, **kw) -> torch.Tensor:
+        """Audio `(C, L)` or `(L,)` at `sr` -> its reconstruction `(L',)` at `cfg.sample_rate`: mels,
+        `encode_and_sample` (`kw`), then `vocoder` (`mel_to_audio`: the project's `VocosVocoder`, a `vocos.Vocos`, or
+        None: Griffin-Lim)."""
+        out = self.encode_and_sample([(wav, sr)], **kw)
+        return mel_to_audio(out.mel[:, : int(out.lengths[0])], vocoder)[0]
+
     def training_step(self, batch: dict) -> dict:
         "The Learner's hook: losses on `batch = {'mel': (B, T, M), 'length': (B,)}`; the KL warm-up counts calls."
         out = self(batch["mel"], batch["length"], step=int(self.train_calls))
