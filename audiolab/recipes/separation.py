@@ -5,27 +5,37 @@
 # %% ../../nbs/67_recipes.separation.ipynb #7b146624
 from __future__ import annotations
 import dataclasses
+import os
+from pathlib import Path
 
+import torch
 from torch.utils.data import DataLoader
 
-from ..core import Config
+from ..core import Config, seed_everything
 from ..data.crops import RandomCrops
+from ..data.saxpipe import holdout_songs, load_multitrack
 from ..eval.metrics import sdr
 from ..models.separation import Separator, SeparatorConfig, SeparatorNet
-from ..train.callbacks import standard_cbs
+from ..train import distributed as D
+from ..train.callbacks import TimeBudget, standard_cbs
 from ..train.learner import Learner, TrainConfig
+from ..train.resume import data_fingerprint, stage_signature
 
 # %% auto #0
-__all__ = ['SeparatorRecipe', 'fit_separator', 'evaluate_separator']
+__all__ = ['SeparatorRecipe', 'fit_separator', 'separator_songs', 'separator_stage', 'evaluate_separator']
 
 # %% ../../nbs/67_recipes.separation.ipynb #7dfc6f2d
 @dataclasses.dataclass
 class SeparatorRecipe(Config):
-    "The `separator` stage: a lead/backing HTDemucs (`model`), its optimisation (`train`) and batch size."
+    "The `separator` stage: a lead/backing HTDemucs (`model`), its optimisation (`train`), data and run settings."
 
     model: SeparatorConfig = dataclasses.field(default_factory=SeparatorConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     batch_size: int = 4
+    corpus: str = "data/jazz"  # multitrack songs (lead, backing)
+    out_dir: str = "runs/separator"
+    max_minutes: float | None = None  # stop training after this wall time (checkpointed; the next run resumes)
+    save_every: int = 0  # checkpoint every N steps besides the end and stops on signals (0: never)
 
 # %% ../../nbs/67_recipes.separation.ipynb #f54c192d
 def _song_crops(songs: list[dict], seg: int, n: int, seed: int) -> RandomCrops:
@@ -54,6 +64,27 @@ def fit_separator(
     learn = Learner(net, dl, vdl, train_cfg, cbs=[*std, *cbs])
     learn.fit()
     return learn
+
+# %% ../../nbs/67_recipes.separation.ipynb #efb2ffd6
+def separator_songs(r: SeparatorRecipe) -> tuple[list[dict], list[dict]]:
+    "(training, held-out) songs of `r.corpus` at the model's rate (`data.saxpipe.holdout_songs`)."
+    return holdout_songs(load_multitrack(r.corpus, r.model.sample_rate))
+
+
+def separator_stage(r: SeparatorRecipe) -> dict:
+    """The stage's training, a torchrun entry point: `out_dir/ckpt` (resumed under the same config and data),
+    `out_dir/train/live` (curves) and `out_dir/model` (the network); returns the last logs."""
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    seed_everything(r.train.seed)
+    train, _ = separator_songs(r)
+    out = Path(r.out_dir)
+    sig = stage_signature(r, data_fingerprint([(s["lead"], s["backing"]) for s in train]))
+    std = standard_cbs(out / "train", r.save_every, progress=D.is_main(), signature=sig, ckpt_dir=out / "ckpt")
+    learn = fit_separator(
+        SeparatorNet(r.model), train, r.train, batch_size=r.batch_size, cbs=[*std, TimeBudget(r.max_minutes)]
+    )
+    learn.save_pretrained(out / "model")  # every rank (FSDP gathers the shards)
+    return learn.logs
 
 # %% ../../nbs/67_recipes.separation.ipynb #6fa99edc
 def evaluate_separator(sep: Separator, songs: list[dict], sr: int, shifts: int = 0) -> dict:

@@ -6,20 +6,27 @@
 from __future__ import annotations
 import dataclasses
 import math
+import os
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from ..core import Config
+from ..audio import load_audio
+from ..core import Config, seed_everything
 from ..data.crops import RandomCrops
+from ..data.saxpipe import holdout_songs, load_multitrack
 from ..eval.metrics import codebook_stats, lowpass_mulaw, mel_distance, si_sdr, tokenizer_mel
 from ..models.tokenizer import AudioTokenizer, TokenizerConfig
-from ..train.callbacks import standard_cbs
+from ..train import distributed as D
+from ..train.callbacks import TimeBudget, standard_cbs
 from ..train.learner import Callback, Learner, TrainConfig
+from ..train.resume import data_fingerprint, stage_signature
 
 # %% auto #0
-__all__ = ['TokenizerRecipe', 'CodebookInit', 'fit_tokenizer', 'tokenizer_bitrate', 'tokenizer_baseline', 'tokenizer_metrics']
+__all__ = ['TokenizerRecipe', 'CodebookInit', 'fit_tokenizer', 'tokenizer_data', 'tokenizer_stage', 'tokenizer_bitrate',
+           'tokenizer_baseline', 'tokenizer_metrics']
 
 # %% ../../nbs/66_recipes.tokenizer.ipynb #cf77aa6e
 @dataclasses.dataclass
@@ -33,6 +40,11 @@ class TokenizerRecipe(Config):
     max_speech_train: int | None = None  # training utterances (None: all)
     max_speech_eval: int = 16  # held-out utterances
     max_eval_s: float = 10.0  # held-out music cut to this length
+    jazz_dir: str = "data/jazz"  # multitrack songs (mix, lead, backing)
+    speech_dir: str = "data/speech"  # LibriTTS layout
+    out_dir: str = "runs/tokenizer"
+    max_minutes: float | None = None  # stop training after this wall time (checkpointed; the next run resumes)
+    save_every: int = 0  # checkpoint every N steps besides the end and stops on signals (0: never)
 
 # %% ../../nbs/66_recipes.tokenizer.ipynb #9a867c8d
 class CodebookInit(Callback):
@@ -108,6 +120,40 @@ def fit_tokenizer(
     if phases is not None:
         del tok.disc  # the tokenizer's checkpoint holds only the tokenizer
     return learn
+
+# %% ../../nbs/66_recipes.tokenizer.ipynb #8363df4a
+def tokenizer_data(r: TokenizerRecipe) -> dict:
+    """Mono waves at the model's rate: `music_train` / `music_held` (mix and lead of the training / held-out songs,
+    held-out cut to `max_eval_s`), `speech_train` / `speech_held` (train-clean-100 / dev + test-clean), song counts."""
+    sr = r.model.sample_rate
+    train_songs, held_songs = holdout_songs(load_multitrack(r.jazz_dir, sr))
+    speech = {s: sorted(Path(r.speech_dir, s).rglob("*.wav")) for s in ("train-clean-100", "dev-clean", "test-clean")}
+    held = (speech["dev-clean"] + speech["test-clean"])[: r.max_speech_eval]
+    return dict(
+        music_train=[s[k] for s in train_songs for k in ("mix", "lead")],
+        music_held=[s[k][..., : int(r.max_eval_s * sr)] for s in held_songs for k in ("mix", "lead")],
+        speech_train=[load_audio(p, sr=sr, mono=True)[0] for p in speech["train-clean-100"][: r.max_speech_train]],
+        speech_held=[load_audio(p, sr=sr, mono=True)[0] for p in held],
+        train_songs=len(train_songs),
+        held_songs=len(held_songs),
+    )
+
+
+def tokenizer_stage(r: TokenizerRecipe) -> dict:
+    """The stage's training, a torchrun entry point: `out_dir/ckpt` (resumed under the same config and data),
+    `out_dir/train/live` (curves) and `out_dir/model` (the tokenizer); returns the last logs."""
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    seed_everything(r.train.seed)
+    d = tokenizer_data(r)
+    waves, out = d["music_train"] + d["speech_train"], Path(r.out_dir)
+    sig = stage_signature(r, data_fingerprint(waves))
+    std = standard_cbs(out / "train", r.save_every, progress=D.is_main(), signature=sig, ckpt_dir=out / "ckpt")
+    tok = AudioTokenizer(r.model)
+    learn = fit_tokenizer(
+        tok, waves, r.train, segment_s=r.segment_s, batch_size=r.batch_size, cbs=[*std, TimeBudget(r.max_minutes)]
+    )
+    learn.save_pretrained(out / "model")  # every rank (FSDP gathers the shards)
+    return learn.logs
 
 # %% ../../nbs/66_recipes.tokenizer.ipynb #927835cc
 def tokenizer_bitrate(tok: AudioTokenizer) -> int:

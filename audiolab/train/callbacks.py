@@ -246,12 +246,13 @@ def standard_cbs(
     progress: bool = True,
     log_every: int = 1,
     signature: dict | None = None,
+    ckpt_dir: str | os.PathLike | None = None,
 ) -> list[Callback]:
-    """Checkpoints in `out_dir/ckpt` (resuming those of the same `signature`: `train.resume`), dvclive in
-    `out_dir/live`, SIGINT/SIGTERM handling, progress."""
+    """Checkpoints in `ckpt_dir` (default `out_dir/ckpt`; resuming those of the same `signature`: `train.resume`),
+    dvclive in `out_dir/live`, SIGINT/SIGTERM handling, progress."""
     out = Path(out_dir)
     cbs = [
-        CheckpointCB(out / "ckpt", every=save_every, keep_last=keep_last, signature=signature),
+        CheckpointCB(ckpt_dir or out / "ckpt", every=save_every, keep_last=keep_last, signature=signature),
         SignalCB(),
         DVCLiveCB(out / "live", every=log_every, sample_fn=sample_fn, sample_every=sample_every),
     ]
