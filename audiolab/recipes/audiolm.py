@@ -26,8 +26,8 @@ from ..eval.lm import top_k_unigram_accuracy
 from ..models.audiolm import TOPK, AudioLM, AudioLMConfig
 from ..train import distributed as D
 from ..train.callbacks import standard_cbs
-from ..train.checkpoint import save_pretrained
 from ..train.learner import Learner, TrainConfig
+from ..train.resume import data_fingerprint, stage_signature
 
 # %% auto #0
 __all__ = ['AudioLMTrainConfig', 'audiolm_tokens', 'train_audiolm', 'evaluate_audiolm', 'continue_audio']
@@ -68,13 +68,11 @@ def train_audiolm(cfg: AudioLMTrainConfig) -> dict:
         toks, cfg.max_frames, cfg.prompt_ratio, cfg.ratio_range, cfg.train.seed, cfg.num_workers
     )
     out = Path(cfg.out_dir)
-    learn = Learner(
-        AudioLM(model_cfg), train_dl, valid_dl, cfg.train, cbs=standard_cbs(out, cfg.save_every, progress=D.is_main())
-    )
+    sig = stage_signature(cfg.replace(model=model_cfg), data_fingerprint(toks))
+    cbs = standard_cbs(out, cfg.save_every, progress=D.is_main(), signature=sig)
+    learn = Learner(AudioLM(model_cfg), train_dl, valid_dl, cfg.train, cbs=cbs)
     learn.fit()
-    if learn.is_main:
-        save_pretrained(learn.eval_model, out / "model", model_cfg)
-    D.barrier()
+    learn.save_pretrained(out / "model", model_cfg)  # every rank (FSDP gathers the shards)
     return learn.metrics
 
 # %% ../../nbs/65_recipes.audiolm.ipynb #a921fdd1

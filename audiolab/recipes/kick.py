@@ -36,13 +36,14 @@ from ..nn.diffusion import NoiseSchedule
 from ..nn.losses import KLSchedule
 from ..train import distributed as D
 from ..train.callbacks import standard_cbs
-from ..train.checkpoint import load_config, load_state, load_weights, save_pretrained
+from ..train.checkpoint import load_config, load_state, load_weights
 from ..train.learner import Callback, Learner, TrainConfig
+from ..train.resume import data_fingerprint, stage_signature
 
 # %% auto #0
-__all__ = ['KickConfig', 'VAETask', 'KLAnnealCB', 'DiffusionTask', 'train_vae', 'train_diffusion', 'load_kick_vae',
-           'train_kick_vae', 'encode_kick_corpus', 'train_kick_diffusion', 'evaluate_samplers', 'evaluate_kick_vae',
-           'evaluate_kick_ldm']
+__all__ = ['VAE_KEYS', 'DIFFUSION_KEYS', 'KickConfig', 'VAETask', 'KLAnnealCB', 'DiffusionTask', 'train_vae', 'train_diffusion',
+           'load_kick_vae', 'train_kick_vae', 'encode_kick_corpus', 'train_kick_diffusion', 'evaluate_samplers',
+           'evaluate_kick_vae', 'evaluate_kick_ldm']
 
 # %% ../../nbs/63_recipes.kick.ipynb #30d2e87e
 @dataclasses.dataclass
@@ -168,6 +169,15 @@ def _griffin_sample(vae: KickVAE, mel: Tensor) -> tuple[Tensor, int]:
     return kick_waveform(griffin_lim(mel[:, 0].float().cpu(), "kick44k", n_iter=16)), KICK_SR
 
 
+VAE_KEYS = ("vae", "vae_train", "kl", "vae_batch", "valid_frac", "seed", "corpus_dir", "mels_subdir")
+DIFFUSION_KEYS = ("unet", "diff_train", "diff_batch", "p_uncond", "min_count", "max_keywords", "seed")
+
+
+def _keys(cfg: KickConfig, keys: tuple) -> dict:
+    "The part of the config a training depends on (its checkpoint signature; `train.resume`)."
+    return {k: getattr(cfg, k) for k in keys}
+
+
 def train_kick_vae(cfg: KickConfig) -> dict:
     "Stage 1: train the VAE on the train split of `cfg.corpus_dir`; writes `out_dir/vae/` (ckpt, live), `vae_model/`."
     torch.manual_seed(cfg.seed)
@@ -186,10 +196,11 @@ def train_kick_vae(cfg: KickConfig) -> dict:
         sample_fn=sample_fn if cfg.sample_every else None,
         sample_every=cfg.sample_every,
         progress=D.is_main(),
+        signature=stage_signature(_keys(cfg, VAE_KEYS), data_fingerprint(mels, kws, names)),
     )
-    vae, learn = train_vae(cfg, mels[tr], mels[va], cbs=cbs)
+    _, learn = train_vae(cfg, mels[tr], mels[va], cbs=cbs)
+    learn.save_pretrained(out / "vae_model", cfg.vae, module="vae")  # every rank (FSDP gathers the shards)
     if learn.is_main:
-        save_pretrained(vae, out / "vae_model", cfg.vae)
         save_json(
             out / "split.json", {"train": [names[i] for i in tr.tolist()], "valid": [names[i] for i in va.tolist()]}
         )
@@ -255,6 +266,7 @@ def train_kick_diffusion(cfg: KickConfig) -> dict:
         sample_fn=sample_fn if cfg.sample_every else None,
         sample_every=cfg.sample_every,
         progress=D.is_main(),
+        signature=stage_signature(_keys(cfg, DIFFUSION_KEYS), data_fingerprint(z, ids, tr)),
     )
     unet, learn = train_diffusion(cfg, z[tr], ids[tr], (z[~tr], ids[~tr]), cbs=cbs)
     if learn.is_main:

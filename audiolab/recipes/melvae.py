@@ -19,8 +19,8 @@ from ..models.melvae import MelVAE, MelVAEConfig, mel_to_audio
 from ..nn.attention import padding_mask
 from ..train import distributed as D
 from ..train.callbacks import standard_cbs
-from ..train.checkpoint import save_pretrained
 from ..train.learner import Learner, TrainConfig
+from ..train.resume import data_fingerprint, stage_signature
 
 # %% auto #0
 __all__ = ['MelVAETrainConfig', 'mel_stats', 'evaluate_reconstruction', 'train_melvae', 'evaluate_melvae']
@@ -128,11 +128,12 @@ def train_melvae(cfg: MelVAETrainConfig) -> dict:
         sample_fn=_sample_fn(valid_ds) if cfg.sample_every and valid_ds else None,
         sample_every=cfg.sample_every,
         progress=D.is_main(),
+        signature=stage_signature(cfg, data_fingerprint(train_ds.mels, valid_ds.mels if valid_ds else None)),
     )
     learn = Learner(MelVAE(cfg.model), train_dl, valid_dl, cfg.train, cbs=cbs)
     learn.fit()
+    learn.save_pretrained(out / "model", cfg.model)  # every rank (FSDP gathers the shards)
     if learn.is_main:
-        save_pretrained(learn.eval_model, out / "model", cfg.model)
         save_json(out / "model" / "mel_stats.json", mel_stats(train_ds.frames()))
     D.barrier()
     return learn.metrics

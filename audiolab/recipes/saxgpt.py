@@ -19,8 +19,8 @@ from ..eval.lm import TokenMetrics, agreement, ar_tf_report, distribution_report
 from ..models.saxgpt import SaxGPT, SaxGPTConfig, delay
 from ..train import distributed as D
 from ..train.callbacks import standard_cbs
-from ..train.checkpoint import save_pretrained
 from ..train.learner import Learner, TrainConfig
+from ..train.resume import data_fingerprint, stage_signature
 
 # %% auto #0
 __all__ = ['SaxGPTTrain', 'SaxGPTTrainConfig', 'load_windows', 'train_saxgpt', 'teacher_forced', 'evaluate_tf',
@@ -91,11 +91,13 @@ def train_saxgpt(cfg: SaxGPTTrainConfig) -> dict:
     if t.ss_max_prob > 0:
         model.ss = dict(max_prob=t.ss_max_prob, start=t.ss_start_step, ramp=t.ss_ramp_steps)
     out = Path(cfg.out_dir)
-    learn = Learner(model, train_dl, valid_dl, t, cbs=standard_cbs(out, cfg.save_every, progress=D.is_main()))
+    files = [Path(cfg.data_dir) / f"{s}.pt" for s in ("train", "val") if (Path(cfg.data_dir) / f"{s}.pt").exists()]
+    sig = stage_signature(cfg, data_fingerprint(files))
+    learn = Learner(
+        model, train_dl, valid_dl, t, cbs=standard_cbs(out, cfg.save_every, progress=D.is_main(), signature=sig)
+    )
     learn.fit()
-    if learn.is_main:
-        save_pretrained(learn.eval_model, out / "model", cfg.model)
-    D.barrier()
+    learn.save_pretrained(out / "model", cfg.model)  # every rank (FSDP gathers the shards)
     return learn.metrics
 
 # %% ../../nbs/64_recipes.saxgpt.ipynb #7e48b17b

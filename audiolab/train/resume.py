@@ -52,6 +52,11 @@ def _update(h, x) -> None:
         h.update(memoryview(x.view(torch.uint8).reshape(-1).numpy()) if x.numel() else b"")
     elif isinstance(x, np.ndarray):
         _update(h, torch.from_numpy(np.ascontiguousarray(x)))
+    elif isinstance(x, Path):
+        h.update(f"file {x.name};".encode())
+        with open(x, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
     elif isinstance(x, dict):
         for k in sorted(x, key=str):
             h.update(f"key {k!s};".encode())
@@ -65,7 +70,7 @@ def _update(h, x) -> None:
 
 
 def data_fingerprint(*items) -> str:
-    "sha256 (hex) of tensors, arrays, numbers, strings and (nested) lists/dicts of them: dtype, shape and bytes."
+    "sha256 (hex) of tensors, arrays (dtype, shape, bytes), files (`Path`: name, bytes), numbers, strings, lists, dicts"
     h = hashlib.sha256()
     for x in items:
         _update(h, x)
