@@ -4,11 +4,14 @@
 
 # %% ../../nbs/16_data.corpora.ipynb #8568e020
 from __future__ import annotations
+import logging
 import time
 import traceback
 from pathlib import Path
 
 import argparse
+
+from tqdm.auto import tqdm
 
 from ..core import ConfigError, load_section, save_json
 from .speech import SpeechCfg, make_speech_corpus
@@ -16,8 +19,10 @@ from .kicks import KicksCfg, make_kick_pack
 from .jazz import JazzConfig, make_jazz_corpus
 from .music import MusicConfig, make_music_corpus
 
+log = logging.getLogger(__name__)
+
 # %% auto #0
-__all__ = ['BUILDERS', 'TIMING_KEYS', 'build_corpora', 'main']
+__all__ = ['log', 'BUILDERS', 'TIMING_KEYS', 'build_corpora', 'main']
 
 # %% ../../nbs/16_data.corpora.ipynb #a2b019d1
 BUILDERS = dict(  # name -> (config class, make function)
@@ -46,7 +51,7 @@ def build_corpora(
     if unknown:
         raise ConfigError(f"{params}:{section}: unknown corpora {unknown}; known: {sorted(BUILDERS)}")
     report = dict(profile=profile or "default", seed=seed, corpora={}, missing=[])  # `missing`: the file's format
-    for name, conf in sec.items():
+    for name, conf in tqdm(sec.items(), desc="corpora", unit="corpus", disable=None):  # off when not a terminal
         if only and name not in only:
             continue
         cls, make = BUILDERS[name]
@@ -58,10 +63,13 @@ def build_corpora(
             rep = dict(error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc()[-2000:])
         rep.setdefault("wall_s", time.time() - t0)
         report["corpora"][name] = rep
-        print(
-            f"[corpora] {name}: {rep.get('hours', 0) * 60:.1f} min of audio in {rep['wall_s']:.1f} s"
-            + (f"  ERROR {rep['error']}" if "error" in rep else ""),
-            flush=True,
+        log.log(
+            logging.ERROR if "error" in rep else logging.INFO,
+            "[corpora] %s: %.1f min of audio in %.1f s%s",
+            name,
+            rep.get("hours", 0) * 60,
+            rep["wall_s"],
+            f"  ERROR {rep['error']}" if "error" in rep else "",
         )
     report["hours"] = sum(r.get("hours", 0) for r in report["corpora"].values())
     save_json(
@@ -82,6 +90,7 @@ def main(argv: list[str] | None = None):
     ap.add_argument("--profile", default=None, help="tiny or full (default: the params file's `profile`)")
     ap.add_argument("--only", default=None, help='comma-separated subset, e.g. "speech,kicks"')
     a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     build_corpora(a.out, a.params, a.profile, a.only.split(",") if a.only else None)
 
 # %% ../../nbs/16_data.corpora.ipynb #e88bb7cf

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import csv
 import hashlib
+import logging
 import os
 import re
 from pathlib import Path
@@ -16,9 +17,11 @@ import numpy as np
 from ..core import AudioFileError, atomic_write
 from ..audio import audio_info, load_audio
 
+log = logging.getLogger(__name__)
+
 # %% auto #0
-__all__ = ['AUDIO_EXTS', 'SIDECAR_EXTS', 'SPLITS', 'MANIFEST_COLUMNS', 'CORPUS_GROUPS', 'probe_audio', 'group_of', 'split_of',
-           'scan_audio', 'write_manifest', 'read_manifest', 'manifest_summary', 'write_corpus_manifests']
+__all__ = ['log', 'AUDIO_EXTS', 'SIDECAR_EXTS', 'SPLITS', 'MANIFEST_COLUMNS', 'CORPUS_GROUPS', 'probe_audio', 'group_of',
+           'split_of', 'scan_audio', 'write_manifest', 'read_manifest', 'manifest_summary', 'write_corpus_manifests']
 
 # %% ../../nbs/14_data.ingest.ipynb #cf70c331
 AUDIO_EXTS = (".wav", ".flac", ".mp3", ".ogg")
@@ -171,5 +174,5 @@ def write_corpus_manifests(
         write_manifest(Path(out_dir) / f"{name}.csv", sc["rows"])
         report[name] = manifest_summary(sc)
         durations[name] = [r["duration"] for r in sc["rows"]]
-        print(f"{name}: {report[name]['files']} files, {report[name]['hours']:.3f} h, {len(sc['skipped'])} skipped")
+        log.info("%s: %d files, %.3f h, %d skipped", name, report[name]["files"], report[name]["hours"], len(sc["skipped"]))
     return report, durations

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import logging
 import math
 import random
 import shutil
@@ -19,17 +20,20 @@ import torch.nn.functional as F
 import torchaudio.functional as AF
 from torch import Tensor
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from ..core import Config, ConfigError, FileProblem, atomic_path, save_json
 from ..audio import AUDIO_SUFFIXES, load_audio, save_audio, loudness_normalize, peak_normalize, pad_or_trim
 from ..models.separation import Separator
 from ..models.tokenizer import AudioTokenizer
 
+log = logging.getLogger(__name__)
+
 # %% auto #0
-__all__ = ['SaxPipeConfig', 'find_songs', 'download_audio', 'normalize_volume', 'discard', 'reset', 'run_ingest', 'run_separate',
-           'rms_envelope', 'rms_windows', 'run_select', 'time_stretch', 'pitch_shift', 'augment_pair', 'run_augment',
-           'run_tokenize', 'split_songs', 'window_starts', 'CodeWindows', 'run_datasets', 'load_multitrack',
-           'holdout_songs']
+__all__ = ['log', 'SaxPipeConfig', 'find_songs', 'download_audio', 'normalize_volume', 'discard', 'reset', 'run_ingest',
+           'run_separate', 'rms_envelope', 'rms_windows', 'run_select', 'time_stretch', 'pitch_shift', 'augment_pair',
+           'run_augment', 'run_tokenize', 'split_songs', 'window_starts', 'CodeWindows', 'run_datasets',
+           'load_multitrack', 'holdout_songs']
 
 # %% ../../nbs/17_data.saxpipe.ipynb #da0c73d6
 @dataclasses.dataclass
@@ -163,7 +167,7 @@ def run_ingest(cfg: SaxPipeConfig) -> dict:
     t0, out = time.perf_counter(), cfg.dir("1_ingest")
     dl = download_audio(cfg.url, cfg.dir("0_download"), cfg.download)
     if dl["skipped"] and cfg.download:
-        print(f"[saxpipe] download skipped: {dl['reason']}")
+        log.warning("[saxpipe] download skipped: %s", dl["reason"])
     songs = find_songs(cfg.dir("0_download") if not dl["skipped"] else cfg.source)
     ok, skipped, index = [], [], {}
     for sid, paths in songs.items():
@@ -203,7 +207,7 @@ def run_separate(cfg: SaxPipeConfig, separator=None) -> dict:
             )
         separator = Separator.load(cfg.separator, name=cfg.separator_name)
     ok, skipped, modes = [], [], {"model": 0, "oracle": 0}
-    for sid, paths in index.items():
+    for sid, paths in tqdm(index.items(), desc="separate", unit="song", disable=None):  # off when not a terminal
         dst = {k: out / k / f"{sid}.wav" for k in ("lead", "backing")}
         if all(p.exists() for p in dst.values()):
             ok.append(sid)
@@ -339,7 +343,7 @@ def run_augment(cfg: SaxPipeConfig) -> dict:
     "Step 6: `5_aug_clips/<clip>__<tag>/{lead,backing}.wav` for every clip."
     t0, src, out = time.perf_counter(), cfg.dir("4_clips"), cfg.dir("5_aug_clips")
     n, skipped = 0, []
-    for d in sorted(p for p in src.iterdir() if p.is_dir()):
+    for d in tqdm(sorted(p for p in src.iterdir() if p.is_dir()), desc="augment", unit="clip", disable=None):
         try:
             lead, sr = load_audio(d / "lead.wav")
             backing, _ = load_audio(d / "backing.wav")
@@ -386,7 +390,7 @@ def run_tokenize(cfg: SaxPipeConfig, tokenizer=None) -> dict:
     for d in dirs:
         clips.setdefault(d.name.rsplit("__", 1)[0], []).append(d)
     n, frames, audio_s, skipped, bs, dtype = 0, 0, 0.0, [], max(1, cfg.tokenize_batch), _code_dtype(tokenizer.cfg.bins)
-    for copies in clips.values():
+    for copies in tqdm(clips.values(), desc="tokenize", unit="clip", disable=None):
         waves = {}  # length -> [(folder, stem, (1, L))]
         for d in copies:
             if (out / f"{d.name}.pt").exists():

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 from torch.nn.utils import parametrize
+from tqdm.auto import tqdm
 
 from audiolab.core import (
     Config,
@@ -179,7 +180,8 @@ def encode_latents(vae: KickVAE, mels: Tensor, batch_size: int = 64) -> Tensor:
     was = vae.training
     vae.eval()
     dev = next(vae.parameters()).device
-    out = torch.cat([vae.encode(mels[i : i + batch_size].to(dev))[0].cpu() for i in range(0, len(mels), batch_size)])
+    starts = tqdm(range(0, len(mels), batch_size), desc="encode latents", unit="batch", disable=None)  # off: no tty
+    out = torch.cat([vae.encode(mels[i : i + batch_size].to(dev))[0].cpu() for i in starts])
     vae.train(was)
     return out
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 from pathlib import Path
 
 import torch
@@ -159,7 +160,9 @@ class Separator:
         x = to_channels(resample(wav, sr, self.samplerate), self.model.audio_channels).to(dev)
         ref = x.mean(0)
         mu, sd = ref.mean(), ref.std() + 1e-8  # Demucs' input standardisation
-        y = apply_model(self.model, ((x - mu) / sd)[None], shifts=shifts, split=split, overlap=overlap, progress=False)[
+        y = apply_model(
+            self.model, ((x - mu) / sd)[None], shifts=shifts, split=split, overlap=overlap, progress=sys.stderr.isatty()
+        )[
             0
         ]
         y = y * sd + mu  # (S, C', L')

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 from torch import nn, Tensor
+from tqdm.auto import tqdm
 
 from audiolab.core import (
     Config,
@@ -280,7 +281,8 @@ class AudioTokenizer(nn.Module, Pretrained):
         if chunk >= T:
             return self.embed(wav)
         out = []
-        for (a, b), (ca, cb) in _chunk_spans(T, chunk, ctx):
+        spans = tqdm(_chunk_spans(T, chunk, ctx), desc="tokenizer chunks", leave=False, disable=None)  # no tty: off
+        for (a, b), (ca, cb) in spans:
             z = self.embed(wav[..., ca * hop : min(L, cb * hop)])  # (B, D, cb - ca)
             out.append(z[..., a - ca : b - ca])
         return torch.cat(out, -1)
