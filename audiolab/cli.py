@@ -99,7 +99,7 @@ def cmd_solo(a):
     torch.manual_seed(a.seed)
     lead = sax.generate_audio(tok, wav, sr, temperature=a.temperature, top_k=a.top_k)  # (C', L') at the tokenizer's
     out_sr = a.sr or sr
-    lead = match(lead, tok.sample_rate, out_sr, wav.shape[0])
+    lead = match(lead, tok.sample_rate, out_sr, wav.shape[0])[..., : round(wav.shape[-1] * out_sr / sr)]  # whole frames
     if a.mix:
         back = match(wav, sr, out_sr, wav.shape[0])[..., : lead.shape[-1]]
         lead = lead[..., : back.shape[-1]] + back
@@ -177,12 +177,15 @@ def cmd_tokenize(a):
     if Path(a.input).suffix == ".safetensors":  # codes -> audio
         codes, meta = _read_tensors(a.input, "codes")
         y = tok.decode_long(codes[None].long().to(dev))[0]  # (C, T * hop)
+        y = y[..., : int(meta.get("length", y.shape[-1]))]  # the encoded audio's length (T * hop rounds it up)
         sr = a.sr or int(meta.get("sample_rate", tok.sample_rate))
         write(a.out, match(y, tok.sample_rate, sr, int(meta.get("channels", y.shape[0]))), sr)
     else:
         wav, sr = load_audio(a.input)
-        codes = tok.encode_long(match(wav, sr, tok.sample_rate, tok.cfg.channels)[None].to(dev))[0]  # (K, T)
-        _save_tensors(a.out, {"codes": codes.to(torch.int32)}, dict(sample_rate=sr, channels=wav.shape[0]))
+        x = match(wav, sr, tok.sample_rate, tok.cfg.channels)[None].to(dev)  # (1, C, L)
+        codes = tok.encode_long(x)[0]  # (K, T)
+        meta = dict(sample_rate=sr, channels=wav.shape[0], length=x.shape[-1])
+        _save_tensors(a.out, {"codes": codes.to(torch.int32)}, meta)
 
 
 def cmd_separate(a):
@@ -287,9 +290,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="audio file (encode) or latents .safetensors (decode)")
     p.add_argument("-o", "--out", required=True)
 
-    p = verb(
-        "tokenize", cmd_tokenize, "audio -> tokenizer codes (.safetensors); a .safetensors input decodes", "tokenizer"
-    )
+    p = verb("tokenize", cmd_tokenize, "audio -> tokenizer codes (.safetensors); a .safetensors input decodes", "tokenizer")
     p.add_argument("input", help="audio file, or codes .safetensors to decode")
     p.add_argument("-o", "--out", required=True)
 
