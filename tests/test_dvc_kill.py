@@ -4,6 +4,7 @@ as when a job is killed, or SIGINT, as Ctrl-C) while the stage runs. Then no hal
 taken as done (`dvc status` reports the stage changed), and the next `dvc repro` finishes with a complete output
 that `dvc status` accepts."""
 
+import json
 import os
 import shutil
 import signal
@@ -158,3 +159,94 @@ def test_killed_rerun_after_change(proj, sig):
     assert not out.exists() or out.read_text() == complete("v1"), "a half-written v2 output is in place"
     assert "changed" in status(proj)
     repro_finishes(proj, "v2")
+
+
+# ---- a real stage: `codec` under torchrun, SIGTERM mid-run, the rerun resumes from its checkpoint -----------------
+CODEC_STEPS, CODEC_EVERY = 120, 10
+CODEC_DVC_YAML = """stages:
+  codec:
+    cmd: python -m torch.distributed.run --standalone --nproc_per_node=1 -m audiolab.train.distributed
+      audiolab.recipes.codec:codec_stage --params params.yaml --section codec --profile tiny
+    deps: [data/music]
+    params: [codec]
+    outs: [runs/codec/model]
+"""
+
+
+@pytest.fixture
+def codec_proj(tmp_path):
+    "A git + DVC project whose one stage is the `codec` training job (tiny profile, short), on 6 synthetic pieces."
+    import soundfile as sf
+    import torch
+    import yaml
+
+    from audiolab.core import load_section
+
+    for cmd in (["git", "init", "-q"], [DVC, "init", "-q"], ["git", "commit", "-q", "-m", "init"]):  # dvclive: a commit
+        r = run(tmp_path, *cmd)
+        assert r.returncode == 0, r.stderr
+    g = torch.Generator().manual_seed(0)
+    (tmp_path / "data/music").mkdir(parents=True)
+    for i in range(6):  # 1 s of stereo noise-modulated tones at 22.05 kHz
+        t = torch.arange(22050) / 22050
+        x = torch.sin(2 * torch.pi * (110 + 40 * i) * t) * (0.5 + 0.5 * torch.rand(1, generator=g))
+        sf.write(tmp_path / f"data/music/p{i}.flac", torch.stack([x, -0.5 * x], 1).numpy(), 22050)
+    sec = load_section("codec", "tiny", Path(__file__).parents[1] / "params.yaml")
+    sec.update(max_files=6, save_every=CODEC_EVERY, segment=2048, valid_segments=2)
+    sec["train"] = {**sec["train"], "max_steps": CODEC_STEPS}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"codec": {"tiny": sec}}))
+    (tmp_path / "dvc.yaml").write_text(CODEC_DVC_YAML)
+    return tmp_path
+
+
+def group_alive(pgid: int) -> bool:
+    "Whether process group `pgid` still has a live (non-zombie) member."
+    for f in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _, group = f.read_text().rsplit(") ", 1)[1].split()[:3]
+        except (OSError, IndexError):
+            continue  # ended while we looked
+        if int(group) == pgid and state != "Z":
+            return True
+    return False
+
+
+def test_codec_stage_sigterm_resumes(codec_proj):
+    "SIGTERM to `dvc repro` mid-training; the rerun resumes from the stage's checkpoint and completes the stage."
+    ckpt = codec_proj / "runs/codec/ckpt"
+    p = subprocess.Popen(
+        [DVC, "repro", "codec"],
+        cwd=codec_proj,
+        env={**ENV, "OMP_NUM_THREADS": "1"},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        t0 = time.monotonic()
+        while not list(ckpt.glob("step-*")):  # the first periodic checkpoint is written
+            assert p.poll() is None, "dvc repro ended before the first checkpoint"
+            assert time.monotonic() - t0 < 180, "no checkpoint after 180 s"
+            time.sleep(0.2)
+        os.killpg(p.pid, signal.SIGTERM)
+        p.wait(timeout=60)
+        t0 = time.monotonic()
+        while group_alive(p.pid):  # torchrun and the training process finish the step in flight and save it
+            assert time.monotonic() - t0 < 60, "the stage's processes outlived the SIGTERM by 60 s"
+            time.sleep(0.2)
+    finally:
+        if group_alive(p.pid):
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+    stopped = json.loads((ckpt / "last.json").read_text())["step"]
+    assert stopped < CODEC_STEPS, f"the run was not interrupted mid-way: last checkpoint at step {stopped}"
+    assert not (codec_proj / "runs/codec/model/model.safetensors").exists()
+    assert "up to date" not in run(codec_proj, DVC, "status", "codec").stdout
+    r = run(codec_proj, DVC, "repro", "codec", timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    log = r.stdout + r.stderr
+    assert f"resumed from runs/codec/ckpt/step-{stopped:08d} (step {stopped})" in log, log[-3000:]
+    assert "starting fresh" not in log, log[-3000:]
+    assert (codec_proj / "runs/codec/model/model.safetensors").exists()
+    assert json.loads((ckpt / "last.json").read_text())["step"] == CODEC_STEPS
+    assert "up to date" in run(codec_proj, DVC, "status", "codec").stdout

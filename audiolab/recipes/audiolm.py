@@ -27,7 +27,7 @@ from ..models.audiolm import TOPK, AudioLM, AudioLMConfig
 from ..train import distributed as D
 from ..train.callbacks import standard_cbs
 from ..train.learner import Learner, TrainConfig
-from ..train.resume import data_fingerprint, stage_signature
+from ..train.resume import data_fingerprint, require_finished, stage_signature
 
 # %% auto #0
 __all__ = ['AudioLMTrainConfig', 'audiolm_tokens', 'train_audiolm', 'evaluate_audiolm', 'continue_audio']
@@ -72,6 +72,7 @@ def train_audiolm(cfg: AudioLMTrainConfig) -> dict:
     cbs = standard_cbs(out, cfg.save_every, progress=D.is_main(), signature=sig)
     learn = Learner(AudioLM(model_cfg), train_dl, valid_dl, cfg.train, cbs=cbs)
     learn.fit()
+    require_finished(learn)  # a run stopped by a signal publishes nothing
     learn.save_pretrained(out / "model", model_cfg)  # every rank (FSDP gathers the shards)
     return learn.metrics
 

@@ -20,7 +20,7 @@ from ..models.codec import LyraCodec, LyraCodecConfig, LyraCodecTask, LyraLossCo
 from ..train import distributed as D
 from ..train.callbacks import standard_cbs
 from ..train.learner import Learner, TrainConfig
-from ..train.resume import data_fingerprint, stage_signature
+from ..train.resume import data_fingerprint, require_finished, stage_signature
 
 # %% auto #0
 __all__ = ['CodecRecipe', 'peak_normalized', 'codec_data', 'train_codec', 'codec_stage', 'evaluate_codec']
@@ -90,6 +90,7 @@ def codec_stage(r: CodecRecipe) -> dict:
     out = Path(r.out_dir)
     sig = stage_signature(r, data_fingerprint(train_x, valid_x))
     _, learn = train_codec(r, train_x, valid_x, standard_cbs(out, r.save_every, progress=D.is_main(), signature=sig))
+    require_finished(learn)  # a run stopped by a signal publishes nothing
     learn.save_pretrained(out / "model", module="codec")  # every rank (FSDP gathers the shards)
     return learn.metrics
 

@@ -38,7 +38,7 @@ from ..train import distributed as D
 from ..train.callbacks import standard_cbs
 from ..train.checkpoint import load_config, load_state, load_weights
 from ..train.learner import Callback, Learner, TrainConfig
-from ..train.resume import data_fingerprint, stage_signature
+from ..train.resume import data_fingerprint, require_finished, stage_signature
 
 # %% auto #0
 __all__ = ['VAE_KEYS', 'DIFFUSION_KEYS', 'KickConfig', 'VAETask', 'KLAnnealCB', 'DiffusionTask', 'train_vae', 'train_diffusion',
@@ -199,6 +199,7 @@ def train_kick_vae(cfg: KickConfig) -> dict:
         signature=stage_signature(_keys(cfg, VAE_KEYS), data_fingerprint(mels, kws, names)),
     )
     _, learn = train_vae(cfg, mels[tr], mels[va], cbs=cbs)
+    require_finished(learn)  # a run stopped by a signal publishes nothing
     learn.save_pretrained(out / "vae_model", cfg.vae, module="vae")  # every rank (FSDP gathers the shards)
     if learn.is_main:
         save_json(
@@ -269,6 +270,7 @@ def train_kick_diffusion(cfg: KickConfig) -> dict:
         signature=stage_signature(_keys(cfg, DIFFUSION_KEYS), data_fingerprint(z, ids, tr)),
     )
     unet, learn = train_diffusion(cfg, z[tr], ids[tr], (z[~tr], ids[~tr]), cbs=cbs)
+    require_finished(learn)  # a run stopped by a signal publishes nothing
     if learn.is_main:
         KickLDM(vae.cpu(), unet.cpu(), vocab, scale).save_pretrained(out / "ldm")
     D.barrier()

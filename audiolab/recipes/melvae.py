@@ -20,7 +20,7 @@ from ..nn.attention import padding_mask
 from ..train import distributed as D
 from ..train.callbacks import standard_cbs
 from ..train.learner import Learner, TrainConfig
-from ..train.resume import data_fingerprint, stage_signature
+from ..train.resume import data_fingerprint, require_finished, stage_signature
 
 # %% auto #0
 __all__ = ['MelVAETrainConfig', 'mel_stats', 'evaluate_reconstruction', 'train_melvae', 'evaluate_melvae']
@@ -132,6 +132,7 @@ def train_melvae(cfg: MelVAETrainConfig) -> dict:
     )
     learn = Learner(MelVAE(cfg.model), train_dl, valid_dl, cfg.train, cbs=cbs)
     learn.fit()
+    require_finished(learn)  # a run stopped by a signal publishes nothing
     learn.save_pretrained(out / "model", cfg.model)  # every rank (FSDP gathers the shards)
     if learn.is_main:
         save_json(out / "model" / "mel_stats.json", mel_stats(train_ds.frames()))

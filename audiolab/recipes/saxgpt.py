@@ -20,7 +20,7 @@ from ..models.saxgpt import SaxGPT, SaxGPTConfig, delay
 from ..train import distributed as D
 from ..train.callbacks import standard_cbs
 from ..train.learner import Learner, TrainConfig
-from ..train.resume import data_fingerprint, stage_signature
+from ..train.resume import data_fingerprint, require_finished, stage_signature
 
 # %% auto #0
 __all__ = ['SaxGPTTrain', 'SaxGPTTrainConfig', 'load_windows', 'train_saxgpt', 'teacher_forced', 'evaluate_tf',
@@ -97,6 +97,7 @@ def train_saxgpt(cfg: SaxGPTTrainConfig) -> dict:
         model, train_dl, valid_dl, t, cbs=standard_cbs(out, cfg.save_every, progress=D.is_main(), signature=sig)
     )
     learn.fit()
+    require_finished(learn)  # a run stopped by a signal publishes nothing
     learn.save_pretrained(out / "model", cfg.model)  # every rank (FSDP gathers the shards)
     return learn.metrics
 

@@ -19,7 +19,7 @@ from ..models.separation import Separator, SeparatorConfig, SeparatorNet
 from ..train import distributed as D
 from ..train.callbacks import TimeBudget, standard_cbs
 from ..train.learner import Learner, TrainConfig
-from ..train.resume import data_fingerprint, stage_signature
+from ..train.resume import data_fingerprint, require_finished, stage_signature
 
 # %% auto #0
 __all__ = ['SeparatorRecipe', 'fit_separator', 'separator_songs', 'separator_stage', 'evaluate_separator']
@@ -83,6 +83,7 @@ def separator_stage(r: SeparatorRecipe) -> dict:
     learn = fit_separator(
         SeparatorNet(r.model), train, r.train, batch_size=r.batch_size, cbs=[*std, TimeBudget(r.max_minutes)]
     )
+    require_finished(learn)  # a run stopped by a signal publishes nothing
     learn.save_pretrained(out / "model")  # every rank (FSDP gathers the shards)
     return learn.logs
 

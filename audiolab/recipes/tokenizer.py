@@ -22,7 +22,7 @@ from ..models.tokenizer import AudioTokenizer, TokenizerConfig
 from ..train import distributed as D
 from ..train.callbacks import TimeBudget, standard_cbs
 from ..train.learner import Callback, Learner, TrainConfig
-from ..train.resume import data_fingerprint, stage_signature
+from ..train.resume import data_fingerprint, require_finished, stage_signature
 
 # %% auto #0
 __all__ = ['TokenizerRecipe', 'CodebookInit', 'fit_tokenizer', 'tokenizer_data', 'tokenizer_stage', 'tokenizer_bitrate',
@@ -152,6 +152,7 @@ def tokenizer_stage(r: TokenizerRecipe) -> dict:
     learn = fit_tokenizer(
         tok, waves, r.train, segment_s=r.segment_s, batch_size=r.batch_size, cbs=[*std, TimeBudget(r.max_minutes)]
     )
+    require_finished(learn)  # a run stopped by a signal publishes nothing
     learn.save_pretrained(out / "model")  # every rank (FSDP gathers the shards)
     return learn.logs
 

@@ -22,7 +22,7 @@ from ..models.vocoder import HiFiGAN, HiFiGANConfig, VocoderLossConfig, VocoderT
 from ..train import distributed as D
 from ..train.callbacks import standard_cbs
 from ..train.learner import Learner, TrainConfig
-from ..train.resume import data_fingerprint, stage_signature
+from ..train.resume import data_fingerprint, require_finished, stage_signature
 
 # %% auto #0
 __all__ = ['VocoderRecipe', 'vocoder_data', 'train_vocoder', 'vocoder_stage', 'evaluate_vocoder']
@@ -118,6 +118,7 @@ def vocoder_stage(r: VocoderRecipe) -> dict:
     sig = stage_signature(r, data_fingerprint(train_x))
     cbs = standard_cbs(out, r.save_every, progress=D.is_main(), log_every=r.log_every, signature=sig)
     _, learn = train_vocoder(r, r.generator(), train_x, cbs)
+    require_finished(learn)  # a run stopped by a signal publishes nothing
     learn.save_pretrained(out / "model", module="generator")  # every rank (FSDP gathers the shards)
     return learn.logs
 

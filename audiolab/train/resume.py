@@ -22,7 +22,8 @@ from .checkpoint import CheckpointStore, load_state, rng_from_plain
 log = logging.getLogger("audiolab.train.resume")  # the module's name, also when run as a notebook
 
 # %% auto #0
-__all__ = ['log', 'RUN_ONLY', 'SIGNATURE', 'data_fingerprint', 'stage_signature', 'resume_or_fresh', 'continue_rng']
+__all__ = ['log', 'RUN_ONLY', 'SIGNATURE', 'data_fingerprint', 'stage_signature', 'resume_or_fresh', 'require_finished',
+           'continue_rng']
 
 # %% ../../nbs/34_train.resume.ipynb #187e8888
 RUN_ONLY = ("save_every", "keep_last", "num_workers", "threads", "max_minutes", "sample_every", "progress")
@@ -131,6 +132,16 @@ def resume_or_fresh(ckpt_dir: str | os.PathLike, signature: dict) -> bool:
         shutil.rmtree(root)
     save_json(f, signature)
     return False
+
+# %% ../../nbs/34_train.resume.ipynb #c59e4a11
+def require_finished(learn) -> None:
+    "Exit (status 1, a message) unless `learn` trained to `max_steps` or to its time budget; call after `fit`."
+    if learn.step >= learn.cfg.max_steps or (learn.stop_reason or "").startswith("time budget"):
+        return
+    raise SystemExit(
+        f"training stopped by {learn.stop_reason} at step {learn.step} of {learn.cfg.max_steps}: checkpointed, "
+        "the stage's outputs are not written; run the stage again to resume"
+    )
 
 # %% ../../nbs/34_train.resume.ipynb #fc6e6468
 def continue_rng(ckpt_dir: str | os.PathLike) -> int:
