@@ -23,7 +23,8 @@ from audiolab.models.kick import KeywordVocab, KickLDM, KickVAE, KickVAEConfig, 
 from audiolab.models.melvae import MelVAE, MelVAEConfig, mel_to_audio
 from audiolab.models.saxgpt import SaxGPT, SaxGPTConfig
 from audiolab.models.separation import SeparatorConfig, SeparatorNet
-from audiolab.models.vocoder import HiFiGAN, HiFiGANConfig, VocosConfig, VocosVocoder
+from audiolab.models.tokenizer import save_hf_encodec
+from audiolab.models.vocoder import HiFiGAN, HiFiGANConfig, VocosConfig, VocosVocoder, save_vocos_dir
 
 torch.set_num_threads(1)
 BINS = 16
@@ -237,3 +238,17 @@ def test_python_entry_points_refuse_what_does_not_fit(lab):
         load(lab / DEFAULTS["saxgpt"]).generate_audio(tok, wav[0], 16000)
     with pytest.raises(ValueError, match="prompt_s and seconds must be > 0"):
         load(lab / DEFAULTS["audiolm"]).generate_audio(tok, wav, 16000, seconds=0)
+
+
+def test_load_other_layouts(lab, tmp_path):
+    "A hub-layout Vocos (config.yaml + pytorch_model.bin) and a Hugging Face EnCodec folder open through `load` too."
+    voc = load(lab / DEFAULTS["vocoder"])
+    save_vocos_dir(voc, tmp_path / "vocos_hub")
+    assert model_type(tmp_path / "vocos_hub") == "vocos_hub"
+    mel = torch.randn(1, 100, 6)
+    assert torch.equal(load(tmp_path / "vocos_hub")(mel), voc(mel))
+    tok = load(lab / DEFAULTS["tokenizer"])
+    save_hf_encodec(tok, tmp_path / "hf")
+    assert model_type(tmp_path / "hf") == "encodec_hf"
+    x = 0.1 * torch.randn(1, 1, 3200)
+    assert torch.equal(load(tmp_path / "hf").encode(x), tok.encode(x))
