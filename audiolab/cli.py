@@ -290,7 +290,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="audio file (encode) or latents .safetensors (decode)")
     p.add_argument("-o", "--out", required=True)
 
-    p = verb("tokenize", cmd_tokenize, "audio -> tokenizer codes (.safetensors); a .safetensors input decodes", "tokenizer")
+    p = verb(
+        "tokenize", cmd_tokenize, "audio -> tokenizer codes (.safetensors); a .safetensors input decodes", "tokenizer"
+    )
     p.add_argument("input", help="audio file, or codes .safetensors to decode")
     p.add_argument("-o", "--out", required=True)
 

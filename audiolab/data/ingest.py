@@ -174,5 +174,7 @@ def write_corpus_manifests(
         write_manifest(Path(out_dir) / f"{name}.csv", sc["rows"])
         report[name] = manifest_summary(sc)
         durations[name] = [r["duration"] for r in sc["rows"]]
-        log.info("%s: %d files, %.3f h, %d skipped", name, report[name]["files"], report[name]["hours"], len(sc["skipped"]))
+        log.info(
+            "%s: %d files, %.3f h, %d skipped", name, report[name]["files"], report[name]["hours"], len(sc["skipped"])
+        )
     return report, durations

@@ -162,9 +162,7 @@ class Separator:
         mu, sd = ref.mean(), ref.std() + 1e-8  # Demucs' input standardisation
         y = apply_model(
             self.model, ((x - mu) / sd)[None], shifts=shifts, split=split, overlap=overlap, progress=sys.stderr.isatty()
-        )[
-            0
-        ]
+        )[0]
         y = y * sd + mu  # (S, C', L')
         out = {}
         for s, stem in zip(self.sources, y.cpu()):
