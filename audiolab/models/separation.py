@@ -18,9 +18,6 @@ from ..core import Config, ConfigError, CheckpointError, InputError, check_tenso
 from ..audio import resample, to_channels
 from ..train.checkpoint import Pretrained
 
-from demucs.htdemucs import HTDemucs
-from demucs.apply import apply_model
-
 # %% auto #0
 __all__ = ['LEAD_STEMS', 'BACKING_STEMS', 'MIN_SECONDS', 'stem_rule', 'SeparatorConfig', 'SeparatorNet', 'Separator']
 
@@ -65,6 +62,8 @@ class SeparatorNet(nn.Module, Pretrained):
 
     def __init__(self, cfg: SeparatorConfig | None = None):
         super().__init__()
+        from demucs.htdemucs import HTDemucs  # the [separation] extra: imported on use
+
         self.cfg = cfg = cfg or SeparatorConfig()
         self.net = HTDemucs(
             sources=list(cfg.sources),
@@ -160,6 +159,8 @@ class Separator:
         x = to_channels(resample(wav, sr, self.samplerate), self.model.audio_channels).to(dev)
         ref = x.mean(0)
         mu, sd = ref.mean(), ref.std() + 1e-8  # Demucs' input standardisation
+        from demucs.apply import apply_model
+
         y = apply_model(
             self.model, ((x - mu) / sd)[None], shifts=shifts, split=split, overlap=overlap, progress=sys.stderr.isatty()
         )[0]
