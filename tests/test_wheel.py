@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-OPTIONAL = {"demucs", "matplotlib", "dvclive", "ipywidgets", "IPython", "pesq", "pystoi"}  # the extras' packages
+OPTIONAL = {"demucs", "matplotlib", "dvclive", "ipywidgets", "IPython", "pesq", "pystoi", "mido"}  # extras
 UNREACHABLE = ("NewConnectionError", "Temporary failure in name resolution", "Network is unreachable", "ProxyError")
 PROBE = """
 import importlib, json, pkgutil, audiolab
@@ -59,7 +59,8 @@ def test_wheel_in_a_clean_venv(tmp_path):
         probe = __import__("json").loads(r.stdout.strip().splitlines()[-1])
         must = {"audiolab.cli", "audiolab.hub", "audiolab.core", "audiolab.audio", "audiolab.models.saxgpt",
                 "audiolab.models.audiolm", "audiolab.models.melvae", "audiolab.models.tokenizer",
-                "audiolab.models.codec", "audiolab.models.vocoder", "audiolab.models.kick", "audiolab.train.learner",
+                "audiolab.models.codec", "audiolab.models.vocoder", "audiolab.models.kick",
+                "audiolab.models.separation", "audiolab.data.saxpipe", "audiolab.train.learner",
                 "audiolab.train.checkpoint", "audiolab.train.distributed"}  # fmt: skip
         assert must <= set(probe["ok"]), must - set(probe["ok"])
         assert set(probe["missing"].values()) <= OPTIONAL, probe["missing"]

@@ -18,7 +18,6 @@ from fractions import Fraction
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import mido
 import numpy as np
 import scipy.signal as ss
 import soundfile as sf
@@ -89,6 +88,8 @@ def _slug(s: str) -> str:
 
 def one_shots_midi(hits: list[tuple[int, int, int]], path, spacing: float = 3.0) -> None:
     "A MIDI file playing each (program, note, velocity) on the drum channel, one every `spacing` s (120 bpm)."
+    import mido  # the [corpora] extra: imported on use
+
     tpb, tempo = 480, 500_000
     mid = mido.MidiFile(ticks_per_beat=tpb)
     tr = mido.MidiTrack()
