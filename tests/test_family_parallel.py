@@ -1,6 +1,7 @@
 """Every family under data parallelism (issue #20): its tiny config trained 3 steps on 2 gloo ranks (DDP, also with
-`grad_accum: 2`, and FSDP2 for AudioLM, MelVAE and LyraCodec) ends with the weights and losses of 1 process on the
-same global batch, to 1e-6 (measured: 0 for most cases, 7e-9 at most).
+`grad_accum: 2`, FSDP2 for AudioLM, MelVAE and LyraCodec, and `grad_checkpoint: true` for the transformer families)
+ends with the weights and losses of 1 process on the same global batch (without activation checkpointing), to 1e-6
+(measured: 0 for most cases, 7e-9 at most).
 
 Two torchrun jobs run every case one after the other (one interpreter start per job): 1 process with `2 * A` micro-
 batches per step, and 2 ranks with `A` each (`A` = the case's `grad_accum`); every micro-batch holds one example, so
@@ -97,21 +98,22 @@ def _g(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def saxgpt():
-    cfg = SaxGPTConfig.from_dict(tiny("saxgpt")["model"])
+def saxgpt(gc: bool = False):
+    cfg = SaxGPTConfig.from_dict({**tiny("saxgpt")["model"], "grad_checkpoint": gc})
     K, V = cfg.num_codebooks, cfg.padding_idx
     codes = torch.randint(0, V, (N, 2, K, 24), generator=_g())  # (backing, lead) windows of 24 frames
     return SaxGPT(cfg), TensorDataset(codes[:, 0], codes[:, 1]), None
 
 
-def audiolm():
-    cfg = AudioLMConfig.from_dict(tiny("audiolm")["model"])
+def audiolm(gc: bool = False):
+    cfg = AudioLMConfig.from_dict({**tiny("audiolm")["model"], "grad_checkpoint": gc})
     codes = torch.randint(0, cfg.bins, (N, cfg.n_q, 40), generator=_g())  # equal lengths: equal token weights
     return AudioLM(cfg), TokenUtterances(list(codes)), PromptTargetCollate(0.4)
 
 
-def melvae():
-    cfg = MelVAEConfig.from_dict({**tiny("melvae")["model"], "kl_loss_warmup_steps": 0})  # warm-up counts calls
+def melvae(gc: bool = False):
+    kw = {"kl_loss_warmup_steps": 0, "grad_checkpoint": gc}  # the KL warm-up counts calls, not steps
+    cfg = MelVAEConfig.from_dict({**tiny("melvae")["model"], **kw})
     mels = cfg.mel_mean + cfg.mel_std * torch.randn(N, 64, cfg.mel_channels, generator=_g())  # (N, T, M)
     return MelVAE(cfg), Items([{"mel": m, "length": torch.tensor(64)} for m in mels]), None
 
@@ -174,19 +176,30 @@ FAMILIES = {
     "vocoder_gan": lambda: vocoder("vocoder_speech", gan=True),
     "tokenizer": tokenizer,
     "separator": separator,
+    "saxgpt_gc": lambda: saxgpt(gc=True),  # activation checkpointing: the same numbers as without
+    "audiolm_gc": lambda: audiolm(gc=True),
+    "melvae_gc": lambda: melvae(gc=True),
 }
 # (family, strategy, grad_accum per rank on 2 ranks)
-CASES = [(f, "ddp", 1) for f in FAMILIES] + [
+CASES = [(f, "ddp", 1) for f in FAMILIES if not f.endswith("_gc")] + [
     ("vocoder_gan", "ddp", 2),  # a GAN family with accumulation
     ("saxgpt", "ddp", 2),  # a transformer family with accumulation
     ("audiolm", "fsdp", 1),
     ("melvae", "fsdp", 1),
     ("codec", "fsdp", 1),
+    ("saxgpt_gc", "ddp", 1),
+    ("audiolm_gc", "fsdp", 1),
+    ("melvae_gc", "fsdp", 1),
 ]
 
 
 def case_name(family: str, strategy: str, accum: int) -> str:
     return f"{family}-{strategy}-a{accum}"
+
+
+def reference(family: str, accum: int) -> str:
+    "The 1-process case a 2-rank case is compared with (activation checkpointing: the family without it)."
+    return case_name(family.removesuffix("_gc"), "ddp", accum)
 
 
 @dataclasses.dataclass
@@ -205,7 +218,7 @@ def run(cfg: RunConfig) -> None:
         seed_everything(0)
         module, ds, collate = FAMILIES[family]()
         model = Pinned(module, accum)
-        section = {"saxgpt": "saxgpt", "audiolm": "audiolm", "melvae": "melvae"}.get(family)
+        section = {"saxgpt": "saxgpt", "audiolm": "audiolm", "melvae": "melvae"}.get(family.removesuffix("_gc"))
         base = tiny(section)["train"] if section else {}
         tc = TrainConfig.from_dict(
             {**base, "max_steps": STEPS, "grad_accum": accum, "strategy": strategy, "warmup_steps": 0}
@@ -238,7 +251,7 @@ def launch(out: Path, nproc: int, cases: list[str]) -> None:
 def runs(tmp_path_factory):
     "The 1-process references and the 2-rank runs of every case (two torchrun jobs)."
     root = tmp_path_factory.mktemp("family_parallel")
-    refs = sorted({case_name(f, "ddp", a) for f, _, a in CASES})
+    refs = sorted({reference(f, a) for f, _, a in CASES})
     launch(root / "one", 1, refs)
     launch(root / "two", 2, [case_name(*c) for c in CASES])
     return root
@@ -246,7 +259,7 @@ def runs(tmp_path_factory):
 
 @pytest.mark.parametrize("family,strategy,accum", CASES, ids=[case_name(*c) for c in CASES])
 def test_two_ranks_equal_one_process(runs, family, strategy, accum):
-    one, two = runs / "one" / case_name(family, "ddp", accum), runs / "two" / case_name(family, strategy, accum)
+    one, two = runs / "one" / reference(family, accum), runs / "two" / case_name(family, strategy, accum)
     a, b = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
     assert a.keys() == b.keys()
     floats = [k for k in a if a[k].is_floating_point() and a[k].numel()]  # not call counters: calls per process
