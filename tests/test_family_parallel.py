@@ -7,7 +7,8 @@ Two torchrun jobs run every case one after the other (one interpreter start per 
 batches per step, and 2 ranks with `A` each (`A` = the case's `grad_accum`); every micro-batch holds one example, so
 rank r's micro-batch m on 2 ranks is micro-batch `2 m + r` of the single process (the sampler deals examples out in
 that order). Each family's module is built as its recipe builds it (the task wrappers, GAN phases) from its section of
-params.yaml (tiny profile) and trained by the Learner on random data of the family's shapes. Families that draw random
+params.yaml (tiny profile) and trained by the Learner on random data of the family's shapes (the vocoders: by their
+recipe's runner, `recipes.vocoder.train_vocoder`). Families that draw random
 numbers in their training step (dropout, noise, timesteps, crops) draw them from a seed of (step, global micro-batch
 index) (`Pinned`), so that the example a rank holds sees the draws it sees in one process. The runs compute in float64:
 in float32 Adam turns the last-bit differences of summing in another order (ranks vs micro-batches) into differences
@@ -37,13 +38,12 @@ from audiolab.models.melvae import MelVAE, MelVAEConfig
 from audiolab.models.saxgpt import SaxGPT, SaxGPTConfig
 from audiolab.models.separation import SeparatorNet
 from audiolab.models.tokenizer import AudioTokenizer
-from audiolab.models.vocoder import VocoderTask
 from audiolab.nn.diffusion import NoiseSchedule
 from audiolab.recipes.codec import CodecRecipe
 from audiolab.recipes.kick import DiffusionTask, KickConfig, VAETask
 from audiolab.recipes.separation import SeparatorRecipe
 from audiolab.recipes.tokenizer import TokenizerRecipe
-from audiolab.recipes.vocoder import VocoderRecipe
+from audiolab.recipes.vocoder import VocoderRecipe, train_vocoder
 from audiolab.train import distributed as D
 from audiolab.train.distributed import block_modules, torchrun_command
 from audiolab.train.learner import Learner, TrainConfig
@@ -144,9 +144,7 @@ def vocoder(section: str, gan: bool = False):
     d = tiny(section)
     if gan:  # the GAN recipe of the full profiles, with narrow discriminators
         d = {**d, "loss": {**d["loss"], "disc": "mpd+mrstft", "periods": [2, 3], "disc_width": 0.05}}
-    r = VocoderRecipe.from_dict(d)
-    x = 0.3 * torch.randn(N, 1, 4096, generator=_g())
-    return VocoderTask(r.generator(), r.preset, r.loss), TensorDataset(x), None
+    return VocoderRecipe.from_dict(d), 0.3 * torch.randn(N, 1, 4096, generator=_g())  # the recipe's own runner
 
 
 def tokenizer():
@@ -215,19 +213,23 @@ def run(cfg: RunConfig) -> None:
     for name in cfg.cases:
         family, strategy, accum = name.rsplit("-", 2)
         accum = int(accum[1:]) * (2 if D.world_size() == 1 else 1)  # one process: both ranks' micro-batches
+        run_cfg = dict(max_steps=STEPS, grad_accum=accum, strategy=strategy, warmup_steps=0)
         seed_everything(0)
-        module, ds, collate = FAMILIES[family]()
-        model = Pinned(module, accum)
-        section = {"saxgpt": "saxgpt", "audiolm": "audiolm", "melvae": "melvae"}.get(family.removesuffix("_gc"))
-        base = tiny(section)["train"] if section else {}
-        tc = TrainConfig.from_dict(
-            {**base, "max_steps": STEPS, "grad_accum": accum, "strategy": strategy, "warmup_steps": 0}
-        )
-        if family == "kick_diffusion":
-            tc = tc.replace(ema_decay=0.9)  # as the recipe: an EMA copy, compared too
-        dl = DataLoader(ds, batch_size=1, shuffle=True, collate_fn=collate)
-        learn = Learner(model, dl, cfg=tc, phases=model.phases())
-        learn.fit()
+        built = FAMILIES[family]()
+        if isinstance(built[0], VocoderRecipe):  # no random draws in training: `recipes.vocoder.train_vocoder` itself
+            r, x = built
+            r = r.replace(batch_size=1, train=r.train.replace(**run_cfg))
+            _, learn = train_vocoder(r, r.generator(), x)
+        else:
+            module, ds, collate = built
+            model = Pinned(module, accum)
+            section = {"saxgpt": "saxgpt", "audiolm": "audiolm", "melvae": "melvae"}.get(family.removesuffix("_gc"))
+            tc = TrainConfig.from_dict({**(tiny(section)["train"] if section else {}), **run_cfg})
+            if family == "kick_diffusion":
+                tc = tc.replace(ema_decay=0.9)  # as the recipe: an EMA copy, compared too
+            dl = DataLoader(ds, batch_size=1, shuffle=True, collate_fn=collate)
+            learn = Learner(model, dl, cfg=tc, phases=model.phases())
+            learn.fit()
         out = Path(cfg.out) / name
         learn.save_pretrained(out)  # every rank (FSDP gathers the shards)
         if learn.is_main:
