@@ -275,13 +275,21 @@ class LaunchConfig(Config):
 
     @classmethod
     def read(cls, params: str | os.PathLike = "params.yaml", **given) -> LaunchConfig:
-        "The file's keys (missing ones: defaults), then the `given` ones that are not None."
+        """The file's keys (missing ones: defaults), then `$AUDIOLAB_NODE_RANK` (one checkout shared by the nodes),
+        then the `given` ones that are not None."""
         path = Path(params)
         top = yaml.safe_load(path.read_text()) if path.is_file() else {}
         if not isinstance(top, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
         keys = {f.name for f in dataclasses.fields(cls)}
         cfg = cls.from_dict({k: v for k, v in top.items() if k in keys}, str(path))
+        if os.environ.get("AUDIOLAB_NODE_RANK", "").strip():
+            try:
+                cfg = cfg.replace(node_rank=int(os.environ["AUDIOLAB_NODE_RANK"]))
+            except ValueError:
+                raise ConfigError(
+                    f"AUDIOLAB_NODE_RANK must be a whole number, got {os.environ['AUDIOLAB_NODE_RANK']!r}"
+                ) from None
         cfg = cfg.replace(**{k: v for k, v in given.items() if v is not None})
         bad = [k for k in ("nproc_per_node", "nnodes", "node_rank") if type(getattr(cfg, k)) is not int]
         if bad:
