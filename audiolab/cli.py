@@ -48,6 +48,10 @@ TRAIN_STAGES = {  # `audiolab train STAGE`: the torchrun entry point and its par
     "codec": ("audiolab.recipes.codec:codec_stage", "codec"),
     "kick_vae": ("audiolab.recipes.kick:train_kick_vae", "kick"),
     "kick_diffusion": ("audiolab.recipes.kick:train_kick_diffusion", "kick"),
+    "vocoder_speech": ("audiolab.recipes.vocoder:vocoder_stage", "vocoder_speech"),
+    "vocoder_kick": ("audiolab.recipes.vocoder:vocoder_stage", "vocoder_kick"),
+    "tokenizer": ("audiolab.recipes.tokenizer:tokenizer_stage", "tokenizer"),
+    "separator": ("audiolab.recipes.separation:separator_stage", "separator"),
 }
 
 
