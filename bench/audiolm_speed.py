@@ -12,6 +12,7 @@ recorded: on a shared machine the CPU-time rate (one thread) is the closer estim
 Reference: VALL-E's public code (no cache) makes 5.6 frames/s on a 2-core machine; targets: >= 140 frames/s
 with the cache and >= 10x our own no-cache path.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,14 +29,22 @@ from audiolab.models.audiolm import AudioLM, AudioLMConfig
 
 def machine() -> dict:
     "What ran the benchmark."
-    return dict(platform=platform.platform(), processor=platform.processor() or platform.machine(), python=platform.python_version(),
-                torch=torch.__version__, cpu_count=os.cpu_count(), threads=torch.get_num_threads(),
-                load_avg_1m=os.getloadavg()[0], cuda=torch.cuda.get_device_name() if torch.cuda.is_available() else None)
+    return dict(
+        platform=platform.platform(),
+        processor=platform.processor() or platform.machine(),
+        python=platform.python_version(),
+        torch=torch.__version__,
+        cpu_count=os.cpu_count(),
+        threads=torch.get_num_threads(),
+        load_avg_1m=os.getloadavg()[0],
+        cuda=torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    )
 
 
 def timed(fn):
     "(result, wall seconds, process CPU seconds) of `fn()`."
-    w, c = time.perf_counter(), time.process_time(); out = fn()
+    w, c = time.perf_counter(), time.process_time()
+    out = fn()
     return out, time.perf_counter() - w, time.process_time() - c
 
 
@@ -44,34 +53,48 @@ def nocache_estimate(model: AudioLM, prompt, tn: int, points: int = 6) -> tuple[
     ks = [round(i * (tn - 1) / (points - 1)) for i in range(points)]
     rows = []
     for k in ks:
-        seq = torch.randint(0, model.cfg.bins, (1, k + 1), device=prompt.device); seq[:, 0] = model.cfg.bos
-        step = lambda: model.ar_logits(prompt, None, seq, None)[:, -1].argmax(-1)
+        seq = torch.randint(0, model.cfg.bins, (1, k + 1), device=prompt.device)
+        seq[:, 0] = model.cfg.bos
+
+        def step():
+            return model.ar_logits(prompt, None, seq, None)[:, -1].argmax(-1)
+
         with torch.no_grad():
-            step(); _, w, c = timed(step)
+            step()
+            _, w, c = timed(step)
         rows.append(dict(target_len=k + 1, wall_s=w, cpu_s=c))
-    interp = lambda key: sum(float(np.interp(t, ks, [r[key] for r in rows])) for t in range(tn))
+
+    def interp(key):
+        return sum(float(np.interp(t, ks, [r[key] for r in rows])) for t in range(tn))
+
     return interp("wall_s"), interp("cpu_s"), rows
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    ap.add_argument("--prompt-s", type=float, default=3.0); ap.add_argument("--new-s", type=float, default=10.0)
-    ap.add_argument("--dim", type=int, default=512); ap.add_argument("--layers", type=int, default=6); ap.add_argument("--heads", type=int, default=8)
+    ap.add_argument("--prompt-s", type=float, default=3.0)
+    ap.add_argument("--new-s", type=float, default=10.0)
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--layers", type=int, default=6)
+    ap.add_argument("--heads", type=int, default=8)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--full-nocache", action="store_true", help="run the no-cache generation end to end")
-    ap.add_argument("--check-frames", type=int, default=50, help="frames compared cache vs no cache (without --full-nocache)")
+    ap.add_argument(
+        "--check-frames", type=int, default=50, help="frames compared cache vs no cache (without --full-nocache)"
+    )
     ap.add_argument("--out", default="results/bench/audiolm.json")
     a = ap.parse_args(argv)
-    if a.threads: torch.set_num_threads(a.threads)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     cfg = AudioLMConfig(n_q=4, bins=1024, dim=a.dim, heads=a.heads, layers=a.layers, dropout=0.0, frame_rate=50.0)
     torch.manual_seed(0)
     model = AudioLM(cfg).eval().to(a.device)
     tp, tn = int(a.prompt_s * cfg.frame_rate), int(a.new_s * cfg.frame_rate)
     prompt = torch.randint(0, cfg.bins, (1, cfg.n_q, tp), generator=torch.Generator().manual_seed(0)).to(a.device)
-    kw = dict(temperature=0, min_new_tokens=tn)                 # greedy, all frames generated
+    kw = dict(temperature=0, min_new_tokens=tn)  # greedy, all frames generated
 
-    model.generate_ar(prompt, 20, use_cache=True, **{**kw, "min_new_tokens": 20})       # warm-up
+    model.generate_ar(prompt, 20, use_cache=True, **{**kw, "min_new_tokens": 20})  # warm-up
     (q_cache, _), t_cache, c_cache = timed(lambda: model.generate_ar(prompt, tn, use_cache=True, **kw))
     print(f"cache: {tn} frames in {t_cache:.1f} s wall / {c_cache:.1f} s CPU", flush=True)
     if a.full_nocache:
@@ -82,26 +105,59 @@ def main(argv=None):
         n = min(a.check_frames, tn)
         q_nc, _ = model.generate_ar(prompt, n, use_cache=False, temperature=0, min_new_tokens=n)
         same, checked, method = bool(torch.equal(q_cache[:, :n], q_nc)), n, "sum of interpolated per-step costs"
-    print(f"no cache ({method}): {t_nc:.1f} s wall / {c_nc:.1f} s CPU; identical over {checked} frames: {same}", flush=True)
+    print(
+        f"no cache ({method}): {t_nc:.1f} s wall / {c_nc:.1f} s CPU; identical over {checked} frames: {same}",
+        flush=True,
+    )
     _, t_nar, c_nar = timed(lambda: model.generate_nar(prompt, q_cache))
     res = dict(
-        config=dict(dim=a.dim, layers=a.layers, heads=a.heads, n_q=cfg.n_q, bins=cfg.bins, frame_rate=cfg.frame_rate,
-                    params_ar=sum(p.numel() for n, p in model.named_parameters() if n.startswith("ar_")),
-                    params_total=sum(p.numel() for p in model.parameters())),
-        prompt_frames=tp, new_frames=tn, device=a.device, nocache_method=method, nocache_step_samples=steps,
-        ar_cache_wall_s=t_cache, ar_cache_cpu_s=c_cache, ar_nocache_wall_s=t_nc, ar_nocache_cpu_s=c_nc,
-        nar_fill_wall_s=t_nar, nar_fill_cpu_s=c_nar,
-        ar_frames_per_s_cache=tn / t_cache, ar_frames_per_s_nocache=tn / t_nc,
-        ar_frames_per_s_cache_cpu=tn / c_cache, ar_frames_per_s_nocache_cpu=tn / c_nc,
-        speedup=t_nc / t_cache, speedup_cpu=c_nc / c_cache,
+        config=dict(
+            dim=a.dim,
+            layers=a.layers,
+            heads=a.heads,
+            n_q=cfg.n_q,
+            bins=cfg.bins,
+            frame_rate=cfg.frame_rate,
+            params_ar=sum(p.numel() for n, p in model.named_parameters() if n.startswith("ar_")),
+            params_total=sum(p.numel() for p in model.parameters()),
+        ),
+        prompt_frames=tp,
+        new_frames=tn,
+        device=a.device,
+        nocache_method=method,
+        nocache_step_samples=steps,
+        ar_cache_wall_s=t_cache,
+        ar_cache_cpu_s=c_cache,
+        ar_nocache_wall_s=t_nc,
+        ar_nocache_cpu_s=c_nc,
+        nar_fill_wall_s=t_nar,
+        nar_fill_cpu_s=c_nar,
+        ar_frames_per_s_cache=tn / t_cache,
+        ar_frames_per_s_nocache=tn / t_nc,
+        ar_frames_per_s_cache_cpu=tn / c_cache,
+        ar_frames_per_s_nocache_cpu=tn / c_nc,
+        speedup=t_nc / t_cache,
+        speedup_cpu=c_nc / c_cache,
         realtime_factor_cache=(tn / cfg.frame_rate) / (t_cache + t_nar),
-        identical_tokens_temperature0=same, identical_checked_frames=checked,
+        identical_tokens_temperature0=same,
+        identical_checked_frames=checked,
         targets=dict(speedup_min=10.0, frames_per_s_cache_min=140.0, reference_vall_e_nocache_frames_per_s=5.6),
-        meets=dict(speedup=t_nc / t_cache >= 10.0, frames_per_s_wall=tn / t_cache >= 140.0,
-                   frames_per_s_cpu=tn / c_cache >= 140.0, identical=same),
-        machine=machine())
+        meets=dict(
+            speedup=t_nc / t_cache >= 10.0,
+            frames_per_s_wall=tn / t_cache >= 140.0,
+            frames_per_s_cpu=tn / c_cache >= 140.0,
+            identical=same,
+        ),
+        machine=machine(),
+    )
     save_json(a.out, res)
-    print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in res.items() if k not in ("machine", "config", "targets", "nocache_step_samples")})
+    print(
+        {
+            k: (round(v, 3) if isinstance(v, float) else v)
+            for k, v in res.items()
+            if k not in ("machine", "config", "targets", "nocache_step_samples")
+        }
+    )
     return res
 
 

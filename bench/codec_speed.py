@@ -133,7 +133,9 @@ def main(argv=None):
     )
     res["codec"] = {"tiny": bench_codec(profile_codec_config(a.params), a.seconds, device, a.repeats)}
     if not a.quick:
-        res["codec"]["reference_size"] = bench_codec(LyraCodecConfig(), a.reference_seconds or a.seconds, device, a.repeats)
+        res["codec"]["reference_size"] = bench_codec(
+            LyraCodecConfig(), a.reference_seconds or a.seconds, device, a.repeats
+        )
     # vocoders on one mel
     audio = torch.randn(1, int(a.seconds * 24000), device=device) * 0.1
     mel = mel_spectrogram(audio, "vocos24k")  # (1, 100, frames)

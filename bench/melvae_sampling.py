@@ -174,7 +174,9 @@ def main(argv=None):
         )
     else:
         res["steps_sweep"] = f"skipped: no trained model at {model_dir}"
-    res["stream_full_random"] = stream_latency(ConvformerEncoder(MelVAEConfig()))  # the reference implementation's encoder size
+    res["stream_full_random"] = stream_latency(
+        ConvformerEncoder(MelVAEConfig())
+    )  # the reference implementation's encoder size
     for C in (4, 16):
         res[f"stream_full_random_C{C}"] = stream_latency(ConvformerEncoder(MelVAEConfig(compress_factor_C=C)))
     print(json.dumps({k: v for k, v in res.items() if k.startswith("stream")}, indent=1))

@@ -1,7 +1,8 @@
 """SaxGPT speed (the reference's figures): KV-cached vs uncached generation and the training step, per size.
 
     python bench/saxgpt_speed.py [--threads 2] [--size medium] [--steps 1500] [--uncached-steps 300]
-                                 [--train-sizes xsmall small medium] [--train-frames 1500] [--out results/bench/saxgpt.json]
+                                 [--train-sizes xsmall small medium] [--train-frames 1500]
+                                 [--out results/bench/saxgpt.json]
 
 The bench stage's small run (<= 30 s on 2 cores): --size xsmall --steps 300 --uncached-steps 150
 --train-sizes tiny xsmall --train-frames 250 --train-steps 1
@@ -13,8 +14,13 @@ reached 117 cached steps/s and 38 s per medium train step on a 2-core machine; t
 bounds of what an idle machine does, and process CPU time (`*_cpu_*`) is recorded beside wall time: with one
 thread it is close to what the run takes on an idle core.
 """
+
 from __future__ import annotations
-import argparse, json, os, platform, time
+import argparse
+import json
+import os
+import platform
+import time
 from pathlib import Path
 
 import torch
@@ -24,10 +30,27 @@ from audiolab.models.saxgpt import SIZES, SaxGPT, SaxGPTConfig, count_params
 
 
 def machine_info() -> dict:
-    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                if l.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    return dict(cpu=cpu, cores=os.cpu_count(), torch_threads=torch.get_num_threads(), torch=torch.__version__,
-                python=platform.python_version(), platform=platform.platform(), loadavg=os.getloadavg())
+    cpu = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else platform.processor()
+    )
+    return dict(
+        cpu=cpu,
+        cores=os.cpu_count(),
+        torch_threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        python=platform.python_version(),
+        platform=platform.platform(),
+        loadavg=os.getloadavg(),
+    )
 
 
 def _timed(fn):
@@ -44,33 +67,58 @@ def bench_generate(size: str, steps: int, uncached_steps: int, probe=(250, 750, 
     m = SaxGPT(SaxGPTConfig(size=size)).eval()
     K = m.cfg.num_codebooks
     back = torch.randint(0, m.cfg.n_codes, (1, K, steps))
-    m.generate(back[..., :32], temperature=0)                                   # warm-up
+    m.generate(back[..., :32], temperature=0)  # warm-up
     _, dt, dc = _timed(lambda: m.generate(back, temperature=0))
-    n_dec = steps + K                                                           # decoder steps (delayed columns)
-    out = dict(size=size, params=m.num_params(), frames=steps, decoder_steps=n_dec, cached_s=dt, cached_cpu_s=dc,
-               cached_steps_per_s=n_dec / dt, cached_steps_per_cpu_s=n_dec / dc)
+    n_dec = steps + K  # decoder steps (delayed columns)
+    out = dict(
+        size=size,
+        params=m.num_params(),
+        frames=steps,
+        decoder_steps=n_dec,
+        cached_s=dt,
+        cached_cpu_s=dc,
+        cached_steps_per_s=n_dec / dt,
+        cached_steps_per_cpu_s=n_dec / dc,
+    )
     _, dt, dc = _timed(lambda: m.generate(back, temperature=1.0, top_k=250, top_p=0.95))
     out.update(sampled_topk_topp_steps_per_s=n_dec / dt, sampled_topk_topp_steps_per_cpu_s=n_dec / dc)
     if uncached_steps:
         n = min(uncached_steps, steps)
         unc, dt_u, dc_u = _timed(lambda: m.generate(back[..., :n], temperature=0, use_cache=False))
         cac, dt_c, dc_c = _timed(lambda: m.generate(back[..., :n], temperature=0))
-        out.update(uncached_frames=n, uncached_s=dt_u, uncached_cpu_s=dc_u, cached_same_len_s=dt_c, cached_same_len_cpu_s=dc_c,
-                   speedup_measured=dt_u / dt_c, speedup_measured_cpu=dc_u / dc_c, equal_tokens=bool(torch.equal(unc, cac)))
-    with torch.no_grad():                                                       # one uncached step at prefix length t
+        out.update(
+            uncached_frames=n,
+            uncached_s=dt_u,
+            uncached_cpu_s=dc_u,
+            cached_same_len_s=dt_c,
+            cached_same_len_cpu_s=dc_c,
+            speedup_measured=dt_u / dt_c,
+            speedup_measured_cpu=dc_u / dc_c,
+            equal_tokens=bool(torch.equal(unc, cac)),
+        )
+    with torch.no_grad():  # one uncached step at prefix length t
         memory, mask = m.encode(back)
         cols = torch.randint(0, m.cfg.n_codes, (1, K, n_dec))
-        pts = [(t, min(_timed(lambda: m.decode(cols[..., :t], memory, mask))[2] for _ in range(2))) for t in probe if t <= n_dec]
+        pts = [
+            (t, min(_timed(lambda: m.decode(cols[..., :t], memory, mask))[2] for _ in range(2)))
+            for t in probe
+            if t <= n_dec
+        ]
     if pts:
         xs, ys = [0] + [t for t, _ in pts], [pts[0][1]] + [c for _, c in pts]
         est = sum((ys[i] + ys[i + 1]) / 2 * (xs[i + 1] - xs[i]) for i in range(len(xs) - 1))
         est += ys[-1] * max(0, n_dec - xs[-1])
-        out.update(uncached_step_cpu_s_at=dict(pts), uncached_full_cpu_s_estimate=est,
-                   speedup_full_estimate_cpu=est / out["cached_cpu_s"])
+        out.update(
+            uncached_step_cpu_s_at=dict(pts),
+            uncached_full_cpu_s_estimate=est,
+            speedup_full_estimate_cpu=est / out["cached_cpu_s"],
+        )
     return out
 
 
-def bench_train_step(size: str, batch: int = 4, frames: int = 1500, dropout: float = 0.1, steps: int = 3, seed: int = 0) -> dict:
+def bench_train_step(
+    size: str, batch: int = 4, frames: int = 1500, dropout: float = 0.1, steps: int = 3, seed: int = 0
+) -> dict:
     "Seconds per AdamW step on `batch` windows of `frames` backing + lead frames (forward, backward, update)."
     torch.manual_seed(seed)
     m = SaxGPT(SaxGPTConfig(size=size, dropout=dropout)).train()
@@ -78,14 +126,29 @@ def bench_train_step(size: str, batch: int = 4, frames: int = 1500, dropout: flo
     opt = torch.optim.AdamW(m.parameters(), lr=3e-4)
     b = (torch.randint(0, V, (batch, K, frames)), torch.randint(0, V, (batch, K, frames)))
     times = []
-    for i in range(steps + 1):                                                  # first step is warm-up
+    for i in range(steps + 1):  # first step is warm-up
+
         def step():
-            loss = m.training_step(b)["loss"]; opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+            loss = m.training_step(b)["loss"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
         _, dt, dc = _timed(step)
-        if i: times.append((dt, dc))
-    return dict(size=size, params=m.num_params(), batch=batch, encoder_tokens=frames, decoder_tokens=frames + K,
-                dropout=dropout, dropout_mode=m.cfg.dropout_mode, step_s=min(t for t, _ in times),
-                step_cpu_s=min(c for _, c in times), step_s_all=times)
+        if i:
+            times.append((dt, dc))
+    return dict(
+        size=size,
+        params=m.num_params(),
+        batch=batch,
+        encoder_tokens=frames,
+        decoder_tokens=frames + K,
+        dropout=dropout,
+        dropout_mode=m.cfg.dropout_mode,
+        step_s=min(t for t, _ in times),
+        step_cpu_s=min(c for _, c in times),
+        step_s_all=times,
+    )
 
 
 def main():
@@ -102,12 +165,17 @@ def main():
     ap.add_argument("--keep-generate", action="store_true", help="reuse the `generate` results already in --out")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    res = dict(machine=machine_info(), params={s: count_params(s) for s in SIZES},
-               targets=dict(cached_steps_per_s=235, speedup=10, medium_train_step_s=10),
-               reference=dict(cached_steps_per_s=117, medium_train_step_s=38, medium_train_step_s_no_dropout=8.5))
+    res = dict(
+        machine=machine_info(),
+        params={s: count_params(s) for s in SIZES},
+        targets=dict(cached_steps_per_s=235, speedup=10, medium_train_step_s=10),
+        reference=dict(cached_steps_per_s=117, medium_train_step_s=38, medium_train_step_s_no_dropout=8.5),
+    )
     old = json.loads(Path(a.out).read_text()) if a.keep_generate and Path(a.out).exists() else {}
-    if "generate" in old: res["generate"], res["generate_machine"] = old["generate"], old["machine"]
-    else: res["generate"] = bench_generate(a.size, a.steps, a.uncached_steps)
+    if "generate" in old:
+        res["generate"], res["generate_machine"] = old["generate"], old["machine"]
+    else:
+        res["generate"] = bench_generate(a.size, a.steps, a.uncached_steps)
     print(json.dumps(res["generate"], indent=1), flush=True)
     save_json(a.out, res)
     res["train_step"] = []

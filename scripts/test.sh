@@ -11,9 +11,9 @@ if [ "$before" != "$after" ]; then
   echo "FAIL: nbdev_export/nbdev_clean changed files; commit the regenerated library and clean notebooks:"
   diff <(echo "$before") <(echo "$after") || true; exit 1
 fi
-echo "[test] ruff (pyproject.toml: 120 columns, E/W/F): notebooks formatted, notebooks and library linted"
-ruff format --check nbs
-ruff check nbs audiolab
+echo "[test] ruff (pyproject.toml: 120 columns, E/W/F): notebooks, tests, benches and scripts formatted and linted"
+ruff format --check nbs tests bench scripts
+ruff check nbs audiolab tests bench scripts
 echo "[test] nbdev_test"
 nbdev_test --n_workers 2 --timing --do_print
 echo "[test] pytest"
