@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn, Tensor
 from torch.utils.data import DataLoader, TensorDataset
+from tqdm.auto import tqdm
 
 from ..audio import griffin_lim
 from ..core import Config, atomic_write, get_device, save_json
@@ -331,7 +332,7 @@ def evaluate_samplers(
         / ldm.latent_scale
     )
     rows = [row("noise", 0, z, decode(z), 0.0), row("vae_recon", 0, ref_mu, decode(ref_mu), 0.0)]
-    for sampler, steps in settings:
+    for sampler, steps in tqdm(settings, desc="samplers", unit="setting", disable=None):  # off without a terminal
         t0 = time.perf_counter()
         z, mels = ldm.sample_for_keywords(
             keyword_lists[:k] if sampler == "ddpm" else keyword_lists, sampler, steps, guidance, seed, batch
