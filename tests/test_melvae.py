@@ -19,10 +19,12 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 import torch
+from torch.utils.data import DataLoader
 
 from audiolab.core import CheckpointError
 from audiolab.models.melvae import MelVAE, MelVAEConfig, ConvformerEncoder, check_causality, stream_encode
 from audiolab.nn.diffusion import time_grid
+from audiolab.train.learner import Learner, TrainConfig
 
 torch.set_num_threads(1)  # tiny tensors on a shared 2-core machine
 
@@ -252,3 +254,22 @@ def test_torchrun_two_ranks(tmp_path):
     vae = MelVAE.from_pretrained(tmp_path / "run" / "model")
     assert int(vae.train_calls) == 3
     assert (tmp_path / "run" / "model" / "mel_stats.json").exists() and any((tmp_path / "run" / "ckpt").iterdir())
+
+
+@pytest.mark.parametrize("valid_every", [0, 1])
+def test_kl_warmup_follows_optimizer_steps(valid_every):
+    "The KL weight of step n is the same with `grad_accum` 1 and 2 (the clock counts optimizer steps, not calls)."
+    cfg = tiny(kl_loss_warmup_steps=8)
+    mels = torch.randn(16, 32, cfg.mel_channels) * 2 - 4
+    items = [{"mel": m, "length": torch.tensor(32)} for m in mels]
+    weights = {}
+    for accum in (1, 2):
+        torch.manual_seed(0)
+        vae = MelVAE(cfg)
+        tc = TrainConfig(max_steps=5, grad_accum=accum, lr=1e-4, seed=0, valid_every=valid_every)
+        vdl = DataLoader(items[:2], batch_size=2) if valid_every else None  # validation calls must not count
+        learn = Learner(vae, DataLoader(items, batch_size=2, shuffle=True), vdl, cfg=tc).fit()
+        assert int(vae.train_calls) == 5
+        weights[accum] = [h["kl_weight"] for h in learn.history]
+    want = [cfg.kl_loss_weight * 0.5 * (1 - math.cos(math.pi * n / 8)) for n in range(5)]
+    assert weights[1] == pytest.approx(want, abs=1e-7) and weights[2] == pytest.approx(want, abs=1e-7), weights

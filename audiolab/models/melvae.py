@@ -345,7 +345,7 @@ class MelVAE(nn.Module, Pretrained):
         self.kl_schedule = KLSchedule(0.0, cfg.kl_loss_weight, cfg.kl_loss_warmup_steps, kind="cosine")
         self.register_buffer(
             "train_calls", torch.zeros((), dtype=torch.long)
-        )  # KL warm-up clock, saved with the weights
+        )  # optimizer steps trained: the KL warm-up clock, saved with the weights
 
     def normalize(self, mel):
         return (mel - self.cfg.mel_mean) / self.cfg.mel_std
@@ -438,11 +438,12 @@ class MelVAE(nn.Module, Pretrained):
         return mel_to_audio(out.mel[:, : int(out.lengths[0])], vocoder)[0]
 
     def training_step(self, batch: dict) -> dict:
-        "The Learner's hook: losses on `batch = {'mel': (B, T, M), 'length': (B,)}`; the KL warm-up counts calls."
-        out = self(batch["mel"], batch["length"], step=int(self.train_calls))
-        if self.training:
-            self.train_calls += 1
-        return out
+        "The Learner's hook: losses on `batch = {'mel': (B, T, M), 'length': (B,)}` at the KL weight of this step."
+        return self(batch["mel"], batch["length"], step=int(self.train_calls))
+
+    def after_optimizer_step(self) -> None:
+        "The Learner's hook, once per optimizer step (not per micro-batch): advance the KL warm-up clock."
+        self.train_calls += 1
 
     def validation_step(self, batch: dict) -> dict:
         "Validation losses (no condition dropout) at the full KL weight."

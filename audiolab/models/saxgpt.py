@@ -119,7 +119,7 @@ def lm_loss(logits: Tensor, targets: Tensor, padding_idx: int) -> dict:
 
 
 def ss_probability(step: int, max_prob: float, start: int = 0, ramp: int = 1000) -> float:
-    "Scheduled-sampling probability at training call `step`: 0 until `start`, then linear up to `max_prob` over `ramp`."
+    "Sampling probability at optimizer step `step`: 0 until `start`, then linear up to `max_prob` over `ramp`."
     if max_prob <= 0 or step < start:
         return 0.0
     return max_prob * min(1.0, (step - start + 1) / max(1, ramp))
@@ -161,7 +161,7 @@ class SaxGPT(nn.Module, Pretrained):
         self.encoder = TransformerEncoder(c.num_encoder_layers, c.d_model, c.nhead, **kw)
         self.decoder = TransformerDecoder(c.num_decoder_layers, c.d_model, c.nhead, causal=True, **kw)
         self.heads = nn.Linear(c.d_model, c.num_codebooks * c.n_codes)  # the K logit heads as one matmul
-        self.register_buffer("train_calls", torch.zeros((), dtype=torch.long))  # drives scheduled sampling
+        self.register_buffer("train_calls", torch.zeros((), dtype=torch.long))  # optimizer steps: drive sched. sampling
         self._init_embeddings()
 
     def _init_embeddings(self):
@@ -231,12 +231,14 @@ class SaxGPT(nn.Module, Pretrained):
         return out
 
     def training_step(self, batch) -> dict:
-        "The Learner's hook: loss with scheduled sampling at the probability of this training call (see `ss`)."
+        "The Learner's hook: loss with scheduled sampling at the probability of this optimizer step (see `ss`)."
         ss = getattr(self, "ss", None) or {}
         p = ss_probability(int(self.train_calls), **ss) if ss else 0.0
-        if self.training:
-            self.train_calls += 1
         return self.step_loss(batch, p)
+
+    def after_optimizer_step(self) -> None:
+        "The Learner's hook, once per optimizer step (not per micro-batch): advance the scheduled-sampling clock."
+        self.train_calls += 1
 
     def validation_step(self, batch) -> dict:
         return self.step_loss(batch, 0.0)

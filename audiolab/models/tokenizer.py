@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
 from torch import nn, Tensor
@@ -29,6 +30,7 @@ from audiolab.core import (
 )
 from ..nn.losses import MultiScaleMelLoss, gan_disc_loss, gan_gen_losses, mr_stft_loss
 from ..train.checkpoint import Pretrained
+from ..train.distributed import all_gather_objects, broadcast_module, is_dist
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -115,6 +117,11 @@ def _chunk_spans(n_frames: int, chunk: int, ctx: int):
 class ReseedingCodebook(EuclideanCodebook):
     "The `encodec` EMA codebook, with k-means that fits in memory and dead codes that stay re-seeded (see above)."
 
+    sync = True  # in a process group: one codebook for all ranks (see above); False: this rank's own
+
+    def _synced(self) -> bool:
+        return self.sync and is_dist()
+
     @torch.jit.ignore
     def init_embed_(self, data: Tensor):  # data (N, D)
         if self.inited:
@@ -124,17 +131,24 @@ class ReseedingCodebook(EuclideanCodebook):
         self.embed_avg.data.copy_(embed * counts[:, None])
         self.cluster_size.data.copy_(counts)
         self.inited.data.fill_(1)
+        if self._synced():  # every rank starts from rank 0's k-means
+            broadcast_module(self)
 
     def expire_codes_(self, x: Tensor):
-        "Re-seed codes whose EMA count is below the threshold with random frames of x (N, D), statistics reset."
+        """Re-seed codes whose EMA count is below the threshold with random frames of x (N, D), statistics reset; data
+        parallel: frames of the global batch (every rank's x, in rank order), drawn on rank 0."""
         t = self.threshold_ema_dead_code
-        dead = self.cluster_size < t
+        dead = self.cluster_size < t  # the same on every rank: the statistics are summed over ranks
         if not t or not dead.any():
             return
+        if self._synced():
+            x = torch.cat([f.to(x.device) for f in all_gather_objects(x.detach().cpu())])  # (N * ranks, D)
         new = x[torch.randint(0, len(x), (int(dead.sum()),), device=x.device)]
         self.embed.data[dead] = new
         self.embed_avg.data[dead] = new * t
         self.cluster_size.data[dead] = t
+        if self._synced():
+            broadcast_module(self)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         shape = x.shape
@@ -142,10 +156,15 @@ class ReseedingCodebook(EuclideanCodebook):
         self.init_embed_(x)
         ind = self.quantize(x)
         quantize = self.dequantize(self.postprocess_emb(ind, shape))
-        if self.training:  # EMA update, then re-seed the dead
+        if self.training:  # EMA update with the global batch's statistics (summed over ranks), then re-seed the dead
             onehot = F.one_hot(ind, self.codebook_size).type(x.dtype)  # (N, bins)
-            ema_inplace(self.cluster_size, onehot.sum(0), self.decay)
-            ema_inplace(self.embed_avg, (x.t() @ onehot).t(), self.decay)
+            counts, sums = onehot.sum(0), (x.t() @ onehot).t()  # (bins,), (bins, D)
+            if self._synced():
+                stats = torch.cat([counts[:, None], sums], 1)  # (bins, 1 + D): one all-reduce
+                dist.all_reduce(stats)
+                counts, sums = stats[:, 0], stats[:, 1:]
+            ema_inplace(self.cluster_size, counts, self.decay)
+            ema_inplace(self.embed_avg, sums, self.decay)
             n = laplace_smoothing(self.cluster_size, self.codebook_size, self.epsilon) * self.cluster_size.sum()
             self.embed.data.copy_(self.embed_avg / n.unsqueeze(1))
             self.expire_codes_(x)
@@ -217,15 +236,23 @@ class AudioTokenizer(nn.Module, Pretrained):
 
     @torch.no_grad()
     def init_codebooks(self, wav: Tensor, batch_frames: int | None = None, batch_size: int = 16) -> None:
-        "k-means-initialise every codebook on the latents of wav (B, C, L) (give it >= `cfg.kmeans_frames` frames)."
+        """k-means-initialise every codebook on the latents of wav (B, C, L) (give it >= `cfg.kmeans_frames` frames).
+        In a process group every rank passes the same wav, and every rank gets rank 0's codebooks."""
         wav = self._check(wav, "AudioTokenizer.init_codebooks: wav")
         z = torch.cat([self.encoder(w) for w in wav.split(batch_size)])  # (B, D, T)
-        for layer in self.quantizer.vq.layers:
-            layer._codebook.inited.fill_(0)
+        cbs = [layer._codebook for layer in self.quantizer.vq.layers]
+        for cb in cbs:
+            cb.inited.fill_(0)
+            cb.sync = False  # the same frames on every rank: no statistics to sum over ranks
         was = self.training
         self.train()
-        self.quantizer(z, self.frame_rate)
+        try:
+            self.quantizer(z, self.frame_rate)
+        finally:
+            for cb in cbs:
+                del cb.sync
         self.train(was)
+        broadcast_module(self.quantizer)
         if batch_frames:  # EMA counts are per training batch: rescale the k-means counts to one
             for layer in self.quantizer.vq.layers:
                 cb = layer._codebook

@@ -19,7 +19,7 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch import nn
 from safetensors import SafetensorError
-from safetensors.torch import load_model, save_file, save_model
+from safetensors.torch import load_file, save_file
 
 from .. import __version__
 from ..core import CheckpointError, Config, atomic_path, save_json
@@ -72,11 +72,15 @@ def load_weights(module: nn.Module, path: str | os.PathLike, strict: bool = True
     if not path.is_file():
         raise CheckpointError(path, "no such file")
     try:
-        missing, unexpected = load_model(module, path, strict=False, device="cpu")
+        sd = load_file(path, device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(path, f"truncated or corrupted safetensors file ({e})") from None
+    try:
+        missing, unexpected = module.load_state_dict(sd, strict=False)
     except RuntimeError as e:  # shape mismatch
         raise CheckpointError(path, f"weights do not fit the model ({str(e).splitlines()[0][:300]})") from None
+    alias = {n: names for names in _tied_names(module) for n in names}  # a tied parameter is stored under one name
+    missing = [n for n in missing if not any(a in sd for a in alias.get(n, ()))]
     if strict and (missing or unexpected):
         raise CheckpointError(
             path, f"weights do not fit the model: missing {sorted(missing)[:8]}, unexpected {sorted(unexpected)[:8]}"
@@ -104,6 +108,27 @@ def rng_from_plain(st: dict) -> dict:
     }
 
 # %% ../../nbs/32_train.checkpoint.ipynb #ee42e16b
+def _safetensors_state(model: nn.Module, state_dict: dict | None = None) -> tuple[dict, dict]:
+    """(tensors, {dropped name: kept name}) that save `model` (or its gathered `state_dict`) as `save_model` does: tied
+    parameters stored once under their first name. Tensors viewing part of a larger storage (torchaudio's periodic
+    windows), which `save_model` refuses, are cloned."""
+    drop = {n: names[0] for names in _tied_names(model) for n in names[1:]}
+    sd = model.state_dict() if state_dict is None else state_dict
+    return {k: _own_storage(v.detach()).contiguous() for k, v in sd.items() if k not in drop}, drop
+
+
+def _tied_names(model: nn.Module) -> list[list[str]]:
+    "The sorted names of each parameter `model` holds under more than one name."
+    tied = {}
+    for n, p in model.named_parameters(remove_duplicate=False):
+        tied.setdefault(id(p), []).append(n)
+    return [sorted(names) for names in tied.values() if len(names) > 1]
+
+
+def _own_storage(t: torch.Tensor) -> torch.Tensor:
+    return t.clone() if t.untyped_storage().nbytes() > t.numel() * t.element_size() else t
+
+
 def write_checkpoint(path: str | os.PathLike, modules: dict[str, nn.Module], state: dict) -> Path:
     "Write `modules` (name -> module, as `<name>.safetensors`) and `state` (`state.pt`) as directory `path` atomically."
     path = Path(path)
@@ -112,7 +137,8 @@ def write_checkpoint(path: str | os.PathLike, modules: dict[str, nn.Module], sta
     try:
         files = []
         for name, m in modules.items():
-            save_model(m, str(tmp / f"{name}.safetensors"))
+            sd, drop = _safetensors_state(m)
+            save_file(sd, str(tmp / f"{name}.safetensors"), metadata=drop or None)
             files.append(f"{name}.safetensors")
         torch.save(state, tmp / "state.pt")
         files.append("state.pt")
@@ -284,15 +310,8 @@ def save_pretrained(
     config = config if config is not None else getattr(model, "cfg", None)
     meta = {"class": type(model).__qualname__}
     with atomic_path(path / "model.safetensors") as tmp:
-        if state_dict is None:
-            save_model(model, str(tmp), metadata=meta)
-        else:  # a gathered full state dict (FSDP): tied parameters stored once under their first name, as save_model
-            tied = {}
-            for n, p in model.named_parameters(remove_duplicate=False):
-                tied.setdefault(id(p), []).append(n)
-            drop = {n: sorted(names)[0] for names in tied.values() for n in sorted(names)[1:]}
-            sd = {k: v.detach().clone().contiguous() for k, v in state_dict.items() if k not in drop}  # own storage
-            save_file(sd, str(tmp), metadata={**meta, **drop})
+        sd, drop = _safetensors_state(model, state_dict)  # state_dict: gathered in full (FSDP)
+        save_file(sd, str(tmp), metadata={**meta, **drop})
     if config is not None:
         d = config.to_dict() if isinstance(config, Config) else dict(config)
         kind = getattr(model, "model_type", None)

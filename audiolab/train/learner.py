@@ -302,15 +302,6 @@ class TrainStep(nn.Module):
         return training_call(self.model, batch, phase, ctx.value if ctx is not None else None, self.loss_fn)
 
 # %% ../../nbs/30_train.learner.ipynb #ff21ea1c
-def _own_buffer_storage(model: nn.Module) -> nn.Module:
-    "Buffers viewing part of a larger storage (torchaudio's periodic windows) get their own: safetensors saves them."
-    for m in model.modules():
-        for k, b in m._buffers.items():
-            if b is not None and b.untyped_storage().nbytes() > b.numel() * b.element_size():
-                m._buffers[k] = b.clone()
-    return model
-
-
 class Learner:
     "Step-based trainer: model + data + `TrainConfig` + callbacks."
 
@@ -330,7 +321,7 @@ class Learner:
         if self.cfg.strategy not in ("ddp", "fsdp"):
             raise ConfigError(f"strategy must be 'ddp' or 'fsdp', got {self.cfg.strategy!r}")
         self.device = D.init_distributed(device)
-        self.model, self.loss_fn = _own_buffer_storage(model.to(self.device)), loss_fn
+        self.model, self.loss_fn = model.to(self.device), loss_fn
         D.broadcast_module(self.model)
         self.train_dl = resumable_loader(train_dl, self.cfg.seed)
         self.valid_dl = resumable_loader(valid_dl, self.cfg.seed, shuffle=False) if valid_dl is not None else None
@@ -347,6 +338,7 @@ class Learner:
             if self.cfg.ema_decay
             else None
         )
+        self.clocks = [m for m in self.model.modules() if hasattr(m, "after_optimizer_step")]  # schedules per step
         self.cbs = sorted(cbs, key=attrgetter("order"))
         self.step = self.epoch = self.batch_idx = self.nan_streak = 0
         self.logs, self.metrics, self.history, self.stop_reason = {}, {}, [], None
@@ -505,6 +497,8 @@ class Learner:
                 )
         if self.ema is not None and any(ok):
             self.ema.update_parameters(self.model)
+        for m in self.clocks:
+            m.after_optimizer_step()
         self.step += 1
 
     def _train_batches(self) -> Iterator:
