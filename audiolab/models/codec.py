@@ -302,9 +302,11 @@ class LyraCodecTask(nn.Module):
         if phase == "gen":
             logs.update(gan_gen_losses(self.disc, x, out["recon"]))
             logs["loss"] = logs["loss"] + self.lcfg.w_adv * logs["adv"] + self.lcfg.w_fm * logs["fm"]
-        if self.training:
-            self.calls += 1
         return logs
+
+    def after_optimizer_step(self) -> None:
+        "The Learner's hook, once per optimizer step (not per micro-batch): advance the KL warm-up clock."
+        self.calls += 1
 
     @torch.no_grad()
     def validation_step(self, batch) -> dict:

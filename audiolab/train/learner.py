@@ -495,10 +495,10 @@ class Learner:
                     f"(steps {self.step + 2 - self.nan_streak}..{self.step + 1}); "
                     f"last logs: {self.logs}. Lower the LR, enable clipping or check the data."
                 )
+        for m in self.clocks:  # before the EMA copy, so its buffers hold the same clocks
+            m.after_optimizer_step()
         if self.ema is not None and any(ok):
             self.ema.update_parameters(self.model)
-        for m in self.clocks:
-            m.after_optimizer_step()
         self.step += 1
 
     def _train_batches(self) -> Iterator:
