@@ -259,7 +259,8 @@ def main(argv: list[str] | None = None):
     cfg = build_config(fn, a.params, a.section, a.profile, parse_overrides(a.set))
     init_distributed()
     try:
-        return fn(cfg)
+        fn(cfg)  # its result (a Learner with DDP/FSDP state) is dropped here, before the group is torn down
+        barrier()  # all ranks done: a gloo group torn down while a peer still uses it can hang its exit
     finally:
         cleanup_distributed()
 
