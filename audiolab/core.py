@@ -6,6 +6,7 @@
 from __future__ import annotations
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import random
@@ -21,9 +22,10 @@ import torch
 import yaml
 
 # %% auto #0
-__all__ = ['PROFILES', 'AudiolabError', 'ConfigError', 'FileProblem', 'AudioFileError', 'CheckpointError', 'InputError',
-           'check_tensor', 'check_codes', 'seed_everything', 'get_rng_state', 'set_rng_state', 'get_device',
-           'amp_dtype', 'autocast', 'Config', 'load_section', 'Registry', 'atomic_write', 'atomic_path', 'save_json']
+__all__ = ['PRECISION_ENV', 'PROFILES', 'AudiolabError', 'ConfigError', 'FileProblem', 'AudioFileError', 'CheckpointError',
+           'InputError', 'check_tensor', 'check_codes', 'seed_everything', 'get_rng_state', 'set_rng_state',
+           'get_device', 'amp_dtype', 'autocast', 'cpuinfo_has_bf16', 'fast_bf16', 'inference_dtype', 'Config',
+           'load_section', 'Registry', 'atomic_write', 'atomic_path', 'save_json']
 
 # %% ../nbs/00_core.ipynb #d4a90e5b
 class AudiolabError(Exception):
@@ -154,6 +156,46 @@ def autocast(device: torch.device | str, dtype: torch.dtype | None):
     "An autocast context for `dtype`, or a no-op when `dtype` is None."
     device = torch.device(device)
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+# %% ../nbs/00_core.ipynb #f70127b7
+PRECISION_ENV = "AUDIOLAB_PRECISION"
+_BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # x86 AVX512-BF16 / AMX-BF16, aarch64 BF16
+
+
+def cpuinfo_has_bf16(cpuinfo: str) -> bool:
+    "Whether a `/proc/cpuinfo` text lists a native bf16 flag (x86 `flags`, aarch64 `Features` lines)."
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features") and _BF16_CPU_FLAGS & set(value.split()):
+            return True
+    return False
+
+
+@functools.cache
+def _cpu_has_bf16() -> bool:
+    try:
+        return cpuinfo_has_bf16(Path("/proc/cpuinfo").read_text())
+    except OSError:  # no procfs (macOS, Windows): assume emulated bf16
+        return False
+
+
+def fast_bf16(device: torch.device | str) -> bool:
+    "Whether `device` computes in bf16 natively (CUDA with bf16 support, or a CPU with a bf16 instruction set)."
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and _cpu_has_bf16()
+
+
+def inference_dtype(device: torch.device | str, precision: str = "auto") -> torch.dtype:
+    "Inference dtype: `precision` 'fp32'|'bf16', or 'auto' = `$AUDIOLAB_PRECISION`, else bf16 iff `fast_bf16`."
+    if precision == "auto":
+        precision = os.environ.get(PRECISION_ENV, "").strip().lower() or "auto"
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ConfigError(f"unknown inference precision {precision!r} (auto, fp32 or bf16; ${PRECISION_ENV})")
+    if precision == "auto":
+        return torch.bfloat16 if fast_bf16(device) else torch.float32
+    return torch.bfloat16 if precision == "bf16" else torch.float32
 
 # %% ../nbs/00_core.ipynb #2c36f65c
 PROFILES = ("tiny", "full")

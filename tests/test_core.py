@@ -31,3 +31,37 @@ def test_atomic_path_failure_keeps_the_old_file(tmp_path):
             raise RuntimeError("crash mid-write")
     assert torch.equal(torch.load(p), torch.zeros(2))
     assert sorted(q.name for q in tmp_path.iterdir()) == ["m.pt"]
+
+
+def test_inference_dtype_follows_the_machine_and_the_env_override(monkeypatch):
+    "`auto` gives bf16 only where the device has native bf16; $AUDIOLAB_PRECISION overrides it; explicit wins."
+    from audiolab import core
+
+    monkeypatch.delenv(core.PRECISION_ENV, raising=False)
+    monkeypatch.setattr(core, "fast_bf16", lambda device: False)
+    assert core.inference_dtype("cpu") == torch.float32
+    monkeypatch.setattr(core, "fast_bf16", lambda device: True)
+    assert core.inference_dtype("cpu") == torch.bfloat16
+    monkeypatch.setenv(core.PRECISION_ENV, "fp32")
+    assert core.inference_dtype("cpu") == torch.float32
+    monkeypatch.setattr(core, "fast_bf16", lambda device: False)
+    monkeypatch.setenv(core.PRECISION_ENV, "BF16")
+    assert core.inference_dtype("cpu") == torch.bfloat16
+    assert core.inference_dtype("cpu", "fp32") == torch.float32  # an explicit argument beats the environment
+    monkeypatch.setenv(core.PRECISION_ENV, "fp8")
+    with pytest.raises(core.ConfigError, match="unknown inference precision"):
+        core.inference_dtype("cpu")
+
+
+def test_fast_bf16_reads_the_cpu_flags():
+    "On CPU the answer is the /proc/cpuinfo flag list (avx512_bf16 / amx_bf16 / aarch64 bf16), never a guess."
+    from audiolab import core
+
+    assert core.fast_bf16("meta") is False
+    assert core.cpuinfo_has_bf16("flags\t\t: fpu sse2 avx512f avx512bw\n") is False
+    assert core.cpuinfo_has_bf16("flags\t\t: fpu sse2 avx512f amx_bf16 amx_tile\n") is True
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return
+    assert core.fast_bf16("cpu") == core.cpuinfo_has_bf16(text)
