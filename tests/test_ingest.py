@@ -157,3 +157,46 @@ def test_speech_paths(corpus, tmp_path):
     assert rep["cached"] == len(ds) == sum(exp[t] is None for t in by_text) and not rep["failed"]
     for i in range(len(ds)):
         assert ds[i]["mel"].shape[0] == 100 and torch.isfinite(ds[i]["mel"]).all()
+
+
+def make_tree(root: Path) -> dict:
+    "A folder with one entry of each kind: a valid kick, an empty file, a non-audio file, a dangling symlink, a loop."
+    root.mkdir(parents=True)
+    sf.write(root / "kick_valid.wav", tone(44100, 0.5), 44100, subtype="PCM_16")
+    (root / "kick_empty.wav").write_bytes(b"")
+    (root / "kick_notes.bin").write_bytes(bytes(9000))
+    (root / "kick_gone.wav").symlink_to(root / "moved" / "kick_gone.wav")
+    (root / "kick_loop.wav").symlink_to(root / "kick_loop.wav")
+    return {"kick_empty.wav": "empty", "kick_notes.bin": "not an audio extension", "kick_gone.wav": "dangling symlink",
+            "kick_loop.wav": "symlink loop"}  # fmt: skip
+
+
+def test_every_entry_used_or_reported(tmp_path, caplog):
+    "scan, aggregation and preprocessing: the valid file is used, every other entry is reported with its reason."
+    root = tmp_path / "tree"
+    exp = make_tree(root)
+    with caplog.at_level("INFO"):
+        sc = scan_audio(root)
+    assert [r["path"] for r in sc["rows"]] == ["kick_valid.wav"] and sc["entries"] == 5
+    reasons = {s["path"]: s["reason"] for s in sc["skipped"]}
+    assert set(reasons) == set(exp) and all(exp[n] in reasons[n] for n in exp), reasons
+    assert len(sc["rows"]) + len(sc["skipped"]) == sc["entries"]
+    assert all(f"{n}: {reasons[n]}" in caplog.text for n in exp)  # and logged
+
+    agg = aggregate_kicks(root, tmp_path / "k")
+    reasons = {s["path"]: s["reason"] for s in agg["skipped"]}
+    assert agg["kept"] == 1 and agg["kept"] + len(reasons) == agg["entries"] == 5
+    assert reasons["kick_gone.wav"].startswith("dangling symlink") and reasons["kick_loop.wav"] == "symlink loop"
+    assert "extension" in reasons["kick_notes.bin"] and reasons["kick_empty.wav"].startswith("too small")
+    assert set(reasons) == set(exp)
+
+    raw = tmp_path / "k" / "raw"  # the same kinds of entries in a folder given to preprocessing
+    shutil.copy(root / "kick_empty.wav", raw / "kick_empty.wav")
+    (raw / "kick_gone.wav").symlink_to(root / "moved" / "kick_gone.wav")
+    (raw / "kick_loop.wav").symlink_to(raw / "kick_loop.wav")
+    (raw / "kick_notes.bin").write_bytes(bytes(9000))
+    pre = preprocess_kicks(raw, tmp_path / "k" / "mels")
+    reasons = {s["path"]: s["reason"] for s in pre["skipped"]}
+    assert pre["processed"] == 1 and pre["processed"] + len(reasons) == pre["entries"] == 5
+    assert set(reasons) == set(exp) and all(exp[n] in reasons[n] for n in exp if n != "kick_notes.bin"), reasons
+    assert "unsupported format" in reasons["kick_notes.bin"]

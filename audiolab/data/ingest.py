@@ -6,11 +6,13 @@
 from __future__ import annotations
 import csv
 import hashlib
+import errno
 import logging
 import os
 import re
+import stat
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -21,18 +23,23 @@ log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'AUDIO_EXTS', 'SIDECAR_EXTS', 'SPLITS', 'MANIFEST_COLUMNS', 'CORPUS_GROUPS', 'probe_audio', 'group_of',
-           'split_of', 'scan_audio', 'write_manifest', 'read_manifest', 'manifest_summary', 'write_corpus_manifests']
+           'split_of', 'tree_entries', 'skip', 'scan_audio', 'write_manifest', 'read_manifest', 'manifest_summary',
+           'write_corpus_manifests']
 
 # %% ../../nbs/14_data.ingest.ipynb #cf70c331
 AUDIO_EXTS = (".wav", ".flac", ".mp3", ".ogg")
 SIDECAR_EXTS = (".txt", ".json", ".csv", ".tsv", ".mid", ".midi", ".md", ".yaml", ".lab")  # expected beside audio
 
 
-def probe_audio(path: str | os.PathLike, max_clip_fraction: float = 0.01, silence_db: float = -90.0) -> dict:
+def probe_audio(
+    path: str | os.PathLike, max_clip_fraction: float = 0.01, silence_db: float = -90.0, min_seconds: float = 0.0
+) -> dict:
     "Header facts of a usable audio file (sr, frames, channels, duration, subtype, format); `AudioFileError` otherwise."
     path = Path(path)
     info = audio_info(path)  # empty / unreadable / unsupported
     wav, _ = load_audio(path)  # (C, T): truncation, NaN/Inf
+    if wav.shape[-1] < min_seconds * info.sr:
+        raise AudioFileError(path, f"too short ({wav.shape[-1] / info.sr:.3g} s < {min_seconds:g} s)")
     peak = float(wav.abs().max())
     if peak <= 10 ** (silence_db / 20):
         raise AudioFileError(path, f"silent (peak {peak:.2g} <= {silence_db:.0f} dBFS)")
@@ -84,6 +91,56 @@ def split_of(group: str, fractions=(0.9, 0.05, 0.05), seed: int = 0, preset: str
     return SPLITS[int(np.searchsorted(edges, u, side="right"))]
 
 # %% ../../nbs/14_data.ingest.ipynb #4fd36d7a
+def _entry_problem(p: Path) -> str | None:
+    "Why the non-directory entry `p` cannot be read as a file, or None."
+    try:
+        st = os.stat(p)  # follows symlinks
+    except OSError as e:
+        if p.is_symlink():
+            if e.errno == errno.ELOOP:
+                return "symlink loop"
+            return f"dangling symlink (-> {os.readlink(p)})"
+        return f"cannot stat ({e.strerror})"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file (fifo, socket or device)"
+    if not os.access(p, os.R_OK):
+        return "unreadable (permission denied)"
+    return None
+
+
+def tree_entries(root: str | os.PathLike, recursive: bool = True) -> Iterator[tuple[Path, str | None]]:
+    """Every entry under `root`, in sorted path order: (path, None) for a readable regular file, (path, reason) for
+    any other (dangling / looping symlink, unreadable, not a regular file, a folder seen before or not descended)."""
+    root = Path(root)
+    seen = {root.resolve()}  # real paths of the folders walked
+
+    def walk(d: Path):
+        try:
+            names = sorted(os.listdir(d))
+        except OSError as e:
+            yield d, f"unreadable directory ({e.strerror})"
+            return
+        for name in names:
+            p = d / name
+            if not p.is_dir():  # follows symlinks: False for a dangling or looping one
+                yield p, _entry_problem(p)
+            elif not recursive:
+                yield p, "a directory (not descended)"
+            elif (real := p.resolve()) in seen:
+                yield p, f"a directory already scanned (-> {real})"
+            else:
+                seen.add(real)
+                yield from walk(p)
+
+    yield from walk(root)
+
+
+def skip(skipped: list, path, reason: str, logger: logging.Logger = log) -> None:
+    "Append {path, reason} to `skipped` and log it."
+    skipped.append(dict(path=str(path), reason=reason))
+    logger.info("skipped %s: %s", path, reason)
+
+# %% ../../nbs/14_data.ingest.ipynb #7fe90687
 MANIFEST_COLUMNS = ("path", "sr", "duration", "channels", "frames", "subtype", "format", "group", "split")
 
 
@@ -96,31 +153,39 @@ def scan_audio(
     respect_split_dirs: bool = True,
     **probe_kw,
 ) -> dict:
-    "Probe every file under `root`: {'rows': manifest rows (paths relative to root), 'skipped': [{path, reason}]}."
+    """Probe every entry under `root`: {'rows': manifest rows (paths relative to root), 'skipped': [{path, reason}],
+    'sidecars': {extension: count}, 'entries': count}; `probe_kw` goes to `probe_audio` (e.g. `min_seconds`)."""
     root = Path(root)
-    rows, skipped = [], []
+    rows, skipped, sidecars, n = [], [], {}, 0
     if not root.is_dir():
-        return dict(rows=[], skipped=[dict(path=str(root), reason="no such directory")])
-    for p in sorted(q for q in root.rglob("*") if q.is_file() and not q.name.startswith(".")):
+        return dict(rows=[], skipped=[dict(path=str(root), reason="no such directory")], sidecars={}, entries=0)
+    for p, problem in tree_entries(root):
+        n += 1
         rel = p.relative_to(root).as_posix()
         ext = p.suffix.lower()
-        if ext in SIDECAR_EXTS:
+        if p.name.startswith(".") or ext in SIDECAR_EXTS:
+            key = "hidden" if p.name.startswith(".") else ext
+            sidecars[key] = sidecars.get(key, 0) + 1
             continue
-        if ext not in exts:
-            skipped.append(dict(path=rel, reason=f"not an audio extension ({ext or 'none'})"))
+        if problem is None and ext not in exts:
+            problem = f"not an audio extension ({ext or 'none'})"
+        if problem is not None:
+            skip(skipped, rel, problem)
             continue
         try:
             info = probe_audio(p, **probe_kw)
             g = group_of(rel, group)
         except (AudioFileError, ValueError) as e:
-            skipped.append(dict(path=rel, reason=getattr(e, "problem", None) or str(e)))
+            skip(skipped, rel, getattr(e, "problem", None) or str(e))
             continue
         except Exception as e:  # never let one file stop the scan
-            skipped.append(dict(path=rel, reason=f"{type(e).__name__}: {e}"))
+            skip(skipped, rel, f"{type(e).__name__}: {e}")
             continue
         preset = Path(rel).parts[0] if respect_split_dirs and len(Path(rel).parts) > 1 else None
         rows.append(dict(path=rel, **info, group=g, split=split_of(g, fractions, seed, preset)))
-    return dict(rows=rows, skipped=skipped)
+    if skipped:
+        log.warning("%s: %d of %d entries skipped (see the report)", root, len(skipped), n)
+    return dict(rows=rows, skipped=skipped, sidecars=sidecars, entries=n)
 
 
 def write_manifest(path: str | os.PathLike, rows: list[dict]) -> Path:
@@ -155,6 +220,7 @@ def manifest_summary(scan: dict) -> dict:
         hours_by_split={s: sum(r["duration"] for r in rows if r["split"] == s) / 3600 for s in SPLITS},
         groups=len({r["group"] for r in rows}),
         skipped=scan["skipped"],
+        sidecars=scan["sidecars"],
     )
 
 # %% ../../nbs/14_data.ingest.ipynb #28aa8128

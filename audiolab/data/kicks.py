@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -25,10 +26,13 @@ import torch
 
 from ..core import AudioFileError, Config, FileProblem, atomic_write, atomic_path
 from ..audio import load_audio, save_audio, resample, peak_normalize, fade, pad_or_trim, MelSpec
+from .ingest import skip, tree_entries
+
+log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['SR', 'KICK_SECONDS', 'SOUNDFONTS', 'GM_KICK_NOTES', 'HYDROGEN_DIR', 'SONICPI_DIR', 'KICK_EXTS', 'KICK_MEL_SHAPE',
-           'sf_presets', 'gm_drum_kits', 'filename_keywords', 'one_shots_midi', 'render_gm_kicks',
+__all__ = ['log', 'SR', 'KICK_SECONDS', 'SOUNDFONTS', 'GM_KICK_NOTES', 'HYDROGEN_DIR', 'SONICPI_DIR', 'KICK_EXTS',
+           'KICK_MEL_SHAPE', 'sf_presets', 'gm_drum_kits', 'filename_keywords', 'one_shots_midi', 'render_gm_kicks',
            'recorded_kick_files', 'load_kick', 'KickSynth', 'random_kick', 'synth_kick', 'synth_keywords',
            'augment_kick', 'kick_embedding', 'pairwise_distance', 'distinct_subset', 'KicksCfg', 'make_kick_pack',
            'kick_file_problem', 'aggregate_kicks', 'read_kick_metadata', 'preprocess_kick', 'preprocess_kicks',
@@ -432,20 +436,25 @@ def kick_file_problem(path: Path, min_bytes: int = 5_000, max_bytes: int = 1_000
 def aggregate_kicks(
     src: str | os.PathLike, out_dir: str | os.PathLike, min_bytes: int = 5_000, max_bytes: int = 1_000_000
 ) -> dict:
-    "KickWithReverb step 1: flat `out_dir/raw/` of hash-prefixed kicks + `out_dir/metadata.csv`; returns kept/skipped."
+    """KickWithReverb step 1: flat `out_dir/raw/` of hash-prefixed kicks + `out_dir/metadata.csv`.
+    Returns {kept, skipped: [{path, reason}], entries}: every entry under `src` is kept or skipped with its reason."""
     src, out = Path(src), Path(out_dir)
-    rows, skipped, seen = [], [], {}
-    for p in sorted(q for q in src.rglob("*") if q.is_file()):
+    rows, skipped, seen, n = [], [], {}, 0
+    for p, why in tree_entries(src):
+        n += 1
         rel = p.relative_to(src).as_posix()
-        why = kick_file_problem(p, min_bytes, max_bytes)
-        if why is None:
-            content = hashlib.sha1(p.read_bytes()).hexdigest()
-            if content in seen:
-                why = f"duplicate of {seen[content]}"
-            else:
-                seen[content] = rel
+        try:
+            why = why or kick_file_problem(p, min_bytes, max_bytes)
+            if why is None:
+                content = hashlib.sha1(p.read_bytes()).hexdigest()
+                if content in seen:
+                    why = f"duplicate of {seen[content]}"
+                else:
+                    seen[content] = rel
+        except OSError as e:
+            why = f"unreadable ({e.strerror})"
         if why:
-            skipped.append(dict(path=rel, reason=why))
+            skip(skipped, rel, why, log)
             continue
         fn = f"{hashlib.sha1(rel.encode()).hexdigest()[:6]}_{p.name}"
         with atomic_path(out / "raw" / fn) as tmp:
@@ -455,7 +464,9 @@ def aggregate_kicks(
         w = csv.DictWriter(f, ["filename", "original_path", "keywords"], lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
-    return dict(kept=len(rows), skipped=skipped)
+    if skipped:
+        log.warning("%s: %d kept, %d of %d entries skipped (see the report)", src, len(rows), len(skipped), n)
+    return dict(kept=len(rows), skipped=skipped, entries=n)
 
 
 def read_kick_metadata(path) -> list[dict]:
@@ -475,21 +486,28 @@ def preprocess_kick(path, sr: int = SR, mel: MelSpec | None = None) -> torch.Ten
 
 
 def preprocess_kicks(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, fmt: str = "pt") -> dict:
-    "Preprocess every audio file of `raw_dir` into `out_dir/<stem>.pt|.npy`; bad files are skipped with a reason."
+    """Preprocess every audio file of `raw_dir` into `out_dir/<stem>.pt|.npy`.
+    Returns {processed, skipped: [{path, reason}], entries}: every entry of `raw_dir` is processed or skipped."""
     raw, out = Path(raw_dir), Path(out_dir)
     if fmt not in ("pt", "npy"):
         raise ValueError(f"fmt must be 'pt' or 'npy', got {fmt!r}")
-    done, skipped, mel = 0, [], MelSpec("kick44k")
-    for p in sorted(q for q in raw.iterdir() if q.is_file()):
+    done, skipped, mel, n = 0, [], MelSpec("kick44k"), 0
+    for p, why in tree_entries(raw, recursive=False):
+        n += 1
+        if why is not None:
+            skip(skipped, p.name, why, log)
+            continue
         try:
             m = preprocess_kick(p, mel=mel)
-        except (AudioFileError, ValueError, RuntimeError) as e:
-            skipped.append(dict(path=p.name, reason=getattr(e, "problem", str(e))))
+        except (AudioFileError, ValueError, RuntimeError, OSError) as e:
+            skip(skipped, p.name, getattr(e, "problem", None) or str(e), log)
             continue
         with atomic_path(out / f"{p.stem}.{fmt}") as tmp:
             torch.save(m.clone(), tmp) if fmt == "pt" else np.save(tmp, m.numpy())
         done += 1
-    return dict(processed=done, skipped=skipped)
+    if skipped:
+        log.warning("%s: %d processed, %d of %d entries skipped (see the report)", raw, done, len(skipped), n)
+    return dict(processed=done, skipped=skipped, entries=n)
 
 # %% ../../nbs/12_data.kicks.ipynb #bc75c82e
 KICK_MEL_SHAPE = (1, 128, 173)  # (C, n_mels, frames) for 2 s at hop 512, centered frames
