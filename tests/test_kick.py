@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from audiolab.core import CheckpointError, ConfigError
+from audiolab.core import CheckpointError, ConfigError, load_section
 from audiolab.data.kicks import KICK_MEL_SHAPE
 from audiolab.eval.fad import fewest_steps_within
 from audiolab.recipes.kick import evaluate_samplers
@@ -88,6 +88,26 @@ def test_vae_overfits_one_batch(kicks):
         opt.step()
         losses.append(parts["loss"])
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+REFERENCE_UNET_PARAMS = 5_905_284  # KickWithReverb's LatentUNet (the keyword encoder is a separate module there)
+
+
+def test_full_unet_is_the_reference_architecture(vocab):
+    "params.yaml kick.full: the reference's U-Net, parameter for parameter; up blocks at the concatenated width."
+    cfg = LatentUNetConfig.from_dict({**load_section("kick", "full")["unet"], "vocab_size": len(vocab)})
+    assert (cfg.up_block, cfg.cond_mode, cfg.heads) == ("concat", "add", 1)
+    unet = LatentUNet(cfg)
+    assert sum(p.numel() for n, p in unet.named_parameters() if not n.startswith("keywords.")) == REFERENCE_UNET_PARAMS
+    widths = [(up.res.conv1.in_channels, up.reduce.out_channels) for up in unet.ups]
+    assert widths == [(256, 128), (128, 64)]  # ResBlock at skip + upsampled channels, then the 1x1 reduce
+    assert all(b.cond.out_features == b.conv1.out_channels for b in [*unet.down_res, unet.mid1, unet.mid2])
+    acts = {}
+    for name in ("mid2", "ups.0", "ups.1"):
+        unet.get_submodule(name).register_forward_hook(lambda m, i, o, name=name: acts.__setitem__(name, o.shape))
+    out = randomize_out(unet)(torch.randn(2, 4, 8, 11), torch.tensor([999, 3]), vocab.encode([["deep"], []]))
+    assert out.shape == (2, 4, 8, 11) and out.isfinite().all()
+    assert acts == {"mid2": (2, 256, 2, 3), "ups.0": (2, 128, 4, 6), "ups.1": (2, 64, 8, 11)}
 
 
 def test_keyword_vocab_and_encoder(vocab):

@@ -30,6 +30,8 @@ from audiolab.core import (
 )
 from ..audio import fade, griffin_lim, mel_spectrogram, pad_or_trim, peak_normalize
 from audiolab.nn.conv2d import (
+    COND_MODES,
+    UP_MODES,
     ResBlock2d,
     CondResBlock2d,
     Downsample2d,
@@ -269,6 +271,8 @@ class LatentUNetConfig(Config):
     heads: int = 4
     groups: int = 8
     prediction: str = "eps"  # training target: "eps" (the reference's noise) or "v" (√ᾱ ε - √(1-ᾱ) z0)
+    up_block: str = "reduce"  # "concat": ResBlock at skip + upsampled width, then 1x1 reduce (the reference's)
+    cond_mode: str = "scale_shift"  # "add": the condition as a per-channel bias before the 2nd norm (the reference's)
 
     def __post_init__(self):
         if len(self.channels) < 2:
@@ -277,6 +281,10 @@ class LatentUNetConfig(Config):
             raise ConfigError("LatentUNetConfig.vocab_size counts the padding row, so it is >= 1")
         if self.prediction not in ("eps", "v"):
             raise ConfigError(f"LatentUNetConfig.prediction must be 'eps' or 'v', got {self.prediction!r}")
+        if self.up_block not in UP_MODES:
+            raise ConfigError(f"LatentUNetConfig.up_block must be one of {UP_MODES}, got {self.up_block!r}")
+        if self.cond_mode not in COND_MODES:
+            raise ConfigError(f"LatentUNetConfig.cond_mode must be one of {COND_MODES}, got {self.cond_mode!r}")
 
 
 class LatentUNet(nn.Module, Pretrained):
@@ -286,18 +294,18 @@ class LatentUNet(nn.Module, Pretrained):
 
     def __init__(self, cfg: LatentUNetConfig = LatentUNetConfig()):
         super().__init__()
-        self.cfg, ch, d, g = cfg, cfg.channels, cfg.cond_dim, cfg.groups
+        self.cfg, ch, d, g, cm = cfg, cfg.channels, cfg.cond_dim, cfg.groups, cfg.cond_mode
         self.time = TimestepEmbedding(d, freq_dim=cfg.time_freq_dim, t_scale=1.0)
         self.keywords = KeywordEncoder(cfg.vocab_size, cfg.kw_emb_dim, d)
         self.conv_in = nn.Conv2d(cfg.latent_ch, ch[0], 3, padding=1)
-        self.down_res = nn.ModuleList(CondResBlock2d(c, c, d, g) for c in ch[:-1])
+        self.down_res = nn.ModuleList(CondResBlock2d(c, c, d, g, cond_mode=cm) for c in ch[:-1])
         self.downs = nn.ModuleList(Downsample2d(ci, co) for ci, co in zip(ch[:-1], ch[1:]))
         self.mid1, self.attn, self.mid2 = (
-            CondResBlock2d(ch[-1], ch[-1], d, g),
+            CondResBlock2d(ch[-1], ch[-1], d, g, cond_mode=cm),
             SelfAttention2d(ch[-1], cfg.heads, g),
-            CondResBlock2d(ch[-1], ch[-1], d, g),
+            CondResBlock2d(ch[-1], ch[-1], d, g, cond_mode=cm),
         )
-        self.ups = nn.ModuleList(UNetUp2d(ci, co, co, d, g) for ci, co in zip(ch[:0:-1], ch[-2::-1]))
+        self.ups = nn.ModuleList(UNetUp2d(ci, co, co, d, g, cfg.up_block, cm) for ci, co in zip(ch[:0:-1], ch[-2::-1]))
         self.out = nn.Sequential(group_norm(ch[0], g), nn.SiLU(), nn.Conv2d(ch[0], cfg.latent_ch, 3, padding=1))
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)

@@ -14,8 +14,8 @@ from torch import nn, Tensor
 from ..core import ConfigError
 
 # %% auto #0
-__all__ = ['group_norm', 'ResBlock2d', 'CondResBlock2d', 'fit_size2d', 'Downsample2d', 'Upsample2d', 'SelfAttention2d',
-           'UNetUp2d']
+__all__ = ['COND_MODES', 'UP_MODES', 'group_norm', 'ResBlock2d', 'CondResBlock2d', 'fit_size2d', 'Downsample2d', 'Upsample2d',
+           'SelfAttention2d', 'UNetUp2d']
 
 # %% ../../nbs/24_nn.conv2d.ipynb #50055891
 def group_norm(channels: int, groups: int = 8) -> nn.GroupNorm:
@@ -45,20 +45,36 @@ class ResBlock2d(nn.Module):
         return self.skip(x) + h
 
 
+COND_MODES = ("scale_shift", "add")
+
+
 class CondResBlock2d(ResBlock2d):
-    "`ResBlock2d` whose second norm is modulated by a condition vector (B, cond_dim): `GN(h)*(1+scale)+shift`."
+    """`ResBlock2d` conditioned on a vector (B, cond_dim): `GN(h)*(1+scale)+shift` (`cond_mode="scale_shift"`) or
+    `GN(h + Linear(c))` (`"add"`, KickWithReverb's `CondResBlock`)."""
 
     def __init__(
-        self, in_ch: int, out_ch: int | None = None, cond_dim: int = 256, groups: int = 8, dropout: float = 0.0
+        self,
+        in_ch: int,
+        out_ch: int | None = None,
+        cond_dim: int = 256,
+        groups: int = 8,
+        dropout: float = 0.0,
+        cond_mode: str = "scale_shift",
     ):
         super().__init__(in_ch, out_ch, groups, dropout)
-        self.cond = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 2 * self.conv2.in_channels))
-        nn.init.zeros_(self.cond[1].weight)
-        nn.init.zeros_(self.cond[1].bias)
+        if cond_mode not in COND_MODES:
+            raise ConfigError(f"CondResBlock2d: cond_mode must be one of {COND_MODES}, got {cond_mode!r}")
+        self.cond_mode, c = cond_mode, self.conv2.in_channels
+        proj = nn.Linear(cond_dim, 2 * c if cond_mode == "scale_shift" else c)
+        nn.init.zeros_(proj.weight)
+        nn.init.zeros_(proj.bias)
+        self.cond = nn.Sequential(nn.SiLU(), proj) if cond_mode == "scale_shift" else proj
 
     def _mid(self, h: Tensor, cond: Tensor | None) -> Tensor:
         if cond is None:
             raise ValueError("CondResBlock2d needs a condition vector (B, cond_dim)")
+        if self.cond_mode == "add":
+            return self.norm2(h + self.cond(cond)[:, :, None, None])
         scale, shift = rearrange(self.cond(cond), "b (two c) -> two b c 1 1", two=2)
         return self.norm2(h) * (1 + scale) + shift
 
@@ -110,15 +126,31 @@ class SelfAttention2d(nn.Module):
         return x + self.proj(rearrange(o, "b h (x y) d -> b (h d) x y", x=H, y=W))
 
 # %% ../../nbs/24_nn.conv2d.ipynb #14557bdd
-class UNetUp2d(nn.Module):
-    "Upsample to the skip's size, concat, 1x1 reduce, `CondResBlock2d`: (B, Cin, h, w), skip -> (B, Cout, H, W)."
+UP_MODES = ("concat", "reduce")
 
-    def __init__(self, in_ch: int, skip_ch: int, out_ch: int, cond_dim: int = 256, groups: int = 8):
+
+class UNetUp2d(nn.Module):
+    """Upsample to the skip's size, concat, then `CondResBlock2d` at the concatenated width + 1x1 reduce (`"concat"`)
+    or 1x1 reduce + `CondResBlock2d` (`"reduce"`): (B, Cin, h, w), skip (B, Cskip, H, W) -> (B, Cout, H, W)."""
+
+    def __init__(
+        self,
+        in_ch: int,
+        skip_ch: int,
+        out_ch: int,
+        cond_dim: int = 256,
+        groups: int = 8,
+        mode: str = "reduce",
+        cond_mode: str = "scale_shift",
+    ):
         super().__init__()
+        if mode not in UP_MODES:
+            raise ConfigError(f"UNetUp2d: mode must be one of {UP_MODES}, got {mode!r}")
+        self.mode, width = mode, (out_ch + skip_ch if mode == "concat" else out_ch)
         self.up = Upsample2d(in_ch, out_ch)
         self.reduce = nn.Conv2d(out_ch + skip_ch, out_ch, 1)
-        self.res = CondResBlock2d(out_ch, out_ch, cond_dim, groups)
+        self.res = CondResBlock2d(width, width, cond_dim, groups, cond_mode=cond_mode)
 
     def forward(self, x: Tensor, skip: Tensor, cond: Tensor) -> Tensor:
-        h = self.up(x, size=skip.shape[-2:])
-        return self.res(self.reduce(torch.cat([h, skip], 1)), cond)
+        h = torch.cat([self.up(x, size=skip.shape[-2:]), skip], 1)  # (B, Cout + Cskip, H, W)
+        return self.reduce(self.res(h, cond)) if self.mode == "concat" else self.res(self.reduce(h), cond)
