@@ -18,18 +18,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
-import socket
 import time
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 from torch.distributed.tensor import DTensor
 
 from audiolab.core import save_json
+from audiolab.eval.bench import machine, yardsticks
 from audiolab.nn.transformer import TransformerDecoder, TransformerEncoder
 from audiolab.train import distributed as D
 from audiolab.train.learner import TrainStep
@@ -156,26 +154,9 @@ def memory(a, engine: str) -> dict:
     )
 
 
-def worker(rank: int, port: int, job: str, a, queue) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    try:
-        res = speed(a) if job == "speed" else memory(a, job)
-        queue.put((rank, res))
-    finally:
-        dist.destroy_process_group()
-
-
-def run(job: str, a) -> list[dict]:
-    "Run `job` on 2 spawned gloo ranks; each rank's result, in rank order."
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    mp.start_processes(worker, args=(port, job, a, queue), nprocs=2, start_method="spawn")
-    return [r for _, r in sorted(queue.get() for _ in range(2))]
+def job(name: str, a) -> dict:
+    "One rank's part: the step timing (`speed`) or an engine's memory (`ddp` / `fsdp`)."
+    return speed(a) if name == "speed" else memory(a, name)
 
 
 def main():
@@ -192,11 +173,11 @@ def main():
         a.frames, a.reps = 50, 2
     t0 = time.perf_counter()
     res = dict(
-        machine=dict(cpu=platform.processor() or platform.machine(), cores=os.cpu_count(), torch=torch.__version__),
+        machine=machine() | yardsticks(),
         setup=dict(ranks=2, backend="gloo", threads_per_rank=1, size=a.size, batch_per_rank=a.batch, frames=a.frames),
         model_import_error=IMPORT_ERROR,
-        step=run("speed", a)[0],
-        memory={engine: run(engine, a) for engine in ("ddp", "fsdp")},
+        step=D.run_local_ranks(job, "speed", a)[0],
+        memory={engine: D.run_local_ranks(job, engine, a) for engine in ("ddp", "fsdp")},
     )
     res["wall_s"] = time.perf_counter() - t0
     save_json(a.out, res)

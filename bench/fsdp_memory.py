@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
-import socket
 import time
 
 import torch
-import torch.multiprocessing as mp
 from torch.distributed.tensor import DTensor
 from torch.utils.data import DataLoader
 
 from audiolab.core import load_section, save_json
+from audiolab.eval.bench import machine, yardsticks
 from audiolab.data.tokens import PromptTargetCollate, TokenUtterances
 from audiolab.models.audiolm import AudioLM, AudioLMConfig
 from audiolab.train import distributed as D
@@ -70,26 +68,6 @@ def measure(a, strategy: str) -> dict:
     )
 
 
-def worker(rank: int, port: int, strategy: str, a, queue) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2")
-    torch.set_num_threads(1)
-    D.init_distributed("cpu")
-    try:
-        queue.put((rank, measure(a, strategy)))
-    finally:
-        D.cleanup_distributed()
-
-
-def run(strategy: str, a) -> list[dict]:
-    "`strategy` on 2 spawned gloo ranks; each rank's result, in rank order."
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    queue = mp.get_context("spawn").Queue()
-    mp.start_processes(worker, args=(port, strategy, a, queue), nprocs=2, start_method="spawn")
-    return [r for _, r in sorted(queue.get() for _ in range(2))]
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--params", default="params.yaml")
@@ -98,7 +76,7 @@ def main():
     ap.add_argument("--utts", type=int, default=2, help="utterances per rank and step")
     ap.add_argument("--out", default="results/bench/fsdp_memory.json")
     a = ap.parse_args()
-    res = {s: run(s, a) for s in ("ddp", "fsdp")}
+    res = {s: D.run_local_ranks(measure, a, s) for s in ("ddp", "fsdp")}
     ddp, fsdp = (max(r["peak_rss_mb"] for r in res[s]) for s in ("ddp", "fsdp"))
     out = dict(
         model="AudioLM full (dim 1024, 12 layers, AR + NAR)",
@@ -108,8 +86,7 @@ def main():
         steps=a.steps,
         frames=a.frames,
         utts_per_rank=a.utts,
-        torch=torch.__version__,
-        machine=platform.processor() or platform.machine(),
+        machine=machine() | yardsticks(),
         per_rank=res,
         peak_rss_mb=dict(ddp=ddp, fsdp=fsdp),
         fsdp_saves=1 - fsdp / ddp,
