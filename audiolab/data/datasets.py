@@ -4,28 +4,33 @@
 
 # %% ../../nbs/15_data.datasets.ipynb #de3a84d2
 from __future__ import annotations
+import logging
 import math
 import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import soundfile as sf
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..core import AudioFileError, atomic_path
-from ..audio import load_audio, rms_db, MelSpec, mel_spectrogram, pad_or_trim
-from .ingest import scan_audio, probe_audio
+from ..core import AudiolabError, AudioFileError, ConfigError, atomic_path
+from ..audio import audio_info, load_audio, rms_db, MelSpec, mel_spectrogram, pad_or_trim, resample, to_channels
+from .ingest import audio_files, probe_audio
 from .speech import read_libritts
 from .kicks import read_kick_metadata
 
+log = logging.getLogger(__name__)
+
 # %% auto #0
-__all__ = ['CodecDataset', 'SpeechMelDataset', 'collate_mels', 'SpeechMelSegments', 'KickMelDataset']
+__all__ = ['log', 'CodecDataset', 'SpeechMelDataset', 'collate_mels', 'SpeechMelSegments', 'KickMelDataset']
 
 # %% ../../nbs/15_data.datasets.ipynb #a879d841
 class CodecDataset(Dataset):
-    "Random crops of audio files for codec training: (channels, segment) at peak `peak`, RMS above `min_rms_db`."
+    "Random crops (channels, segment) of audio files, read lazily, at peak `peak` and RMS above `min_rms_db`."
 
     def __init__(
         self,
@@ -36,49 +41,88 @@ class CodecDataset(Dataset):
         min_rms_db: float = -40.0,
         peak: float = 0.95,
         tries: int = 10,
-        seed: int | None = None,
+        seed: int = 0,
+        polarity: bool = False,
     ):
-        self.files, self.sr, self.segment, self.channels = [str(f) for f in files], sr, segment, channels
-        self.min_rms_db, self.peak, self.tries, self.failed = min_rms_db, peak, tries, {}
-        self.rng = np.random.default_rng(seed)
+        if polarity and channels != 2:
+            raise ConfigError(f"CodecDataset: polarity inverts the right channel of stereo crops; channels={channels}")
+        self.sr, self.segment, self.channels, self.min_rms_db, self.peak = sr, segment, channels, min_rms_db, peak
+        self.tries, self.seed, self.polarity, self.epoch = tries, seed, polarity, 0
+        self.files, self.file_sr, self.length, self.skipped, self.failed = [], [], [], [], {}
+        for f in files:
+            try:
+                info = audio_info(f)
+            except AudioFileError as e:
+                self.skipped.append(dict(path=str(f), reason=e.problem))
+                log.info("skipped %s: %s", f, e.problem)
+                continue
+            self.files.append(str(f))
+            self.file_sr.append(info.sr)
+            self.length.append(info.frames * sr // info.sr)  # samples at `sr`
         if not self.files:
-            raise ValueError("CodecDataset: no audio files")
+            raise ConfigError(f"CodecDataset: no readable audio file among {len(files)}; skipped: {self.skipped}")
+        self.ends = np.cumsum([max(1, n // segment) for n in self.length])  # crops per file, cumulated
 
     @classmethod
     def from_folder(cls, root, **kw) -> "CodecDataset":
-        "Scan `root` (bad files are skipped; see `.skipped`) and build the dataset over the good ones."
-        sc = scan_audio(root)
-        ds = cls([Path(root) / r["path"] for r in sc["rows"]], **kw)
-        ds.skipped = sc["skipped"]
+        "The dataset over the audio files under `root` (`data.ingest.audio_files`); `.skipped` lists every other entry."
+        found = audio_files(root)
+        ds = cls(found["files"], **kw)
+        rel = [dict(s, path=Path(s["path"]).relative_to(root).as_posix()) for s in ds.skipped]
+        ds.skipped = sorted(found["skipped"] + rel, key=lambda s: s["path"])
         return ds
 
     def __len__(self):
-        return len(self.files)
+        return int(self.ends[-1])
 
-    def _crop(self, wav: torch.Tensor) -> torch.Tensor | None:
-        "A random crop of (C, T) with RMS >= min_rms_db, or None."
-        T = wav.shape[-1]
-        for _ in range(self.tries):
-            o = int(self.rng.integers(0, T - self.segment + 1)) if T > self.segment else 0
-            x = pad_or_trim(wav[..., o : o + self.segment], self.segment)  # (C, segment)
-            if rms_db(x) >= self.min_rms_db:
-                return x
-        return None
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
-    def __getitem__(self, i: int) -> torch.Tensor:
-        for k in range(len(self.files)):
-            f = self.files[(i + k) % len(self.files)]
-            if f in self.failed:
-                continue
+    def _read(self, k: int, o: int) -> Tensor:
+        "`segment` samples of file `k` from sample `o` (at `sr`): (channels, segment), zero-padded past the end."
+        f, fsr = self.files[k], self.file_sr[k]
+        margin = 0 if fsr == self.sr else 64  # file frames either side: the resampler's edge effects stay outside
+        a = o * fsr // self.sr
+        start = max(0, a - margin)
+        n = math.ceil(self.segment * fsr / self.sr) + (a - start) + margin
+        try:
+            data, _ = sf.read(f, start=start, frames=n, dtype="float32", always_2d=True)  # (n, C)
+        except (sf.LibsndfileError, RuntimeError) as e:
+            raise AudioFileError(f, f"truncated or corrupt ({getattr(e, 'error_string', None) or e})") from None
+        if not np.isfinite(data).all():
+            raise AudioFileError(f, f"{int((~np.isfinite(data)).sum())} non-finite samples (NaN/Inf)")
+        x = resample(torch.from_numpy(np.ascontiguousarray(data.T)), fsr, self.sr)  # (C, ~n * sr / fsr)
+        x = x[:, (a - start) * self.sr // fsr :]
+        return pad_or_trim(to_channels(x, self.channels), self.segment)
+
+    def item(self, i: int, epoch: int) -> Tensor:
+        "Crop `i` of `epoch`: (channels, segment)."
+        k0 = int(np.searchsorted(self.ends, i, side="right"))
+        for j in range(len(self.files)):
+            k = (k0 + j) % len(self.files)
+            rng = np.random.default_rng([self.seed, epoch, i, k])
+            T = self.length[k]
             try:
-                wav, _ = load_audio(f, sr=self.sr, channels=self.channels)  # (C, T)
+                for _ in range(self.tries):
+                    x = self._read(k, int(rng.integers(0, T - self.segment + 1)) if T > self.segment else 0)
+                    if rms_db(x) >= self.min_rms_db:
+                        x = x * (self.peak / x.abs().max().clamp_min(1e-8))
+                        if self.polarity and rng.random() < 0.5:
+                            x = x * x.new_tensor([1.0, -1.0])[:, None]
+                        return x
             except AudioFileError as e:
-                self.failed[f] = e.problem
-                continue
-            x = self._crop(wav)
-            if x is not None:
-                return x * (self.peak / x.abs().max().clamp_min(1e-8))
-        raise RuntimeError(f"CodecDataset: no usable crop in any of {len(self.files)} files; failed: {self.failed}")
+                if self.files[k] not in self.failed:
+                    log.warning("%s: %s (another file serves its crops)", self.files[k], e.problem)
+                self.failed[self.files[k]] = e.problem
+        raise AudiolabError(f"CodecDataset: no crop above {self.min_rms_db} dB in any of {len(self.files)} files")
+
+    def __getitem__(self, i: int) -> Tensor:
+        return self.item(i, self.epoch)
+
+    def fixed(self, n: int) -> Tensor:
+        "`n` crops of epoch 0 spread evenly over the items (fewer if there are fewer): (n, channels, segment)."
+        idx = np.unique(np.linspace(0, len(self) - 1, min(n, len(self))).round().astype(int))
+        return torch.stack([self.item(int(i), 0) for i in idx])
 
 # %% ../../nbs/15_data.datasets.ipynb #19a93146
 class SpeechMelDataset(Dataset):

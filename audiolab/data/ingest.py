@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'AUDIO_EXTS', 'SIDECAR_EXTS', 'SPLITS', 'MANIFEST_COLUMNS', 'CORPUS_GROUPS', 'probe_audio', 'group_of',
-           'split_of', 'tree_entries', 'skip', 'scan_audio', 'write_manifest', 'read_manifest', 'manifest_summary',
-           'write_corpus_manifests']
+           'split_of', 'tree_entries', 'skip', 'audio_files', 'scan_audio', 'write_manifest', 'read_manifest',
+           'manifest_summary', 'write_corpus_manifests']
 
 # %% ../../nbs/14_data.ingest.ipynb #cf70c331
 AUDIO_EXTS = (".wav", ".flac", ".mp3", ".ogg")
@@ -144,6 +144,26 @@ def skip(skipped: list, path, reason: str, logger: logging.Logger = log) -> None
 MANIFEST_COLUMNS = ("path", "sr", "duration", "channels", "frames", "subtype", "format", "group", "split")
 
 
+def audio_files(root: str | os.PathLike, exts=AUDIO_EXTS) -> dict:
+    """The readable files with an audio extension under `root`, in sorted order, unchecked beyond that:
+    {'files': [Path], 'skipped': [{path (relative), reason}], 'sidecars': {extension or 'hidden': count}, 'entries'}."""
+    root = Path(root)
+    files, skipped, sidecars, n = [], [], {}, 0
+    if not root.is_dir():
+        return dict(files=[], skipped=[dict(path=str(root), reason="no such directory")], sidecars={}, entries=0)
+    for p, problem in tree_entries(root):
+        n += 1
+        ext = p.suffix.lower()
+        if p.name.startswith(".") or ext in SIDECAR_EXTS:
+            key = "hidden" if p.name.startswith(".") else ext
+            sidecars[key] = sidecars.get(key, 0) + 1
+        elif problem is not None or ext not in exts:
+            skip(skipped, p.relative_to(root).as_posix(), problem or f"not an audio extension ({ext or 'none'})")
+        else:
+            files.append(p)
+    return dict(files=files, skipped=skipped, sidecars=sidecars, entries=n)
+
+
 def scan_audio(
     root: str | os.PathLike,
     exts=AUDIO_EXTS,
@@ -153,25 +173,13 @@ def scan_audio(
     respect_split_dirs: bool = True,
     **probe_kw,
 ) -> dict:
-    """Probe every entry under `root`: {'rows': manifest rows (paths relative to root), 'skipped': [{path, reason}],
-    'sidecars': {extension: count}, 'entries': count}; `probe_kw` goes to `probe_audio` (e.g. `min_seconds`)."""
+    """Probe every entry under `root` (`audio_files`, then `probe_audio` with `probe_kw`, e.g. `min_seconds`):
+    {'rows': manifest rows (paths relative to root), 'skipped': [{path, reason}], 'sidecars', 'entries'}."""
     root = Path(root)
-    rows, skipped, sidecars, n = [], [], {}, 0
-    if not root.is_dir():
-        return dict(rows=[], skipped=[dict(path=str(root), reason="no such directory")], sidecars={}, entries=0)
-    for p, problem in tree_entries(root):
-        n += 1
+    found = audio_files(root, exts)
+    rows, skipped = [], found["skipped"]
+    for p in found["files"]:
         rel = p.relative_to(root).as_posix()
-        ext = p.suffix.lower()
-        if p.name.startswith(".") or ext in SIDECAR_EXTS:
-            key = "hidden" if p.name.startswith(".") else ext
-            sidecars[key] = sidecars.get(key, 0) + 1
-            continue
-        if problem is None and ext not in exts:
-            problem = f"not an audio extension ({ext or 'none'})"
-        if problem is not None:
-            skip(skipped, rel, problem)
-            continue
         try:
             info = probe_audio(p, **probe_kw)
             g = group_of(rel, group)
@@ -184,8 +192,9 @@ def scan_audio(
         preset = Path(rel).parts[0] if respect_split_dirs and len(Path(rel).parts) > 1 else None
         rows.append(dict(path=rel, **info, group=g, split=split_of(g, fractions, seed, preset)))
     if skipped:
-        log.warning("%s: %d of %d entries skipped (see the report)", root, len(skipped), n)
-    return dict(rows=rows, skipped=skipped, sidecars=sidecars, entries=n)
+        log.warning("%s: %d of %d entries skipped (see the report)", root, len(skipped), found["entries"])
+    skipped.sort(key=lambda s: s["path"])
+    return dict(rows=rows, skipped=skipped, sidecars=found["sidecars"], entries=found["entries"])
 
 
 def write_manifest(path: str | os.PathLike, rows: list[dict]) -> Path:

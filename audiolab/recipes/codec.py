@@ -5,16 +5,14 @@
 # %% ../../nbs/60_recipes.codec.ipynb #65ed02c7
 from __future__ import annotations
 import dataclasses
-import glob
 from pathlib import Path
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from ..audio import load_audio, peak_normalize
-from ..core import Config, seed_everything
-from ..data.crops import audio_segments, polarity_augment
+from ..core import Config, ConfigError, seed_everything
+from ..data.datasets import CodecDataset
 from ..eval.metrics import lowpass_mulaw, mrstft_distance, si_sdr
 from ..models.codec import LyraCodec, LyraCodecConfig, LyraCodecTask, LyraLossConfig
 from ..train import distributed as D
@@ -23,7 +21,7 @@ from ..train.learner import Learner, TrainConfig
 from ..train.resume import data_fingerprint, require_finished, stage_signature
 
 # %% auto #0
-__all__ = ['CodecRecipe', 'peak_normalized', 'codec_data', 'train_codec', 'codec_stage', 'evaluate_codec']
+__all__ = ['CodecRecipe', 'codec_data', 'codec_loader', 'train_codec', 'files_stamp', 'codec_stage', 'evaluate_codec']
 
 # %% ../../nbs/60_recipes.codec.ipynb #cad3dce3
 @dataclasses.dataclass
@@ -33,13 +31,14 @@ class CodecRecipe(Config):
     model: LyraCodecConfig = dataclasses.field(default_factory=LyraCodecConfig)
     loss: LyraLossConfig = dataclasses.field(default_factory=LyraLossConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
-    data_dir: str = "data/music"  # *.flac under it, any depth
+    data_dir: str = "data/music"  # audio files under it, any depth (`data.ingest.audio_files`)
     out_dir: str = "runs/codec"
     max_files: int = 100000
-    segment: int = 65536  # training segment (samples), cut every segment // 2
-    valid_segments: int = 64  # held-out segments of 2 * segment
-    polarity_augment: bool = True  # joint stereo: each training segment also with its right channel inverted
+    segment: int = 65536  # training crop (samples); an epoch draws one per `segment` of training audio
+    valid_segments: int = 64  # fixed held-out crops of 2 * segment
+    polarity_augment: bool = True  # joint stereo: half the training crops with their right channel inverted
     batch_size: int = 8
+    num_workers: int = 2  # DataLoader processes decoding the crops (0: in the training process)
     seed: int = 0  # `seed_everything` before the data and the model
     threads: int = 1
     save_every: int = 0  # checkpoint every N steps besides the end and stops on signals (0: never)
@@ -49,29 +48,34 @@ class CodecRecipe(Config):
         return self.model.sample_rate
 
 # %% ../../nbs/60_recipes.codec.ipynb #354213bc
-def peak_normalized(segs: Tensor) -> Tensor:
-    "Each segment of (N, C, T) peak-normalised to -1 dBFS."
-    return torch.stack([peak_normalize(s, -1.0) for s in segs])
-
-
-def codec_data(r: CodecRecipe) -> tuple[Tensor, Tensor]:
-    "(train (N, C, segment), held-out (M, C, 2 * segment)) segments of the recipe's pieces."
-    files = sorted(glob.glob(f"{r.data_dir}/**/*.flac", recursive=True))[: r.max_files]
-    clips = [load_audio(f, sr=r.sample_rate, channels=r.model.channels)[0] for f in files]
-    n_valid = max(1, len(clips) // 8)
-    train_x = peak_normalized(audio_segments(clips[:-n_valid], r.segment, r.segment // 2))
-    valid_x = peak_normalized(audio_segments(clips[-n_valid:], 2 * r.segment))[: r.valid_segments]
-    if r.polarity_augment and not r.model.per_channel:
-        train_x = polarity_augment(train_x)  # joint stereo only
-    return train_x, valid_x
+def codec_data(r: CodecRecipe) -> tuple[CodecDataset, Tensor]:
+    """(training crops (channels, segment), a lazy `CodecDataset` whose `.skipped` reports every entry of `data_dir`
+    left out; held-out crops (M, channels, 2 * segment)) of the audio files under `data_dir`."""
+    kw = dict(sr=r.sample_rate, channels=r.model.channels, seed=r.seed)
+    found = CodecDataset.from_folder(r.data_dir, segment=r.segment, **kw)  # reads headers only
+    files = found.files[: r.max_files]
+    if len(files) < 2:
+        raise ConfigError(f"codec: {r.data_dir} has {len(files)} readable audio file(s); training and held-out need 2")
+    n_valid = max(1, len(files) // 8)
+    polarity = r.polarity_augment and not r.model.per_channel  # joint stereo only
+    train = CodecDataset(files[:-n_valid], segment=r.segment, polarity=polarity, **kw)
+    train.skipped = found.skipped
+    valid = CodecDataset(files[-n_valid:], segment=2 * r.segment, **kw).fixed(r.valid_segments)
+    return train, valid
 
 # %% ../../nbs/60_recipes.codec.ipynb #a0c91b8d
-def train_codec(r: CodecRecipe, train: Tensor, valid: Tensor, cbs=()) -> tuple[LyraCodec, Learner]:
-    "Train a `LyraCodec` on segments (N, C, T) with the audiolab `Learner`; returns the codec (eval) and the learner."
+def codec_loader(r: CodecRecipe, train: Dataset) -> DataLoader:
+    "Shuffled batches (B, C, T) of `train`, decoded by `r.num_workers` processes."
+    return DataLoader(train, batch_size=r.batch_size, shuffle=True, drop_last=True, num_workers=r.num_workers)
+
+
+def train_codec(r: CodecRecipe, train: Dataset, valid: Tensor, cbs=()) -> tuple[LyraCodec, Learner]:
+    """Train a `LyraCodec` on a dataset of crops (C, T) with the audiolab `Learner`, validating on held-out crops
+    (M, C, T); returns the codec (eval) and the learner."""
     task = LyraCodecTask(LyraCodec(r.model), r.loss)
     learn = Learner(
         task,
-        DataLoader(TensorDataset(train), batch_size=r.batch_size, shuffle=True, drop_last=True),
+        codec_loader(r, train),
         DataLoader(TensorDataset(valid), batch_size=r.batch_size),
         cfg=r.train,
         phases=task.phases(),
@@ -81,15 +85,20 @@ def train_codec(r: CodecRecipe, train: Tensor, valid: Tensor, cbs=()) -> tuple[L
     return task.codec.eval(), learn
 
 # %% ../../nbs/60_recipes.codec.ipynb #c35f8f3b
+def files_stamp(files: list) -> list[tuple[str, int, int]]:
+    "(path, size, mtime in ns) of each file: a change of any file's bytes or date changes it."
+    return [(str(f), (st := Path(f).stat()).st_size, st.st_mtime_ns) for f in files]
+
+
 def codec_stage(r: CodecRecipe) -> dict:
     """The stage's training, a torchrun entry point: `out_dir/ckpt` (resumed under the same config and data),
     `out_dir/live` (curves) and `out_dir/model` (the codec); returns the last validation metrics."""
     seed_everything(r.seed)
     torch.set_num_threads(r.threads)
-    train_x, valid_x = codec_data(r)
+    train, valid_x = codec_data(r)
     out = Path(r.out_dir)
-    sig = stage_signature(r, data_fingerprint(train_x, valid_x))
-    _, learn = train_codec(r, train_x, valid_x, standard_cbs(out, r.save_every, progress=D.is_main(), signature=sig))
+    sig = stage_signature(r, data_fingerprint(files_stamp(train.files), valid_x))
+    _, learn = train_codec(r, train, valid_x, standard_cbs(out, r.save_every, progress=D.is_main(), signature=sig))
     require_finished(learn)  # a run stopped by a signal publishes nothing
     learn.save_pretrained(out / "model", module="codec")  # every rank (FSDP gathers the shards)
     return learn.metrics
