@@ -77,6 +77,10 @@ class Job:
     collate: Callable | None = None
     crop: str = ""  # what one item holds, in words
 
+    def to_device(self, device) -> Job:
+        self.model.to(device)
+        return self
+
     def loader(self, batch_size: int) -> DataLoader:
         return DataLoader(self.items, batch_size=batch_size, shuffle=True, drop_last=True, collate_fn=self.collate)
 
@@ -87,7 +91,8 @@ def _samples(crop: float | None, full: int, sr: int) -> int:
 
 def build_job(family: str, params: str = "params.yaml", profile: str = "full", crop=None, n_items: int = 4) -> Job:
     """`family`'s model and a training item at `profile`'s size; `crop` (seconds or frames, as `CPU_CROPS`) shortens
-    the item, None keeps the recipe's training segment."""
+    the item, None keeps the recipe's training segment. Under `torch.device("meta")` it checks the sizes only (the
+    vocoders cannot: torchaudio's mel filterbank reads a value)."""
     g = torch.Generator().manual_seed(0)
     if family == "melvae":
         c = MelVAETrainConfig.from_params("melvae", profile, params)
@@ -108,7 +113,8 @@ def build_job(family: str, params: str = "params.yaml", profile: str = "full", c
         vae = KickVAE(c.vae)
         mels = [torch.randn(1, c.vae.n_mels, c.vae.frames, generator=g) * 2.0 - 5.0 for _ in range(n_items)]
         if family == "kick_vae":
-            vae.fit_norm(torch.stack(mels))
+            if not mels[0].is_meta:  # meta (a size check): no statistics
+                vae.fit_norm(torch.stack(mels))
             return Job(VAETask(vae, c.kl(0)), vae, [(x,) for x in mels], c.vae_train, crop="one kick mel")
         unet = LatentUNet(c.unet.replace(vocab_size=KICK_VOCAB))
         with torch.no_grad():
@@ -134,7 +140,8 @@ def build_job(family: str, params: str = "params.yaml", profile: str = "full", c
         tok = AudioTokenizer(r.model)
         T = _samples(crop, int(r.segment_s * tok.sample_rate), tok.sample_rate)
         x = [(0.1 * torch.randn(r.model.channels, T, generator=g),) for _ in range(n_items)]
-        tok.init_codebooks(torch.stack([w for (w,) in x]))  # the steps after the AE warm-up: the VQ is on
+        if not x[0][0].is_meta:  # the steps after the AE warm-up: the VQ is on
+            tok.init_codebooks(torch.stack([w for (w,) in x]))
         return Job(tok, tok, x, r.train, crop=f"{T} samples")
     if family == "separator":
         r = SeparatorRecipe.from_params("separator", profile, params)
