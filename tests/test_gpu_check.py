@@ -2,6 +2,7 @@
 Learner's bf16 autocast and fp16 GradScaler steps, a 1-process DDP and FSDP2 step on gloo, the attention comparison)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ def test_gpu_check_dry_run(tmp_path):
         capture_output=True,
         text=True,
         timeout=300,
-        env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin"},
+        env={**os.environ, "PYTHON": sys.executable},
     )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     rep = json.loads(out.read_text())
