@@ -3,7 +3,7 @@ takes real optimizer steps (the Learner, the recipe's losses, optimizers, GAN ph
 parameter count, seconds per step and peak resident memory per family.
 
     python bench/full_profile.py [--params params.yaml] [--steps 2] [--only melvae,codec] [--threads 2]
-                                 [--out results/bench/full_profile.json]
+                                 [--out results/bench/full_profile.json]   (--only: rerun those, keep the others)
 
 CPU, batch 1, a short crop per family (`CPU_CROPS`: seconds of audio or frames of tokens, so the whole run fits 24 GB
 and minutes), fp32, one micro-batch per optimizer step (`grad_accum` 1). Each family runs in its own process, so
@@ -21,6 +21,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -254,7 +255,8 @@ def main():
         print(json.dumps(profile_family(a.child, a)))
         return
     families = [f for f in a.only.split(",") if f] or list(FAMILIES)
-    res = {}
+    old = json.loads(Path(a.out).read_text()) if a.only and Path(a.out).exists() else {}
+    res = dict(old.get("families", {}))  # --only: the other families' figures are kept
     for f in families:
         res[f] = run_child(f, a)
         r = res[f]
