@@ -1,5 +1,6 @@
 "data.shards streaming preprocessing vs the in-memory paths it replaces: equal outputs, resume, bad files, workers."
 
+import json
 import math
 from pathlib import Path
 
@@ -131,3 +132,32 @@ def test_prepare_tokens_speech_lazy(tmp_path, tok):
     assert set(toks["speakers"]["test"]) == {"12"}
     again = prepare_tokens(src.replace(tokenize_workers=2), tmp_path / "tokens", n_q=3, bins=0)  # cached: same key
     assert again["ids"] == toks["ids"]
+
+
+def test_kick_latents_streamed_equal_in_memory(tmp_path):
+    from audiolab.audio import save_audio
+    from audiolab.data.kicks import aggregate_kicks, load_kick_corpus, preprocess_kicks
+    from audiolab.models.kick import KICK_SR, KickVAE, KickVAEConfig, encode_latents, synth_kicks
+    from audiolab.recipes.kick import KickConfig, encode_kick_corpus
+    from audiolab.train.checkpoint import save_pretrained
+
+    for i, (w, k) in enumerate(zip(*synth_kicks(9, seed=3))):
+        save_audio(tmp_path / "src" / f"{'_'.join(k)}_kick_{i:03d}.wav", w, KICK_SR)
+    aggregate_kicks(tmp_path / "src", tmp_path / "corpus")
+    preprocess_kicks(tmp_path / "corpus" / "raw", tmp_path / "corpus" / "mels")
+    mels, kws, names = load_kick_corpus(tmp_path / "corpus")
+    torch.manual_seed(0)
+    vae = KickVAE(KickVAEConfig(channels=(8, 8, 16, 16))).eval()
+    save_pretrained(vae, tmp_path / "run" / "vae_model", vae.cfg)
+    (tmp_path / "run" / "split.json").write_text(json.dumps(dict(train=names[:6], valid=names[6:])))
+    cfg = KickConfig(corpus_dir=str(tmp_path / "corpus"), out_dir=str(tmp_path / "run"), min_count=1)
+    info = encode_kick_corpus(cfg, batch_size=4)
+    d = torch.load(tmp_path / "run" / "latents.pt", weights_only=True)
+    with torch.no_grad():
+        ref = encode_latents(vae, mels, batch_size=4)
+    assert info["n"] == 9 and info["skipped"] == 0 and d["names"] == names and d["keywords"] == kws
+    assert torch.equal(d["latents"], ref)
+    (tmp_path / "corpus" / "mels" / (Path(names[2]).stem + ".pt")).unlink()  # a missing mel: reported, the rest kept
+    (tmp_path / "run" / "latent_shards" / "index.json").unlink()
+    info = encode_kick_corpus(cfg, batch_size=4)
+    assert info["n"] == 8 and info["skipped"] == 1
