@@ -23,8 +23,8 @@ except Exception:  # ImportError, or OSError/RuntimeError from a mismatched bina
     HAS_FLASH_ATTN = False
 
 # %% auto #0
-__all__ = ['BACKENDS', 'DROPOUT_MODES', 'causal_mask', 'combine_masks', 'padding_mask', 'naive_attention', 'attend',
-           'RotaryEmbedding', 'KVCache', 'MultiHeadAttention']
+__all__ = ['BACKENDS', 'DROPOUT_MODES', 'causal_mask', 'combine_masks', 'padding_mask', 'naive_attention', 'dropout_drop_mask',
+           'blocked_attention', 'attend', 'RotaryEmbedding', 'KVCache', 'MultiHeadAttention']
 
 # %% ../../nbs/20_nn.attention.ipynb #0a09666a
 def causal_mask(tq: int, tk: int, device=None) -> Tensor:
@@ -112,7 +112,96 @@ def naive_attention(
     return w @ v  # (B, H, Tq, Dh)
 
 # %% ../../nbs/20_nn.attention.ipynb #5d29e393
-BACKENDS = ("auto", "sdpa", "flash", "naive")
+def dropout_drop_mask(shape, p: float, generator: torch.Generator | None = None, device=None) -> Tensor:
+    "Bool `shape`, True (dropped) with probability `p`: a 31-bit uniform integer `>= (1 - p)·2³¹`."
+    r = torch.empty(shape, dtype=torch.int32, device=device).random_(generator=generator)  # [0, 2³¹)
+    return r >= round((1 - p) * 2**31)
+
+
+def _block_probs(qs: Tensor, k: Tensor, mask: Tensor | None, off: int | None, i0: int, i1: int, kend: int) -> Tensor:
+    "Softmax weights `(B, H, i1-i0, kend)` of query rows `i0:i1` (`qs` pre-scaled); causal when `off` is not None."
+    s = torch.matmul(qs[..., i0:i1, :], k[..., :kend, :].transpose(-2, -1))  # (B, H, bq, kend)
+    if mask is not None:
+        mb = mask[..., i0:i1, :kend] if mask.shape[-2] > 1 else mask[..., :kend]
+        s = s.masked_fill_(~mb, float("-inf")) if mb.dtype == torch.bool else s.add_(mb)
+    if off is not None:  # key j is hidden from query i when j > i + off: only keys >= i0 + off + 1 can be
+        j0 = max(0, i0 + off + 1)
+        if j0 < kend:
+            later = torch.arange(j0, kend, device=s.device) > torch.arange(i0, i1, device=s.device)[:, None] + off
+            s[..., j0:kend].masked_fill_(later, float("-inf"))
+    return s.softmax(-1)
+
+
+class _BlockedAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, mask, causal: bool, p: float, scale: float, block: int, generator):
+        Tq, Tk = q.shape[-2], k.shape[-2]
+        off = Tk - Tq if causal else None
+        qs = q * scale  # (B, H, Tq, Dh)
+        o = torch.empty_like(q)
+        drops = []
+        for i0 in range(0, Tq, block):
+            i1 = min(i0 + block, Tq)
+            kend = Tk if off is None else min(Tk, i1 + off)
+            w = _block_probs(qs, k, mask, off, i0, i1, kend)  # (B, H, bq, kend)
+            if p > 0:
+                drops.append(dropout_drop_mask(w.shape, p, generator, w.device))
+                w.masked_fill_(drops[-1], 0.0)
+            torch.matmul(w, v[..., :kend, :], out=o[..., i0:i1, :])
+        if p > 0:
+            o.mul_(1 / (1 - p))
+        ctx.save_for_backward(qs, k, v, o, *([] if mask is None else [mask]))
+        ctx.drops, ctx.cfg = drops, (mask is not None, off, p, scale, block)
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        has_mask, off, p, scale, block = ctx.cfg
+        qs, k, v, o, *rest = ctx.saved_tensors
+        mask = rest[0] if has_mask else None
+        Tq, Tk = qs.shape[-2], k.shape[-2]
+        dqs, dk, dv = torch.empty_like(qs), torch.zeros_like(k), torch.zeros_like(v)
+        D = (do * o).sum(-1, keepdim=True)  # (B, H, Tq, 1)
+        do = do * (1 / (1 - p)) if p > 0 else do
+        for n, i0 in enumerate(range(0, Tq, block)):
+            i1 = min(i0 + block, Tq)
+            kend = Tk if off is None else min(Tk, i1 + off)
+            w = _block_probs(qs, k, mask, off, i0, i1, kend)  # (B, H, bq, kend)
+            dob = do[..., i0:i1, :]
+            dw = torch.matmul(dob, v[..., :kend, :].transpose(-2, -1))  # (B, H, bq, kend)
+            kept = w.masked_fill(ctx.drops[n], 0.0) if p > 0 else w
+            dv[..., :kend, :] += torch.matmul(kept.transpose(-2, -1), dob)
+            if p > 0:
+                dw.masked_fill_(ctx.drops[n], 0.0)
+            ds = dw.sub_(D[..., i0:i1, :]).mul_(w)  # dS = P ∘ (dP - D)
+            torch.matmul(ds, k[..., :kend, :], out=dqs[..., i0:i1, :])
+            dk[..., :kend, :] += torch.matmul(ds.transpose(-2, -1), qs[..., i0:i1, :])
+        return dqs * scale, dk, dv, None, None, None, None, None, None
+
+
+def blocked_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | None = None,
+    causal: bool = False,
+    dropout_p: float = 0.0,
+    scale: float | None = None,
+    block: int = 128,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """softmax(q kᵀ·scale + mask) with dropout `dropout_p` on the probabilities, times v, `block` query rows at a
+    time. q: `(B, H, Tq, Dh)`, k, v: `(B, H, Tk, Dh)`; `mask` broadcastable to `(B, H, Tq, Tk)`; `causal`: key
+    `j` visible to query `i` when `j <= i + Tk - Tq`. Returns `(B, H, Tq, Dh)`."""
+    if not 0 <= dropout_p < 1:
+        raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
+    scale = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
+    if mask is not None:
+        mask = _as_4d(mask)
+    return _BlockedAttention.apply(q, k, v, mask, causal, float(dropout_p), scale, block, generator)
+
+# %% ../../nbs/20_nn.attention.ipynb #f2ce13ed
+BACKENDS = ("auto", "sdpa", "flash", "blocked", "naive")
 
 
 def _flash_ok(q: Tensor, attn_mask, key_padding_mask, causal: bool) -> bool:
@@ -181,6 +270,8 @@ def attend(
     mask = None if fast_causal else combine_masks(tq, tk, causal, key_padding_mask, attn_mask, q.device)
     if mask is not None and mask.dtype != torch.bool:
         mask = mask.to(q.dtype)
+    if backend == "blocked" or (backend == "auto" and dropout_p > 0 and not q.is_cuda):
+        return blocked_attention(q, k, v, mask, fast_causal, dropout_p, scale)
     fn = naive_attention if backend == "naive" else F.scaled_dot_product_attention
     return fn(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=fast_causal, scale=scale)
 
