@@ -118,3 +118,79 @@ def test_snake_parameters_positive_under_training():
     snakes = [mod for mod in task.codec.modules() if isinstance(mod, Snake)]
     assert min(s.log_alpha.min().item() for s in snakes) < -1 and min(s.log_beta.min().item() for s in snakes) < -1
     assert snakes and all((s.alpha > 0).all() and (s.beta > 0).all() for s in snakes)
+
+
+def _twins(**knobs):
+    "Two codecs with the same weights: the plain one and a copy to make fast."
+    plain = LyraCodec(tiny_codec_config(**knobs)).eval()
+    fast = LyraCodec(tiny_codec_config(**knobs)).eval()
+    fast.load_state_dict(plain.state_dict())
+    return plain, fast
+
+
+@pytest.mark.parametrize("knobs", [dict(weight_norm=True), dict(causal=True, weight_norm=True), dict(per_channel=True)])
+def test_fp32_inference_path_equals_the_plain_model(knobs):
+    "Folded weight norm + time-major convs in fp32: same latents and audio (1e-5), channel-major fp32 outputs."
+    torch.manual_seed(0)
+    plain, fast = _twins(**knobs)
+    fast.for_inference("fp32", fused=False)
+    assert not any("parametrizations" in k for k in fast.state_dict())
+    x = torch.randn(2, 2, 3 * fast.hop + 5)
+    with torch.no_grad():
+        z = fast.encode(x)
+        torch.testing.assert_close(z, plain.encode(x), atol=1e-5, rtol=1e-5)
+        y = fast.decode(z, x.shape[-1])
+        torch.testing.assert_close(y, plain.decode(z, x.shape[-1]), atol=1e-5, rtol=1e-5)
+    assert y.stride(-1) == 1 and y.dtype == z.dtype == torch.float32  # channel-major, like the plain model
+
+
+def test_fused_snake_equals_eager():
+    "The compiled one-pass Snake (fp32 and bf16, channel-major and time-major inputs) equals the eager formula."
+    from audiolab.nn.conv import channels_last_1d
+
+    torch.manual_seed(0)
+    s = Snake(16, alpha=0.8, beta=1.2)
+    with torch.no_grad():
+        s.log_alpha.normal_(0, 0.3)
+        s.log_beta.normal_(0, 0.3)
+        for x in (torch.randn(2, 16, 333) * 3, channels_last_1d(torch.randn(1, 16, 1000))):
+            s.fused = False
+            eager = s(x)
+            s.fused = True
+            fused = s(x)
+            torch.testing.assert_close(fused, eager, atol=1e-5, rtol=1e-5)
+            assert fused.stride() == eager.stride()
+            s.to(torch.bfloat16)
+            torch.testing.assert_close(s(x.bfloat16()).float(), eager, atol=0.05, rtol=0.02)  # bf16 rounding
+            s.float()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_bf16_inference_within_tolerance(seed):
+    """Stated tolerance of the bf16 path (fused Snake included): reconstruction SI-SDR vs fp32 >= 20 dB, latents
+    within 5% of their scale; encode/decode take and return fp32."""
+    from audiolab.eval.metrics import si_sdr
+
+    torch.manual_seed(seed)
+    plain, fast = _twins(channels=1 + seed % 2)
+    fast.for_inference("bf16")
+    x = torch.randn(1, fast.cfg.channels, 4001)
+    with torch.no_grad():
+        z, z_ref = fast.encode(x), plain.encode(x)
+        y, y_ref = fast.reconstruct(x), plain.reconstruct(x)
+    assert fast.dtype == torch.bfloat16 and z.dtype == y.dtype == torch.float32
+    assert (z - z_ref).abs().max() <= 0.05 * z_ref.abs().max()
+    assert si_sdr(y, y_ref) >= 20
+
+
+def test_for_inference_follows_the_machine(monkeypatch):
+    "precision='auto' is core.inference_dtype: $AUDIOLAB_PRECISION, else bf16 only where the device has it."
+    from audiolab import core
+
+    monkeypatch.setenv(core.PRECISION_ENV, "fp32")
+    assert LyraCodec(tiny_codec_config()).for_inference(fused=False).dtype == torch.float32
+    monkeypatch.setenv(core.PRECISION_ENV, "bf16")
+    assert LyraCodec(tiny_codec_config()).for_inference(fused=False).dtype == torch.bfloat16
+    monkeypatch.delenv(core.PRECISION_ENV)
+    expected = torch.bfloat16 if core.fast_bf16("cpu") else torch.float32
+    assert LyraCodec(tiny_codec_config()).for_inference(fused=False).dtype == expected

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 
-from ..core import Config, ConfigError, check_tensor
-from ..nn.conv import DecoderBlock, EncoderBlock, Snake, conv1d_same
+from ..core import Config, ConfigError, check_tensor, inference_dtype
+from ..nn.conv import DecoderBlock, EncoderBlock, Snake, conv1d_same, prepare_inference
 from ..nn.disc import MultiResolutionSTFTDiscriminator
 from ..eval.metrics import si_sdr
 from ..nn.losses import KLSchedule, gan_disc_loss, gan_gen_losses, kl_divergence, mr_stft_loss
@@ -128,6 +128,16 @@ class LyraCodec(Pretrained, nn.Module):
         self.encoder, self.decoder = LyraEncoder(self.cfg), LyraDecoder(self.cfg)
         self.hop = self.cfg.hop
 
+    @property
+    def dtype(self) -> torch.dtype:
+        "The dtype the stacks compute in (`encode`/`decode` cast to it and back to the caller's)."
+        return next(self.parameters()).dtype
+
+    def for_inference(self, precision: str = "auto", channels_last: bool = True, fused: bool = True) -> LyraCodec:
+        "In place, inference only: `nn.conv.prepare_inference` in `core.inference_dtype(device, precision)`."
+        dtype = inference_dtype(next(self.parameters()).device, precision)
+        return prepare_inference(self, dtype, channels_last, fused)
+
     def fsdp_blocks(self) -> list[nn.Module]:
         "The modules FSDP shards one by one: the encoder's and decoder's strided blocks."
         return [m for m in (*self.encoder.net, *self.decoder.net) if isinstance(m, (EncoderBlock, DecoderBlock))]
@@ -147,8 +157,8 @@ class LyraCodec(Pretrained, nn.Module):
         "Posterior parameters: mu, logvar (B, latent_channels, ceil(T/hop)), logvar clamped."
         self._check_audio(x)
         B, C, T = x.shape
-        h = self.encoder(x.reshape(B * C, 1, T) if self.cfg.per_channel else x)  # (B*C or B, 2*latent_dim, F)
-        mu, logvar = (t.reshape(B, self.cfg.latent_channels, -1) for t in h.chunk(2, dim=1))
+        h = self.encoder((x.reshape(B * C, 1, T) if self.cfg.per_channel else x).to(self.dtype))  # (B*C|B, 2D, F)
+        mu, logvar = (t.reshape(B, self.cfg.latent_channels, -1).to(x.dtype) for t in h.chunk(2, dim=1))
         return mu, logvar.clamp(-self.cfg.logvar_clamp, self.cfg.logvar_clamp)
 
     @staticmethod
@@ -173,7 +183,8 @@ class LyraCodec(Pretrained, nn.Module):
             finite=not z.is_meta,
         )
         B, F = z.shape[0], z.shape[-1]
-        y = self.decoder(z.reshape(B * c.channels, c.latent_dim, F) if c.per_channel else z).reshape(B, c.channels, -1)
+        y = self.decoder((z.reshape(B * c.channels, c.latent_dim, F) if c.per_channel else z).to(self.dtype))
+        y = y.reshape(B, c.channels, -1).to(z.dtype).contiguous()  # (B, C, F*hop), channel-major again
         return y if length is None else y[..., :length]
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:

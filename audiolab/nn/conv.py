@@ -5,21 +5,49 @@
 # %% ../../nbs/23_nn.conv.ipynb #5aad1dbc
 from __future__ import annotations
 import math
+import warnings
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
+from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 
 from ..core import ConfigError
 
 # %% auto #0
-__all__ = ['Snake', 'maybe_weight_norm', 'WNConv1d', 'WNConvTranspose1d', 'same_padding', 'StreamingState', 'step_sequential',
+__all__ = ['fused_snake', 'snake', 'FusedSnake', 'Snake', 'maybe_weight_norm', 'WNConv1d', 'WNConvTranspose1d', 'same_padding',
+           'fold_weight_norm', 'channels_last_1d', 'prepare_inference', 'StreamingState', 'step_sequential',
            'StreamSequential', 'stream', 'random_chunks', 'CausalConv1d', 'CausalConvTranspose1d', 'conv1d_same',
            'ResidualUnit', 'EncoderBlock', 'DecoderBlock', 'fit_length']
 
 # %% ../../nbs/23_nn.conv.ipynb #4998b82d
+def snake(x: Tensor, alpha: Tensor, inv_beta: Tensor) -> Tensor:
+    "The Snake formula on (B, C, T) with per-channel (1, C, 1) `alpha` and `1/(beta+eps)`."
+    return x + (alpha * x).sin().pow(2) * inv_beta
+
+
+class FusedSnake:
+    "`snake` compiled once per process into one pass over memory (inductor, dynamic shapes); eager without a compiler."
+
+    def __init__(self):
+        self.fn = None
+
+    def __call__(self, x: Tensor, alpha: Tensor, inv_beta: Tensor) -> Tensor:
+        if self.fn is None:
+            self.fn = torch.compile(snake, dynamic=True)
+        try:
+            return self.fn(x, alpha, inv_beta)
+        except torch._dynamo.exc.BackendCompilerFailed as e:  # e.g. no working C++ compiler on this machine
+            warnings.warn(f"fused Snake unavailable, running it eagerly: {str(e).splitlines()[0]}")
+            self.fn = snake
+            return snake(x, alpha, inv_beta)
+
+
+fused_snake = FusedSnake()
+
+
 class Snake(nn.Module):
     "Periodic activation `x + 1/(beta+eps) * sin^2(alpha*x)`, per-channel alpha/beta stored as logs."
 
@@ -28,6 +56,7 @@ class Snake(nn.Module):
         self.log_alpha = nn.Parameter(torch.full((1, channels, 1), math.log(alpha)))  # (1, C, 1)
         self.log_beta = nn.Parameter(torch.full((1, channels, 1), math.log(beta)))
         self.eps = eps
+        self.fused = False  # inference through `fused_snake` (set by `prepare_inference`)
 
     @property
     def alpha(self) -> Tensor:
@@ -40,7 +69,9 @@ class Snake(nn.Module):
     def forward(self, x: Tensor) -> Tensor:  # (B, C, T) -> (B, C, T)
         inv_beta = (self.beta + self.eps).reciprocal()
         if torch.is_grad_enabled() and (x.requires_grad or self.log_alpha.requires_grad):
-            return x + (self.alpha * x).sin().pow(2) * inv_beta
+            return snake(x, self.alpha, inv_beta)
+        if self.fused:
+            return fused_snake(x, self.alpha, inv_beta)
         t = (x * self.alpha).sin_()  # inference: one temporary, updated in place
         return torch.addcmul(x, t.mul_(t), inv_beta)
 
@@ -66,6 +97,32 @@ def WNConvTranspose1d(*args, **kwargs) -> nn.ConvTranspose1d:
 def same_padding(kernel_size: int, dilation: int = 1) -> int:
     "Symmetric padding that keeps the length of a stride-1 conv with an odd effective kernel."
     return (kernel_size - 1) * dilation // 2
+
+# %% ../../nbs/23_nn.conv.ipynb #6f4ec8fa
+def fold_weight_norm(module: nn.Module) -> nn.Module:
+    "Replace every weight parametrization (weight norm) in `module` by the weight it currently computes."
+    with torch.enable_grad():  # under no_grad, removal would leave a plain tensor rather than a Parameter
+        for m in [m for m in module.modules() if parametrize.is_parametrized(m, "weight")]:
+            parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
+    return module
+
+
+def channels_last_1d(t: Tensor) -> Tensor:
+    "The same (B, C, T) values stored time-major (memory (B, T, C)): oneDNN's fast 1-D conv layout."
+    return t.transpose(1, 2).contiguous().transpose(1, 2)
+
+
+def prepare_inference(
+    module: nn.Module, dtype: torch.dtype = torch.float32, channels_last: bool = True, fused: bool = True
+) -> nn.Module:
+    "In place, inference only: eval, fold weight norm, cast to `dtype`, time-major conv weights, fused Snake."
+    fold_weight_norm(module.eval()).to(dtype)
+    for m in module.modules():
+        if channels_last and isinstance(m, (nn.Conv1d, nn.ConvTranspose1d)):
+            m.weight.data = channels_last_1d(m.weight.data)
+        if isinstance(m, Snake):
+            m.fused = fused
+    return module
 
 # %% ../../nbs/23_nn.conv.ipynb #46b1833f
 class StreamingState(dict):
