@@ -11,11 +11,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 
-from ..audio import get_preset, griffin_lim, load_audio, mel_spectrogram
+from ..audio import get_preset, griffin_lim, mel_spectrogram
 from ..core import Config, ConfigError, seed_everything
-from ..data.crops import audio_segments
+from ..data.datasets import CodecDataset
 from ..data.kicks import split_indices
 from ..eval.metrics import mel_distance
 from ..models.vocoder import HiFiGAN, HiFiGANConfig, VocoderLossConfig, VocoderTask, VocosConfig, VocosVocoder
@@ -44,11 +44,13 @@ class VocoderRecipe(Config):
     out_dir: str = "runs/vocoder"
     max_files: int | None = None
     max_valid: int = 8
-    segment: int = 8192  # training segment (samples), cut every segment // 2
-    keep_silent: float = 0.1  # silent segments kept, as a fraction of the loud ones
+    segment: int = 8192  # training crop (samples); an epoch draws one per `segment` of training audio
+    silence_db: float = -60.0  # crops with RMS below are silent
+    keep_silent: float = 0.1  # probability a silent crop is kept (else another offset is drawn)
     batch_size: int = 8
+    num_workers: int = 2  # DataLoader processes decoding the crops (0: in the training process)
     griffin_lim_iters: int = 32
-    seed: int = 0  # `seed_everything`, the held-out split and the silent segments kept
+    seed: int = 0  # `seed_everything`, the held-out split and the crops
     threads: int = 1
     save_every: int = 0  # checkpoint every N steps besides the end and stops on signals (0: never)
     log_every: int = 5  # training curves: every N steps
@@ -65,8 +67,8 @@ class VocoderRecipe(Config):
         raise ConfigError(f"vocoder recipe: kind must be 'vocos' or 'hifigan', got {self.kind!r}")
 
 # %% ../../nbs/61_recipes.vocoder.ipynb #d9f51f5a
-def vocoder_data(r: VocoderRecipe, where: str = "vocoder") -> tuple[Tensor, list[Tensor], dict]:
-    "(train segments (N, 1, segment), held-out clips [(1, 1, T)], counts) of a vocoder recipe."
+def vocoder_data(r: VocoderRecipe, where: str = "vocoder") -> tuple[CodecDataset, list[str]]:
+    "(lazy training crops (1, segment) whose `.skipped` lists unreadable files, held-out files) of a vocoder recipe."
     sr, root = get_preset(r.preset).sr, Path(r.data_dir)
     files = sorted(glob.glob(str(root / r.train_glob), recursive=True))
     if r.valid_glob:
@@ -80,30 +82,20 @@ def vocoder_data(r: VocoderRecipe, where: str = "vocoder") -> tuple[Tensor, list
         raise ConfigError(
             f"{where}: no held-out audio under {root} (valid_glob {r.valid_glob!r} / valid_frac {r.valid_frac!r})"
         )
-    files, valid_files = files[: r.max_files], valid_files[: r.max_valid]
-    clips = [load_audio(f, sr=sr, mono=True)[0] for f in files]  # (1, T) each
-    valid = [load_audio(f, sr=sr, mono=True)[0][None] for f in valid_files]  # (1, 1, T) each
-    seg = r.segment
-    clips = [c if c.shape[-1] >= seg else F.pad(c, (0, seg - c.shape[-1])) for c in clips]
-    segs = audio_segments(clips, seg, seg // 2)  # (N, 1, seg)
-    loud = segs.abs().amax((1, 2)) > 1e-3
-    g = torch.Generator().manual_seed(r.seed)
-    quiet = (~loud).nonzero().squeeze(1)
-    quiet = quiet[torch.randperm(len(quiet), generator=g)[: int(r.keep_silent * loud.sum())]]
-    counts = dict(train_files=len(files), silent_segments=len(quiet), valid_files=len(valid))
-    return torch.cat([segs[loud], segs[quiet]]), valid, counts
+    kw = dict(min_rms_db=r.silence_db, keep_quiet=r.keep_silent, peak=None, seed=r.seed)
+    train = CodecDataset(files[: r.max_files], sr=sr, segment=r.segment, **kw)  # reads headers only
+    return train, valid_files[: r.max_valid]
 
 # %% ../../nbs/61_recipes.vocoder.ipynb #bcfd1faf
-def train_vocoder(r: VocoderRecipe, generator: nn.Module, train: Tensor, cbs=()) -> tuple[VocoderTask, Learner]:
-    "GAN-train `generator` on audio segments (N, 1, T) with the audiolab `Learner`; returns the task and the learner."
+def train_vocoder(
+    r: VocoderRecipe, generator: nn.Module, train: Dataset | Tensor, cbs=()
+) -> tuple[VocoderTask, Learner]:
+    """GAN-train `generator` with the audiolab `Learner` on a dataset of audio crops (1, T), decoded by `r.num_workers`
+    processes, or on segments in memory (N, 1, T), batched in this process; returns the task and the learner."""
     task = VocoderTask(generator, r.preset, r.loss)
-    learn = Learner(
-        task,
-        DataLoader(TensorDataset(train), batch_size=r.batch_size, shuffle=True, drop_last=True),
-        cfg=r.train,
-        phases=task.phases(),
-        cbs=cbs,
-    )
+    workers = 0 if isinstance(train, Tensor) else r.num_workers  # nothing to decode
+    dl = DataLoader(train, batch_size=r.batch_size, shuffle=True, drop_last=True, num_workers=workers)
+    learn = Learner(task, dl, cfg=r.train, phases=task.phases(), cbs=cbs)
     learn.fit()
     return task.eval(), learn
 
@@ -113,11 +105,11 @@ def vocoder_stage(r: VocoderRecipe) -> dict:
     `out_dir/live` (curves) and `out_dir/model` (the generator); returns the last logs."""
     seed_everything(r.seed)
     torch.set_num_threads(r.threads)
-    train_x, _, _ = vocoder_data(r, f"vocoder stage ({r.out_dir})")
+    train, _ = vocoder_data(r, f"vocoder stage ({r.out_dir})")
     out = Path(r.out_dir)
-    sig = stage_signature(r, data_fingerprint(train_x))
+    sig = stage_signature(r, data_fingerprint(train.stamp()))  # the files' (path, size, mtime)
     cbs = standard_cbs(out, r.save_every, progress=D.is_main(), log_every=r.log_every, signature=sig)
-    _, learn = train_vocoder(r, r.generator(), train_x, cbs)
+    _, learn = train_vocoder(r, r.generator(), train, cbs)
     require_finished(learn)  # a run stopped by a signal publishes nothing
     learn.save_pretrained(out / "model", module="generator")  # every rank (FSDP gathers the shards)
     return learn.logs
