@@ -9,11 +9,12 @@ import os
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
-from ..core import Config, seed_everything
-from ..data.crops import RandomCrops
-from ..data.saxpipe import holdout_songs, load_multitrack
+from ..audio import audio_info
+from ..core import AudioFileError, Config, seed_everything
+from ..data.datasets import CodecDataset
+from ..data.saxpipe import find_songs, split_songs
 from ..eval.metrics import sdr
 from ..models.separation import Separator, SeparatorConfig, SeparatorNet
 from ..train import distributed as D
@@ -22,7 +23,7 @@ from ..train.learner import Learner, TrainConfig
 from ..train.resume import data_fingerprint, require_finished, stage_signature
 
 # %% auto #0
-__all__ = ['SeparatorRecipe', 'fit_separator', 'separator_songs', 'separator_stage', 'evaluate_separator']
+__all__ = ['SeparatorRecipe', 'multitrack_songs', 'separator_data', 'fit_separator', 'separator_stage', 'evaluate_separator']
 
 # %% ../../nbs/67_recipes.separation.ipynb #7dfc6f2d
 @dataclasses.dataclass
@@ -32,56 +33,80 @@ class SeparatorRecipe(Config):
     model: SeparatorConfig = dataclasses.field(default_factory=SeparatorConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     batch_size: int = 4
+    num_workers: int = 2  # DataLoader processes decoding the crops (0: in the training process)
     corpus: str = "data/jazz"  # multitrack songs (lead, backing)
     out_dir: str = "runs/separator"
     max_minutes: float | None = None  # stop training after this wall time (checkpointed; the next run resumes)
     save_every: int = 0  # checkpoint every N steps besides the end and stops on signals (0: never)
 
 # %% ../../nbs/67_recipes.separation.ipynb #f54c192d
-def _song_crops(songs: list[dict], seg: int, n: int, seed: int) -> RandomCrops:
-    "`n` aligned (lead, backing) crops of `seg` samples."
-    return RandomCrops([(s["lead"], s["backing"]) for s in songs], seg, n, seed)
+def multitrack_songs(root, sr: int) -> tuple[list[dict], list[dict], list[dict]]:
+    """(training, held-out songs [{'song_id', 'lead', 'backing', 'mix'}: paths], skipped [{'path', 'reason'}]) of the
+    song folders of `root` with all three stems, split as `data.saxpipe.holdout_songs` from the headers alone."""
+    songs, frames, skipped = [], {}, []
+    for sid, paths in find_songs(root).items():
+        if not {"lead", "backing", "mix"} <= set(paths):
+            skipped.append(dict(path=sid, reason=f"no {' / '.join(sorted({'lead', 'backing'} - set(paths)))} stem"))
+            continue
+        try:
+            frames[sid] = min((i := audio_info(p)).frames * sr // i.sr for p in paths.values())
+        except AudioFileError as e:
+            skipped.append(dict(path=str(e.path), reason=e.problem))
+            continue
+        songs.append(dict(song_id=sid, **{k: str(p) for k, p in paths.items()}))
+    sp = split_songs(frames)
+    held = set(sp["val"]) | set(sp["test"])
+    return [s for s in songs if s["song_id"] not in held], [s for s in songs if s["song_id"] in held], skipped
 
 
+def separator_data(r: SeparatorRecipe) -> tuple[CodecDataset, list[dict]]:
+    """(lazy aligned (lead, backing) training crops (C, segment) whose `.skipped` reports songs left out, held-out songs
+    (paths)) of `r.corpus` at the model's rate."""
+    sr = r.model.sample_rate
+    train, held, skipped = multitrack_songs(r.corpus, sr)
+    crops = CodecDataset(
+        [(s["lead"], s["backing"]) for s in train],
+        sr=sr,
+        segment=int(r.model.segment_s * sr),
+        channels=r.model.audio_channels,
+        min_rms_db=None,
+        peak=None,
+        seed=r.train.seed,
+    )
+    crops.skipped += skipped
+    return crops, held
+
+# %% ../../nbs/67_recipes.separation.ipynb #efb2ffd6
 def fit_separator(
     net: SeparatorNet,
-    songs: list[dict],
+    train: Dataset,
     train_cfg: TrainConfig,
     out_dir=None,
     batch_size: int = 4,
-    valid_songs: list[dict] | None = None,
+    num_workers: int = 0,
     progress: bool = False,
     cbs=(),
 ) -> Learner:
-    "Train `net` on random `cfg.segment_s` crops of `songs` ({'lead', 'backing'} (C, L)); returns the Learner."
-    seg = int(net.cfg.segment_s * net.cfg.sample_rate)
-    n_items = train_cfg.max_steps * batch_size * train_cfg.grad_accum
-    dl = DataLoader(_song_crops(songs, seg, n_items, train_cfg.seed), batch_size=batch_size)
-    vdl = None
-    if valid_songs:
-        vdl = DataLoader(_song_crops(valid_songs, seg, 2 * batch_size, train_cfg.seed + 1), batch_size=batch_size)
+    "Train `net` on (lead, backing) crops ((C, L) each) decoded by `num_workers` processes; returns the Learner."
+    dl = DataLoader(train, batch_size=batch_size, shuffle=True, num_workers=num_workers)
     std = standard_cbs(out_dir, progress=progress) if out_dir is not None else []
-    learn = Learner(net, dl, vdl, train_cfg, cbs=[*std, *cbs])
+    learn = Learner(net, dl, cfg=train_cfg, cbs=[*std, *cbs])
     learn.fit()
     return learn
 
-# %% ../../nbs/67_recipes.separation.ipynb #efb2ffd6
-def separator_songs(r: SeparatorRecipe) -> tuple[list[dict], list[dict]]:
-    "(training, held-out) songs of `r.corpus` at the model's rate (`data.saxpipe.holdout_songs`)."
-    return holdout_songs(load_multitrack(r.corpus, r.model.sample_rate))
-
-
+# %% ../../nbs/67_recipes.separation.ipynb #a7765bba
 def separator_stage(r: SeparatorRecipe) -> dict:
     """The stage's training, a torchrun entry point: `out_dir/ckpt` (resumed under the same config and data),
     `out_dir/train/live` (curves) and `out_dir/model` (the network); returns the last logs."""
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     seed_everything(r.train.seed)
-    train, _ = separator_songs(r)
+    train, _ = separator_data(r)
     out = Path(r.out_dir)
-    sig = stage_signature(r, data_fingerprint([(s["lead"], s["backing"]) for s in train]))
+    sig = stage_signature(r, data_fingerprint(train.stamp()))
     std = standard_cbs(out / "train", r.save_every, progress=D.is_main(), signature=sig, ckpt_dir=out / "ckpt")
+    cbs = [*std, TimeBudget(r.max_minutes)]
     learn = fit_separator(
-        SeparatorNet(r.model), train, r.train, batch_size=r.batch_size, cbs=[*std, TimeBudget(r.max_minutes)]
+        SeparatorNet(r.model), train, r.train, batch_size=r.batch_size, num_workers=r.num_workers, cbs=cbs
     )
     require_finished(learn)  # a run stopped by a signal publishes nothing
     learn.save_pretrained(out / "model")  # every rank (FSDP gathers the shards)
