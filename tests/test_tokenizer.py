@@ -3,10 +3,12 @@
 import math
 
 import pytest
+import soundfile as sf
 import torch
 
 from audiolab.core import CheckpointError
 from audiolab.core import InputError
+from audiolab.data.datasets import CodecDataset
 from audiolab.eval.metrics import codebook_stats
 from audiolab.models.tokenizer import (
     AudioTokenizer,
@@ -165,14 +167,16 @@ def _synthetic_audio(n, seconds, sr=32000, seed=0):
     return out
 
 
-def test_short_trained_run_does_not_collapse():
+def test_short_trained_run_does_not_collapse(tmp_path):
     "Every quantizer of a briefly trained tokenizer spreads held-out frames over many codes (collapse: perplexity ~1)."
     torch.manual_seed(0)
     cfg = tiny(bins=32, kmeans_iters=10, threshold_ema_dead_code=1.0, decay=0.9, ae_warmup_steps=5, kmeans_frames=512)
     tok = AudioTokenizer(cfg)
-    fit_tokenizer(
-        tok, _synthetic_audio(8, 2.0), TrainConfig(max_steps=20, lr=2e-3, precision="fp32"), segment_s=0.4, batch_size=8
-    )
+    for i, w in enumerate(_synthetic_audio(8, 2.0)):
+        sf.write(tmp_path / f"{i}.wav", w[0].numpy(), tok.sample_rate, subtype="FLOAT")
+    sr = tok.sample_rate
+    crops = CodecDataset(sorted(tmp_path.glob("*.wav")), sr=sr, segment=int(0.4 * sr), min_rms_db=None, peak=None)
+    fit_tokenizer(tok, crops, TrainConfig(max_steps=20, lr=2e-3, precision="fp32"), batch_size=8)
     assert tok.is_initialized and not tok.vq_bypass
     codes = tok.eval().encode(torch.stack(_synthetic_audio(4, 2.0, seed=1)))  # (4, 4, 100) held-out
     ppl = codebook_stats(codes, cfg.bins)["perplexity"]

@@ -13,12 +13,11 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from ..audio import load_audio
 from ..core import Config, seed_everything
-from ..data.crops import RandomCrops
-from ..data.saxpipe import holdout_songs, load_multitrack
+from ..data.datasets import CodecDataset
 from ..eval.metrics import codebook_stats, lowpass_mulaw, mel_distance, si_sdr, tokenizer_mel
 from ..models.tokenizer import AudioTokenizer, TokenizerConfig
+from .separation import multitrack_songs
 from ..train import distributed as D
 from ..train.callbacks import TimeBudget, standard_cbs
 from ..train.learner import Callback, Learner, TrainConfig
@@ -35,8 +34,9 @@ class TokenizerRecipe(Config):
 
     model: TokenizerConfig = dataclasses.field(default_factory=TokenizerConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
-    segment_s: float = 1.0  # random training crops
+    segment_s: float = 1.0  # random training crops; an epoch draws one per `segment_s` of training audio
     batch_size: int = 8
+    num_workers: int = 2  # DataLoader processes decoding the crops (0: in the training process)
     max_speech_train: int | None = None  # training utterances (None: all)
     max_speech_eval: int = 16  # held-out utterances
     max_eval_s: float = 10.0  # held-out music cut to this length
@@ -75,38 +75,27 @@ class CodebookInit(Callback):
             self.tok.init_codebooks(self.init_wav, self.batch_frames)
 
 
-def _wave_crops(waves: list[Tensor], seg: int, n: int, seed: int) -> RandomCrops:
-    return RandomCrops([(w,) for w in waves], seg, n, seed=seed)
-
-
 def fit_tokenizer(
     tok: AudioTokenizer,
-    train_waves: list[Tensor],
+    train: CodecDataset,
     train_cfg: TrainConfig,
     out_dir=None,
-    segment_s: float = 1.0,
     batch_size: int = 8,
-    valid_waves: list[Tensor] | None = None,
+    num_workers: int = 0,
     disc: nn.Module | None = None,
     progress: bool = False,
     cbs=(),
 ) -> Learner:
-    "Train `tok` on random `segment_s` crops of `train_waves` ((C, L) each) with the Learner; returns the Learner."
-    seg = int(segment_s * tok.sample_rate)
-    n_init = math.ceil(tok.cfg.kmeans_frames / math.ceil(seg / tok.hop_length))  # crops holding >= kmeans_frames
-    init = _wave_crops(train_waves, seg, n_init, train_cfg.seed + 2)
+    "Train `tok` on the crops (C, segment) of `train` decoded by `num_workers` processes; returns the Learner."
+    frames = math.ceil(train.segment / tok.hop_length)  # per crop
     warm = CodebookInit(
         tok,
-        torch.stack([init[i][0] for i in range(n_init)]),
+        train.fixed(math.ceil(tok.cfg.kmeans_frames / frames)),  # crops holding >= kmeans_frames (n, C, segment)
         tok.cfg.ae_warmup_steps,
-        batch_size * math.ceil(seg / tok.hop_length),
+        batch_size * frames,
         tok.cfg.kmeans_refit,
-    )  # init crops (n_init, C, seg)
-    n_items = train_cfg.max_steps * batch_size * train_cfg.grad_accum
-    dl = DataLoader(_wave_crops(train_waves, seg, n_items, train_cfg.seed), batch_size=batch_size)
-    vdl = None
-    if valid_waves:
-        vdl = DataLoader(_wave_crops(valid_waves, seg, 4 * batch_size, train_cfg.seed + 1), batch_size=batch_size)
+    )
+    dl = DataLoader(train, batch_size=batch_size, shuffle=True, num_workers=num_workers)
     cbs = [warm, *(standard_cbs(out_dir, progress=progress) if out_dir is not None else []), *cbs]
     phases = None
     if disc is not None and tok.cfg.w_adv > 0:
@@ -115,7 +104,7 @@ def fit_tokenizer(
             "disc": list(disc.parameters()),
             "gen": [p for n, p in tok.named_parameters() if not n.startswith("disc.")],
         }
-    learn = Learner(tok, dl, vdl, train_cfg, phases=phases, cbs=cbs)
+    learn = Learner(tok, dl, cfg=train_cfg, phases=phases, cbs=cbs)
     learn.fit()
     if phases is not None:
         del tok.disc  # the tokenizer's checkpoint holds only the tokenizer
@@ -123,17 +112,19 @@ def fit_tokenizer(
 
 # %% ../../nbs/66_recipes.tokenizer.ipynb #8363df4a
 def tokenizer_data(r: TokenizerRecipe) -> dict:
-    """Mono waves at the model's rate: `music_train` / `music_held` (mix and lead of the training / held-out songs,
-    held-out cut to `max_eval_s`), `speech_train` / `speech_held` (train-clean-100 / dev + test-clean), song counts."""
+    """`train`: lazy mono `segment_s` crops at the model's rate (`CodecDataset`, `.skipped` reports what is left out) of
+    the mix and lead of the training songs and the train-clean-100 utterances; held-out files `music_held` (mix and
+    lead of the held-out songs) and `speech_held` (dev + test-clean); song counts."""
     sr = r.model.sample_rate
-    train_songs, held_songs = holdout_songs(load_multitrack(r.jazz_dir, sr))
+    train_songs, held_songs, skipped = multitrack_songs(r.jazz_dir, sr)
     speech = {s: sorted(Path(r.speech_dir, s).rglob("*.wav")) for s in ("train-clean-100", "dev-clean", "test-clean")}
-    held = (speech["dev-clean"] + speech["test-clean"])[: r.max_speech_eval]
+    files = [s[k] for s in train_songs for k in ("mix", "lead")] + speech["train-clean-100"][: r.max_speech_train]
+    train = CodecDataset(files, sr=sr, segment=int(r.segment_s * sr), min_rms_db=None, peak=None, seed=r.train.seed)
+    train.skipped += skipped
     return dict(
-        music_train=[s[k] for s in train_songs for k in ("mix", "lead")],
-        music_held=[s[k][..., : int(r.max_eval_s * sr)] for s in held_songs for k in ("mix", "lead")],
-        speech_train=[load_audio(p, sr=sr, mono=True)[0] for p in speech["train-clean-100"][: r.max_speech_train]],
-        speech_held=[load_audio(p, sr=sr, mono=True)[0] for p in held],
+        train=train,
+        music_held=[s[k] for s in held_songs for k in ("mix", "lead")],
+        speech_held=(speech["dev-clean"] + speech["test-clean"])[: r.max_speech_eval],
         train_songs=len(train_songs),
         held_songs=len(held_songs),
     )
@@ -144,14 +135,12 @@ def tokenizer_stage(r: TokenizerRecipe) -> dict:
     `out_dir/train/live` (curves) and `out_dir/model` (the tokenizer); returns the last logs."""
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     seed_everything(r.train.seed)
-    d = tokenizer_data(r)
-    waves, out = d["music_train"] + d["speech_train"], Path(r.out_dir)
-    sig = stage_signature(r, data_fingerprint(waves))
+    train, out = tokenizer_data(r)["train"], Path(r.out_dir)
+    sig = stage_signature(r, data_fingerprint(train.stamp()))
     std = standard_cbs(out / "train", r.save_every, progress=D.is_main(), signature=sig, ckpt_dir=out / "ckpt")
     tok = AudioTokenizer(r.model)
-    learn = fit_tokenizer(
-        tok, waves, r.train, segment_s=r.segment_s, batch_size=r.batch_size, cbs=[*std, TimeBudget(r.max_minutes)]
-    )
+    cbs = [*std, TimeBudget(r.max_minutes)]
+    learn = fit_tokenizer(tok, train, r.train, batch_size=r.batch_size, num_workers=r.num_workers, cbs=cbs)
     require_finished(learn)  # a run stopped by a signal publishes nothing
     learn.save_pretrained(out / "model")  # every rank (FSDP gathers the shards)
     return learn.logs
