@@ -1,5 +1,6 @@
 "Kick latent diffusion (models.kick, nn.diffusion, eval.fad): shapes, keywords, guidance, samplers, overfit, save/load."
 
+import copy
 import math
 
 import pytest
@@ -11,6 +12,7 @@ from audiolab.eval.fad import fewest_steps_within
 from audiolab.recipes.kick import evaluate_samplers
 from audiolab.models.kick import (
     KickLDM,
+    active_frames,
     KickVAE,
     KickVAEConfig,
     KeywordEncoder,
@@ -255,6 +257,50 @@ def test_vocode_trims_silent_tail(vocab):
     assert trimmed.shape == full.shape == (1, 88200)
     assert trimmed[:, 58 * 512 :].abs().max() == 0
     torch.testing.assert_close(trimmed[:, : 50 * 512], full[:, : 50 * 512])
+
+
+def test_active_frames_relative_to_the_decoded_mel():
+    "A trained VAE decodes silence well above log(1e-5): the tail over a -5 floor trims as one over -11.5 does."
+    g = torch.Generator().manual_seed(0)
+    decay = torch.linspace(3, -12, 173)
+    noise = 0.3 * torch.randn(1, 1, 128, 173, generator=g)
+    raised, data = decay.clamp_min(-5) + noise, decay.clamp_min(-11.5) + noise
+    assert (raised > -7).flatten(0, -2).any(0).all()  # an absolute floor of -7 kept all 173 frames
+    n = active_frames(raised)
+    assert 60 < n < 100 and active_frames(raised - 3.0) == n  # a level offset changes nothing
+    assert active_frames(data) >= n  # a lower floor exposes more of the decay
+    assert active_frames(torch.full((1, 128, 173), -5.0)) == 9  # nothing loud: one frame + the margin
+
+
+@pytest.mark.parametrize("cfg_kw", [{}, {"up_block": "concat", "cond_mode": "add", "heads": 1}])
+def test_fast_bf16_within_tolerance_of_fp32(vocab, cfg_kw):
+    """KickLDM.fast('bf16'): the U-Net's output and the decoded mel within 3% of fp32's range; the guided ε (CFG 3, one
+    batch of 2: ε_u + 3 (ε_c - ε_u) scales each branch's rounding by up to 3 + 2) within 6%."""
+    torch.manual_seed(0)
+    unet = randomize_out(LatentUNet(tiny_unet(len(vocab)).replace(**cfg_kw)))
+    fp32 = KickLDM(KickVAE(TINY_VAE), unet, vocab)
+    bf16 = KickLDM(copy.deepcopy(fp32.vae), copy.deepcopy(unet), vocab).fast("bf16")
+    ids, z, t = vocab.encode([["deep"], ["long"]]), torch.randn(2, 4, 8, 11), torch.tensor(600)
+    with torch.no_grad():
+        e32, eb = fp32.unet.guided_eps(ids, 3.0)(z, t), bf16.unet.guided_eps(ids, 3.0)(z, t)
+        m32, mb = fp32.vae.decode(z), bf16.vae.decode(z)
+        u32, ub = fp32.unet(z, t, ids), bf16.unet(z, t, ids)
+    assert eb.dtype == mb.dtype == torch.float32
+    assert (ub - u32).abs().max() <= 0.03 * u32.abs().max()
+    assert (eb - e32).abs().max() <= 0.06 * e32.abs().max()
+    assert (mb - m32).abs().max() <= 0.03 * m32.abs().max()
+    assert torch.equal(KickLDM(fp32.vae, copy.deepcopy(unet), vocab).fast("fp32").unet(z, t, ids), fp32.unet(z, t, ids))
+
+
+def test_compiled_unet_equals_eager(vocab):
+    "KickLDM.fast(compile=True): inductor with frozen weights, same latents as eager within fp32 rounding."
+    torch.manual_seed(0)
+    unet = randomize_out(LatentUNet(tiny_unet(len(vocab)).replace(up_block="concat", cond_mode="add")))
+    eager = KickLDM(KickVAE(TINY_VAE), unet, vocab, latent_scale=1.5)
+    fast = KickLDM(eager.vae, copy.deepcopy(unet), vocab, latent_scale=1.5).fast("fp32", compile=True)
+    a = eager.sample_latents("deep long", n=1, steps=3, guidance=3.0, seed=2, sampler="ddim")
+    b = fast.sample_latents("deep long", n=1, steps=3, guidance=3.0, seed=2, sampler="ddim")
+    torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
 
 
 def test_generate_refuses_bad_arguments(vocab):

@@ -26,6 +26,7 @@ from audiolab.core import (
     CheckpointError,
     InputError,
     check_tensor,
+    inference_dtype,
     save_json,
 )
 from ..audio import fade, griffin_lim, mel_spectrogram, pad_or_trim, peak_normalize
@@ -155,11 +156,11 @@ class KickVAE(nn.Module, Pretrained):
         return mu, logvar.clamp(-30, 20)
 
     def decode(self, z: Tensor) -> Tensor:
-        "(B, latent_ch, h, w) -> log-mel (B, 1, n_mels, frames)."
-        h = self.from_latent(z)
+        "(B, latent_ch, h, w) -> log-mel (B, 1, n_mels, frames), in `z`'s dtype (computed in the weights' dtype)."
+        h = self.from_latent(z.to(self.mel_std.dtype))
         for up, res, size in zip(self.up, self.up_res, reversed(self.sizes[:-1])):
             h = res(up(h, size=size))  # crop to the encoder's size
-        return self.to_mel(h) * self.mel_std + self.mel_mean
+        return (self.to_mel(h) * self.mel_std + self.mel_mean).to(z.dtype)
 
     def forward(self, mel: Tensor, sample: bool = True) -> tuple[Tensor, Tensor, Tensor]:
         "Reconstruction, mu, logvar; `z = mu + std * eps` when `sample` (training), else `z = mu`."
@@ -254,7 +255,7 @@ class KeywordEncoder(nn.Module):
     def forward(self, ids: Tensor) -> Tensor:
         if ids.dim() != 2:
             raise ValueError(f"keyword ids must be (B, L), got shape {tuple(ids.shape)}")
-        mask = (ids > 0).unsqueeze(-1).float()  # (B, L, 1)
+        mask = (ids > 0).unsqueeze(-1).to(self.emb.weight.dtype)  # (B, L, 1)
         n = mask.sum(1)  # (B, 1)
         mean = (self.emb(ids) * mask).sum(1) / n.clamp_min(1)  # (B, emb_dim)
         return self.proj(torch.where(n > 0, mean, self.null))
@@ -316,7 +317,7 @@ class LatentUNet(nn.Module, Pretrained):
 
     def forward(self, z: Tensor, t: Tensor, ids: Tensor) -> Tensor:
         c = self.cond(t.expand(z.shape[0]) if t.dim() == 0 else t, ids)  # (B, cond_dim)
-        h, skips = self.conv_in(z), []  # (B, 64, 8, 11)
+        h, skips = self.conv_in(z.to(self.conv_in.weight.dtype)), []  # (B, 64, 8, 11) in the weights' dtype
         for res, down in zip(self.down_res, self.downs):
             h = res(h, c)
             skips.append(h)
@@ -324,7 +325,7 @@ class LatentUNet(nn.Module, Pretrained):
         h = self.mid2(self.attn(self.mid1(h, c)), c)
         for up in self.ups:
             h = up(h, skips.pop(), c)  # (B, 128, 4, 6) -> (B, 64, 8, 11)
-        return self.out(h)
+        return self.out(h).to(z.dtype)
 
     def guided_eps(
         self, ids: Tensor, guidance: float, sched: NoiseSchedule | None = None
@@ -373,11 +374,14 @@ def diffusion_loss(
     return F.mse_loss(unet(zt, t, drop_keywords(ids, p_uncond, generator)), target)
 
 # %% ../../nbs/43_models.kick.ipynb #6fa61c27
-def active_frames(mel: Tensor, floor: float = -7.0, margin: int = 8) -> int:
-    """1 + the last frame where any band of any item of log-mels (..., n_mels, frames) exceeds `floor`, + `margin`.
-    The floor: silence is log(1e-5) = -11.5 in the data, but the tiny VAE decodes it to about -9..-8, so -9 never trims;
-    at -7 (~48 dB under a +4 peak band) the VAE's reconstructions of held-out kicks end within a few frames of them."""
-    loud = (mel > floor).flatten(0, -2).any(0).nonzero()  # frames with energy above the floor
+def active_frames(mel: Tensor, range_db: float = 80.0, gap_db: float = 12.0, margin: int = 8) -> int:
+    """1 + the last loud frame of log-magnitude mels (..., n_mels, frames), + `margin`. A frame's level is its loudest
+    band (over items too); it is loud when its level exceeds both the peak level - `range_db` and the quietest frame's
+    level + `gap_db`: relative to what the VAE decodes, so a model whose silence decodes to -9 or to -5 trims alike."""
+    level = mel.flatten(0, -2).amax(0)  # (frames,) loudest band per frame
+    to_nats = math.log(10) / 20  # dB -> natural-log magnitude
+    thresh = torch.maximum(level.max() - range_db * to_nats, level.min() + gap_db * to_nats)
+    loud = (level > thresh).nonzero()
     last = int(loud.max()) + 1 if len(loud) else 1
     return min(mel.shape[-1], last + margin)
 
@@ -421,6 +425,17 @@ class KickLDM(nn.Module):
         self.vocoder = bake_weight_norm(vocoder.eval()) if vocoder is not None else None
         self.latent_scale, self.sched, self.clip_x0 = float(latent_scale), sched or NoiseSchedule(), clip_x0
 
+    def fast(self, precision: str = "auto", compile: bool = False) -> KickLDM:
+        "Served-path settings: `precision` 'auto'|'fp32'|'bf16' (core.inference_dtype), channels-last VAE, compile."
+        dt = inference_dtype(next(self.unet.parameters()).device, precision)
+        self.unet.to(dt)
+        self.vae.to(dt).to(memory_format=torch.channels_last)
+        if self.vocoder is not None:
+            self.vocoder.to(dt)
+        if compile:
+            self.unet.compile(dynamic=False, options={"freezing": True})
+        return self
+
     @torch.no_grad()
     def sample_latents(
         self, keywords=None, n: int = 1, steps: int = 20, guidance: float = 3.0, seed: int = 0, sampler: str = "dpm++"
@@ -452,7 +467,8 @@ class KickLDM(nn.Module):
         F_ = active_frames(mel) if trim else mel.shape[-1]
         m = mel[:, 0, :, :F_]
         if self.vocoder is not None:
-            wav = self.vocoder(m.to(next(self.vocoder.parameters()).device)).reshape(mel.shape[0], -1)
+            w = next(self.vocoder.parameters())
+            wav = self.vocoder(m.to(w.device, w.dtype)).reshape(mel.shape[0], -1)
         else:
             wav = griffin_lim(m.float().cpu(), "kick44k", n_iter=32)
         return kick_waveform(wav.float().cpu())
