@@ -28,23 +28,9 @@ from ..models.tokenizer import AudioTokenizer
 from ..train import distributed as D
 
 # %% auto #0
-__all__ = [
-    "SPLITS",
-    "TokenUtterances",
-    "split_prompt_target",
-    "pad_codes",
-    "PromptTargetCollate",
-    "DurationBatchSampler",
-    "read_lhotse_manifest",
-    "synthetic_codes",
-    "TokenSource",
-    "SpeechTokens",
-    "tokenize_items",
-    "tokens_key",
-    "prepare_tokens",
-    "token_loaders",
-]
-
+__all__ = ['SPLITS', 'TokenUtterances', 'split_prompt_target', 'pad_codes', 'PromptTargetCollate', 'DurationBatchSampler',
+           'read_lhotse_manifest', 'synthetic_codes', 'TokenSource', 'SpeechTokens', 'tokenize_items', 'tokens_key',
+           'prepare_tokens', 'token_loaders']
 
 # %% ../../nbs/19_data.tokens.ipynb #f370ba63
 class TokenUtterances(Dataset):
@@ -99,7 +85,6 @@ class PromptTargetCollate:
         prompt, plens = pad_codes([p for p, _ in pairs])
         target, tlens = pad_codes([t for _, t in pairs])
         return dict(prompt=prompt, prompt_lens=plens, target=target, target_lens=tlens)
-
 
 # %% ../../nbs/19_data.tokens.ipynb #0f309c29
 class DurationBatchSampler(Sampler):
@@ -156,7 +141,6 @@ class DurationBatchSampler(Sampler):
     def __len__(self):
         return len(self._batches())
 
-
 # %% ../../nbs/19_data.tokens.ipynb #cdf21b19
 def _jsonl(path: Path) -> list[dict]:
     opener = gzip.open if path.suffix == ".gz" else open
@@ -199,7 +183,6 @@ def read_lhotse_manifest(path: str | os.PathLike, recordings: str | os.PathLike 
         )
     return out
 
-
 # %% ../../nbs/19_data.tokens.ipynb #22802909
 def synthetic_codes(
     n: int,
@@ -231,7 +214,6 @@ def synthetic_codes(
             q[k, flip] = g.integers(0, bins, flip.sum())
         out.append(torch.from_numpy(q))
     return out
-
 
 # %% ../../nbs/19_data.tokens.ipynb #84ad3e18
 SPLITS = ("train", "valid", "test")
@@ -419,7 +401,6 @@ def prepare_tokens(
     if not len(toks["train"]):
         raise ConfigError(f"no training utterances from source={src.source!r} ({src.manifest or src.data_dir})")
     return toks
-
 
 # %% ../../nbs/19_data.tokens.ipynb #13707ced
 def _utterances(codes) -> Dataset:

@@ -31,8 +31,7 @@ from ..train.learner import Learner, TrainConfig
 from ..train.resume import data_fingerprint, require_finished, stage_signature
 
 # %% auto #0
-__all__ = ["AudioLMTrainConfig", "audiolm_tokens", "train_audiolm", "evaluate_audiolm", "continue_audio"]
-
+__all__ = ['AudioLMTrainConfig', 'audiolm_tokens', 'train_audiolm', 'evaluate_audiolm', 'continue_audio']
 
 # %% ../../nbs/65_recipes.audiolm.ipynb #2456a5fb
 def _reference_train() -> TrainConfig:
@@ -80,7 +79,6 @@ def train_audiolm(cfg: AudioLMTrainConfig) -> dict:
     learn.save_pretrained(out / "model", model_cfg)  # every rank (FSDP gathers the shards)
     return learn.metrics
 
-
 # %% ../../nbs/65_recipes.audiolm.ipynb #80bfe9fb
 @torch.no_grad()
 def evaluate_audiolm(
@@ -117,7 +115,6 @@ def evaluate_audiolm(
         res[f"ar{sfx}_vs_unigram"] = res[f"ar_acc{sfx}"] / max(res[f"unigram_ar_acc{sfx}"], 1e-9)
         res[f"nar{sfx}_vs_unigram"] = res[f"nar_acc{sfx}"] / max(res[f"unigram_nar_acc{sfx}"], 1e-9)
     return res
-
 
 # %% ../../nbs/65_recipes.audiolm.ipynb #10063f83
 @torch.no_grad()
