@@ -11,6 +11,15 @@ on a loaded 2-core machine); `--full-nocache` runs it end to end instead. Both w
 recorded: on a shared machine the CPU-time rate (one thread) is the closer estimate of an idle machine.
 Reference: VALL-E's public code (no cache) makes 5.6 frames/s on a 2-core machine; targets: >= 140 frames/s
 with the cache and >= 10x our own no-cache path.
+
+The reference-size rows of issue #22 (`--reference-sizes`, ~2 min on an idle 2-core machine): a 353-token context
+(352 prompt frames + BOS) continued by 750 frames, at d512 × 6 (8 heads) and d1024 × 12 (16 heads), cached, fp32 and
+bf16 (the decoding copy's precision), against the reference implementation's 3.12 and 0.84 frames/s (no cache) on
+this machine kind (AMD EPYC, 2 cores, fp32 matmul 2048^3 ~ 108 GFLOP/s); targets >= 78 and >= 21 frames/s:
+
+    python bench/audiolm_speed.py --threads 2 --reference-sizes --out results/bench/audiolm_reference.json
+
+`yardstick` holds the fp32 and bf16 matmul GFLOP/s of the same process; `*_at_108` scale a rate to 108 GFLOP/s.
 """
 
 from __future__ import annotations
@@ -48,6 +57,48 @@ def timed(fn):
     return out, time.perf_counter() - w, time.process_time() - c
 
 
+def matmul_gflops(dtype=torch.float32, n: int = 2048, reps: int = 3) -> float:
+    "GFLOP/s of an n^3 matmul in `dtype` (best of `reps`, after a warm-up)."
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    return 2 * n**3 / min(timed(lambda: a @ b)[1] for _ in range(reps)) / 1e9
+
+
+REFERENCE_SIZES = {"d512x6": (512, 6, 8, 3.12, 78.0), "d1024x12": (1024, 12, 16, 0.84, 21.0)}  # dim, layers, heads,
+# the reference implementation's frames/s (no cache) and the target
+
+
+def reference_rows(prompt_frames: int = 352, new_frames: int = 750, precisions=("fp32", "bf16")) -> dict:
+    "Cached AR frames/s at the reference sizes, temperature 1 (EOS suppressed: all `new_frames` generated)."
+    yard = dict(matmul_fp32_gflops=matmul_gflops(), matmul_bf16_gflops=matmul_gflops(torch.bfloat16))
+    print(yard, flush=True)
+    rows = {}
+    for name, (dim, layers, heads, ref, target) in REFERENCE_SIZES.items():
+        cfg = AudioLMConfig(n_q=4, bins=1024, dim=dim, heads=heads, layers=layers, dropout=0.0)
+        torch.manual_seed(0)
+        model = AudioLM(cfg).eval()
+        prompt = torch.randint(0, cfg.bins, (1, cfg.n_q, prompt_frames), generator=torch.Generator().manual_seed(0))
+        row = dict(reference_frames_per_s=ref, target_frames_per_s=target, context_tokens=prompt_frames + 1)
+        for prec in precisions:
+            kw = dict(temperature=1.0, precision=prec, generator=torch.Generator().manual_seed(0))
+            model.generate_ar(prompt, 8, min_new_tokens=8, **kw)  # warm-up
+            (q1, _), w, c = timed(lambda: model.generate_ar(prompt, new_frames, min_new_tokens=new_frames, **kw))
+            assert q1.shape[1] == new_frames
+            fps = new_frames / w
+            row[prec] = dict(
+                wall_s=w,
+                cpu_s=c,
+                frames_per_s=fps,
+                frames_per_cpu_s=new_frames / c,
+                frames_per_s_at_108=fps * 108 / yard["matmul_fp32_gflops"],
+                ratio_to_reference=fps / ref,
+                ratio_to_reference_at_108=fps * 108 / yard["matmul_fp32_gflops"] / ref,
+            )
+            print(name, prec, {k: round(v, 2) for k, v in row[prec].items()}, flush=True)
+        rows[name] = row
+    return dict(yardstick=yard, prompt_frames=prompt_frames, new_frames=new_frames, rows=rows, machine=machine())
+
+
 def nocache_estimate(model: AudioLM, prompt, tn: int, points: int = 6) -> tuple[float, float, list]:
     "Wall/CPU seconds of `tn` no-cache steps, integrated from single-step costs at `points` sequence lengths."
     ks = [round(i * (tn - 1) / (points - 1)) for i in range(points)]
@@ -83,10 +134,15 @@ def main(argv=None):
     ap.add_argument(
         "--check-frames", type=int, default=50, help="frames compared cache vs no cache (without --full-nocache)"
     )
+    ap.add_argument("--reference-sizes", action="store_true", help="only the issue #22 rows (see above)")
     ap.add_argument("--out", default="results/bench/audiolm.json")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
+    if a.reference_sizes:
+        res = reference_rows()
+        save_json(a.out, res)
+        return res
     cfg = AudioLMConfig(n_q=4, bins=1024, dim=a.dim, heads=a.heads, layers=a.layers, dropout=0.0, frame_rate=50.0)
     torch.manual_seed(0)
     model = AudioLM(cfg).eval().to(a.device)

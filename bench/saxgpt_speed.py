@@ -1,8 +1,18 @@
 """SaxGPT speed (the reference's figures): KV-cached vs uncached generation and the training step, per size.
 
     python bench/saxgpt_speed.py [--threads 2] [--size medium] [--steps 1500] [--uncached-steps 300]
-                                 [--train-sizes xsmall small medium] [--train-frames 1500]
-                                 [--out results/bench/saxgpt.json]
+                                 [--precisions fp32 bf16] [--train-sizes xsmall small medium] [--train-frames 1500]
+                                 [--dropout-mode probs] [--out results/bench/saxgpt.json]
+
+The reference-size rows of issue #22 (~3 min on an idle 2-core machine): generation of 1500 frames at batch 1,
+temperature 1, fp32 and bf16; one medium train step (batch 4, 1500 frames, dropout 0.1 on the attention
+probabilities, AdamW; after one warm-up step):
+
+    python bench/saxgpt_speed.py --size medium --steps 1500 --uncached-steps 0 --train-sizes medium --train-steps 1
+
+The reference implementation on this machine kind (AMD EPYC, 2 cores, fp32 matmul 2048^3 ~ 108 GFLOP/s): 58.4 steps/s
+and 69.1 s per train step; targets >= 117 steps/s and <= 34.5 s. `yardstick` holds the fp32 and bf16 matmul GFLOP/s
+measured in this process; `*_at_108` scale a figure to the idle machine's yardstick (108 GFLOP/s).
 
 The bench stage's small run (<= 30 s on 2 cores): --size xsmall --steps 300 --uncached-steps 150
 --train-sizes tiny xsmall --train-frames 250 --train-steps 1
@@ -53,13 +63,29 @@ def machine_info() -> dict:
     )
 
 
+def matmul_gflops(dtype=torch.float32, n: int = 2048, reps: int = 3) -> float:
+    "GFLOP/s of an n^3 matmul in `dtype` (best of `reps`, after a warm-up)."
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    best = min(_timed(lambda: a @ b)[1] for _ in range(reps))
+    return 2 * n**3 / best / 1e9
+
+
 def _timed(fn):
     t, c = time.perf_counter(), time.process_time()
     out = fn()
     return out, time.perf_counter() - t, time.process_time() - c
 
 
-def bench_generate(size: str, steps: int, uncached_steps: int, probe=(250, 750, 1250, 1500), seed: int = 0) -> dict:
+def bench_generate(
+    size: str,
+    steps: int,
+    uncached_steps: int,
+    probe=(250, 750, 1250, 1500),
+    seed: int = 0,
+    precisions=("fp32", "bf16"),
+    yard: float | None = None,
+) -> dict:
     """Greedy generation of `steps` frames over a random backing with the KV cache; the uncached loop in full for
     `uncached_steps` frames (tokens compared), and its per-step cost at prefix lengths `probe`, integrated over
     `steps` (an estimate of the full uncached run, which takes O(T^2))."""
@@ -82,6 +108,13 @@ def bench_generate(size: str, steps: int, uncached_steps: int, probe=(250, 750, 
     )
     _, dt, dc = _timed(lambda: m.generate(back, temperature=1.0, top_k=250, top_p=0.95))
     out.update(sampled_topk_topp_steps_per_s=n_dec / dt, sampled_topk_topp_steps_per_cpu_s=n_dec / dc)
+    for prec in precisions:  # the reference row: temperature 1, no filter
+        m.generate(back[..., :32], temperature=1.0, precision=prec)  # warm-up
+        _, dt, dc = _timed(lambda: m.generate(back, temperature=1.0, precision=prec))
+        out[f"t1_{prec}_steps_per_s"] = n_dec / dt
+        out[f"t1_{prec}_steps_per_cpu_s"] = n_dec / dc
+        if yard:
+            out[f"t1_{prec}_steps_per_s_at_108"] = n_dec / dt * 108 / yard
     if uncached_steps:
         n = min(uncached_steps, steps)
         unc, dt_u, dc_u = _timed(lambda: m.generate(back[..., :n], temperature=0, use_cache=False))
@@ -117,11 +150,18 @@ def bench_generate(size: str, steps: int, uncached_steps: int, probe=(250, 750, 
 
 
 def bench_train_step(
-    size: str, batch: int = 4, frames: int = 1500, dropout: float = 0.1, steps: int = 3, seed: int = 0
+    size: str,
+    batch: int = 4,
+    frames: int = 1500,
+    dropout: float = 0.1,
+    steps: int = 3,
+    seed: int = 0,
+    dropout_mode: str = "probs",
+    yard: float | None = None,
 ) -> dict:
     "Seconds per AdamW step on `batch` windows of `frames` backing + lead frames (forward, backward, update)."
     torch.manual_seed(seed)
-    m = SaxGPT(SaxGPTConfig(size=size, dropout=dropout)).train()
+    m = SaxGPT(SaxGPTConfig(size=size, dropout=dropout, dropout_mode=dropout_mode)).train()
     K, V = m.cfg.num_codebooks, m.cfg.n_codes
     opt = torch.optim.AdamW(m.parameters(), lr=3e-4)
     b = (torch.randint(0, V, (batch, K, frames)), torch.randint(0, V, (batch, K, frames)))
@@ -147,6 +187,7 @@ def bench_train_step(
         dropout_mode=m.cfg.dropout_mode,
         step_s=min(t for t, _ in times),
         step_cpu_s=min(c for _, c in times),
+        step_s_at_108=min(t for t, _ in times) * yard / 108 if yard else None,
         step_s_all=times,
     )
 
@@ -161,6 +202,8 @@ def main():
     ap.add_argument("--train-steps", type=int, default=2)
     ap.add_argument("--train-frames", type=int, default=1500, help="backing and lead frames per training window")
     ap.add_argument("--train-batch", type=int, default=4)
+    ap.add_argument("--precisions", nargs="*", default=["fp32", "bf16"], help="generation precisions (temperature 1)")
+    ap.add_argument("--dropout-mode", default="probs", help="train step attention dropout (probs: the reference's)")
     ap.add_argument("--out", default="results/bench/saxgpt.json")
     ap.add_argument("--keep-generate", action="store_true", help="reuse the `generate` results already in --out")
     a = ap.parse_args()
@@ -168,19 +211,31 @@ def main():
     res = dict(
         machine=machine_info(),
         params={s: count_params(s) for s in SIZES},
-        targets=dict(cached_steps_per_s=235, speedup=10, medium_train_step_s=10),
-        reference=dict(cached_steps_per_s=117, medium_train_step_s=38, medium_train_step_s_no_dropout=8.5),
+        yardstick=dict(matmul_fp32_gflops=matmul_gflops(), matmul_bf16_gflops=matmul_gflops(torch.bfloat16)),
+        targets=dict(cached_steps_per_s=117, medium_train_step_s=34.5),
+        reference=dict(cached_steps_per_s=58.4, medium_train_step_s=69.1, matmul_fp32_gflops=108),
     )
+    yard = res["yardstick"]["matmul_fp32_gflops"]
+    print(json.dumps(res["yardstick"]), flush=True)
     old = json.loads(Path(a.out).read_text()) if a.keep_generate and Path(a.out).exists() else {}
     if "generate" in old:
         res["generate"], res["generate_machine"] = old["generate"], old["machine"]
     else:
-        res["generate"] = bench_generate(a.size, a.steps, a.uncached_steps)
+        res["generate"] = bench_generate(a.size, a.steps, a.uncached_steps, precisions=a.precisions, yard=yard)
     print(json.dumps(res["generate"], indent=1), flush=True)
     save_json(a.out, res)
     res["train_step"] = []
     for s in a.train_sizes:
-        res["train_step"].append(bench_train_step(s, batch=a.train_batch, frames=a.train_frames, steps=a.train_steps))
+        res["train_step"].append(
+            bench_train_step(
+                s,
+                batch=a.train_batch,
+                frames=a.train_frames,
+                steps=a.train_steps,
+                dropout_mode=a.dropout_mode,
+                yard=yard,
+            )
+        )
         print(json.dumps(res["train_step"][-1]), flush=True)
         save_json(a.out, res)
     res["machine"]["loadavg_end"] = os.getloadavg()

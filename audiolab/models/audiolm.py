@@ -13,11 +13,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..audio import resample, to_channels
-from ..core import Config, ConfigError, InputError, check_codes, check_tensor
+from ..core import Config, ConfigError, InputError, check_codes, check_tensor, inference_dtype
 from ..nn.attention import padding_mask
 from ..nn.embed import MultiCodebookEmbedding, SinusoidalPositionalEmbedding
 from ..nn.sampling import sample_tokens
-from ..nn.transformer import TransformerEncoder
+from ..nn.transformer import TransformerEncoder, decode_copy
 from ..train.checkpoint import Pretrained
 
 # %% auto #0
@@ -307,8 +307,10 @@ class AudioLM(nn.Module, Pretrained):
         use_cache: bool = True,
         min_new_tokens: int = 0,
         generator: torch.Generator | None = None,
+        precision: str = "fp32",
     ) -> tuple[Tensor, Tensor]:
-        "Quantizer-1 tokens `(B, T)` after `(B, K, Tp)` prompts and their lengths `(B,)` (EOS excluded; T: max length)"
+        """Quantizer-1 tokens `(B, T)` after `(B, K, Tp)` prompts and their lengths `(B,)` (EOS excluded; T: max
+        length). The AR decoder and head run on a `nn.transformer.decode_copy` in `precision` (fp32, bf16, auto)."""
         self.check_prompt(prompt, prompt_lens)
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise InputError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
@@ -323,8 +325,11 @@ class AudioLM(nn.Module, Pretrained):
         lens = torch.full((B,), max_new_tokens, device=dev)
         done = torch.zeros(B, dtype=torch.bool, device=dev)
         kpm_p = padding_mask(prompt_lens, Tp, B, dev)
+        dtype = inference_dtype(dev, precision)
+        decoder, head = decode_copy(self.ar_decoder, dtype), decode_copy(self.ar_head, dtype)
+        padded = bool(kpm_p.any())  # without padding no key mask is built per step
         if use_cache:
-            cache = self.ar_decoder.make_cache(Tp + 1 + max_new_tokens)
+            cache = decoder.make_cache(Tp + 1 + max_new_tokens)
             x = torch.cat(
                 [
                     self.ar_pos_prompt(self.ar_prompt_emb(prompt)),
@@ -333,14 +338,14 @@ class AudioLM(nn.Module, Pretrained):
                 1,
             )  # (B, Tp+1, D)
             kpm = torch.cat([kpm_p, kpm_p.new_zeros(B, 1)], 1)
-            h = self.ar_decoder(
-                x, key_padding_mask=kpm if kpm.any() else None, attn_mask=ar_attn_mask(Tp, 1, dev), cache=cache
+            h = decoder(
+                x.to(dtype), key_padding_mask=kpm if padded else None, attn_mask=ar_attn_mask(Tp, 1, dev), cache=cache
             )
         else:
             seq = prompt.new_full((B, 1), self.cfg.bos)
         for t in range(max_new_tokens):
             if use_cache:
-                logits = self.ar_head(h[:, -1])  # (B, bins+1)
+                logits = head(h[:, -1]).float()  # (B, bins+1)
             else:
                 logits = self.ar_logits(prompt, prompt_lens, seq, None)[:, -1]
             if t < min_new_tokens:
@@ -353,10 +358,11 @@ class AudioLM(nn.Module, Pretrained):
             if bool(done.all()):
                 break
             if use_cache:
-                kpm = torch.cat([kpm, kpm.new_zeros(B, 1)], 1)
-                h = self.ar_decoder(
-                    self.ar_pos_target(self.ar_target_emb(nxt[:, None]), offset=t + 1),
-                    key_padding_mask=kpm if kpm.any() else None,
+                if padded:
+                    kpm = torch.cat([kpm, kpm.new_zeros(B, 1)], 1)
+                h = decoder(
+                    self.ar_pos_target(self.ar_target_emb(nxt[:, None]), offset=t + 1).to(dtype),
+                    key_padding_mask=kpm if padded else None,
                     cache=cache,
                 )  # (B, 1, D)
             else:
@@ -389,10 +395,20 @@ class AudioLM(nn.Module, Pretrained):
         min_new_tokens: int = 0,
         generator: torch.Generator | None = None,
         return_lengths: bool = False,
+        precision: str = "fp32",
     ):
         "Continuation tokens `(B, K, T)` of `(B, K, Tp)` prompt tokens (and lengths `(B,)` when `return_lengths`)."
         q1, lens = self.generate_ar(
-            prompt_tokens, max_new_tokens, temperature, top_k, top_p, prompt_lens, use_cache, min_new_tokens, generator
+            prompt_tokens,
+            max_new_tokens,
+            temperature,
+            top_k,
+            top_p,
+            prompt_lens,
+            use_cache,
+            min_new_tokens,
+            generator,
+            precision,
         )
         codes = (
             self.generate_nar(prompt_tokens, q1, lens, prompt_lens)

@@ -14,10 +14,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..audio import resample, to_channels
-from ..core import Config, ConfigError, check_codes, check_tensor
+from ..core import Config, ConfigError, check_codes, check_tensor, inference_dtype
 from ..nn.embed import LearnedPositionalEmbedding, MultiCodebookEmbedding
 from ..nn.sampling import sample_tokens
-from ..nn.transformer import TransformerDecoder, TransformerEncoder
+from ..nn.transformer import TransformerDecoder, TransformerEncoder, decode_copy
 from ..train.checkpoint import Pretrained
 
 # %% auto #0
@@ -192,13 +192,21 @@ class SaxGPT(nn.Module, Pretrained):
         return self.encoder(x, key_padding_mask=mask), mask
 
     def decode(
-        self, columns: Tensor, memory: Tensor, memory_mask: Tensor | None = None, cache=None, pos: int = 0
+        self,
+        columns: Tensor,
+        memory: Tensor,
+        memory_mask: Tensor | None = None,
+        cache=None,
+        pos: int = 0,
+        stack: tuple[nn.Module, nn.Module] | None = None,
     ) -> Tensor:
-        "Delayed lead columns `(B, K, T)` starting at column `pos` -> logits `(B, K, T, n_codes)`."
+        """Delayed lead columns `(B, K, T)` starting at column `pos` -> logits `(B, K, T, n_codes)`. `stack`: the
+        (decoder, heads) to run instead of the model's own (`generate` passes `decode_copy`s)."""
+        decoder, heads = stack or (self.decoder, self.heads)
         x = self.pos_dec(self.embed(columns), offset=pos)  # (B, T, D)
-        h = self.decoder(x, memory, cache=cache, memory_key_padding_mask=memory_mask)
+        h = decoder(x.to(memory.dtype), memory, cache=cache, memory_key_padding_mask=memory_mask)
         B, T, _ = h.shape
-        return self.heads(h).view(B, T, self.cfg.num_codebooks, -1).transpose(1, 2)  # (B, K, T, V)
+        return heads(h).view(B, T, self.cfg.num_codebooks, -1).transpose(1, 2)  # (B, K, T, V)
 
     def check(self, codes: Tensor, what: str) -> Tensor:
         "Refuse codes the embeddings cannot take: not `(B, K, T)` integers in [0, vocab_size) (padding allowed)."
@@ -255,10 +263,12 @@ class SaxGPT(nn.Module, Pretrained):
         use_cache: bool = True,
         generator: torch.Generator | None = None,
         return_logits: bool = False,
+        precision: str = "fp32",
     ):
         """Lead codes `(B, K, n_frames)` over `(B, K, S)` backing codes (`n_frames` defaults to `S`), continuing
         `prompt (B, K, P)` if given (the output starts with it). `return_logits`: also the `(B, K, L-1, V)` logits
-        the step function produced (the logits column `t` was sampled from sit at index `t - 1`)."""
+        the step function produced (the logits column `t` was sampled from sit at index `t - 1`). The decoder runs on
+        a `decode_copy` in `precision` ('fp32', 'bf16', or 'auto': `core.inference_dtype`; see the note above)."""
         c, K, pad = self.cfg, self.cfg.num_codebooks, self.cfg.padding_idx
         self.check(backing, "SaxGPT.generate backing codes")
         if prompt is not None:
@@ -279,9 +289,12 @@ class SaxGPT(nn.Module, Pretrained):
             buf[..., : P + K + 1] = delay(prompt.to(dev).long(), pad)  # prompt frames, delayed
             free &= torch.arange(L, device=dev)[None] > torch.arange(K, device=dev)[:, None] + P  # frames >= P are free
         memory, mask = self.encode(backing)
+        dtype = inference_dtype(dev, precision)
+        stack = decode_copy(self.decoder, dtype), decode_copy(self.heads, dtype)
+        memory = memory.to(dtype)
         cache = self.decoder.make_cache(max_len=L) if use_cache else None
         all_logits = [] if return_logits else None
-        logits = self.decode(buf[..., : P + 1], memory, mask, cache, 0)[..., -1, :]  # prefill columns 0..P
+        logits = self.decode(buf[..., : P + 1], memory, mask, cache, 0, stack)[..., -1, :]  # prefill columns 0..P
         for t in range(P + 1, L):
             if return_logits:
                 all_logits.append(logits)
@@ -290,12 +303,12 @@ class SaxGPT(nn.Module, Pretrained):
             if t == L - 1:
                 break
             if use_cache:
-                logits = self.decode(buf[..., t : t + 1], memory, mask, cache, t)[..., -1, :]
+                logits = self.decode(buf[..., t : t + 1], memory, mask, cache, t, stack)[..., -1, :]
             else:
-                logits = self.decode(buf[..., : t + 1], memory, mask)[..., -1, :]
+                logits = self.decode(buf[..., : t + 1], memory, mask, stack=stack)[..., -1, :]
         self.train(was_training)
         out = undelay(buf)
-        return (out, torch.stack(all_logits, 2)) if return_logits else out
+        return (out, torch.stack(all_logits, 2).float()) if return_logits else out
 
     @torch.no_grad()
     def generate_long(self, backing: Tensor, window: int | None = None, hop: int | None = None, **kw) -> Tensor:

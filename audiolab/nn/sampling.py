@@ -36,5 +36,9 @@ def sample_tokens(
     if temperature <= 0:
         return logits.argmax(-1)
     probs = filter_logits(logits.float() / temperature, top_k, top_p).softmax(-1)
-    flat = probs.reshape(-1, probs.shape[-1])  # (N, V)
-    return torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])
+    cdf = probs.reshape(-1, probs.shape[-1]).cumsum(-1)  # (N, V)
+    if not bool(cdf[:, -1].isfinite().all()):
+        raise ValueError("sample_tokens: the probability tensor contains inf or nan (non-finite logits)")
+    u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device) * cdf[:, -1:]  # (N, 1)
+    tok = torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[-1] - 1)
+    return tok.view(probs.shape[:-1])

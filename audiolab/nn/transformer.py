@@ -4,6 +4,7 @@
 
 # %% ../../nbs/22_nn.transformer.ipynb #cd6aee55
 from __future__ import annotations
+import copy
 from dataclasses import dataclass, field
 
 import torch
@@ -17,7 +18,7 @@ from .attention import KVCache, MultiHeadAttention
 # %% auto #0
 __all__ = ['ACTIVATIONS', 'FeedForward', 'AdaLayerNorm', 'make_norm', 'apply_norm', 'TransformerEncoderLayer',
            'DecoderLayerCache', 'TransformerDecoderLayer', 'run_layer', 'TransformerEncoder', 'TransformerDecoder',
-           'modulate', 'DiTBlock', 'DiTFinalLayer']
+           'decode_copy', 'modulate', 'DiTBlock', 'DiTFinalLayer']
 
 # %% ../../nbs/22_nn.transformer.ipynb #046fb2bd
 ACTIVATIONS = {"gelu": nn.GELU, "gelu_tanh": lambda: nn.GELU(approximate="tanh"), "relu": nn.ReLU, "silu": nn.SiLU}
@@ -277,6 +278,20 @@ class TransformerDecoder(_Stack):
                 cond=cond,
             )
         return apply_norm(self.norm, x, cond)
+
+# %% ../../nbs/22_nn.transformer.ipynb #9185be48
+def decode_copy(module: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
+    "An eval copy of `module` for token-by-token decoding on CPU: `dtype` if given, `nn.Linear` weights column-major."
+    dev = next(module.parameters()).device
+    if dev.type == "cuda":
+        return module if dtype is None else copy.deepcopy(module).to(dtype).eval()
+    m = copy.deepcopy(module).eval()
+    if dtype is not None:
+        m.to(dtype)
+    for lin in m.modules():
+        if isinstance(lin, nn.Linear):
+            lin.weight.data = lin.weight.data.t().contiguous().t()  # (out, in) view of a contiguous (in, out)
+    return m
 
 # %% ../../nbs/22_nn.transformer.ipynb #1aac7f2d
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
