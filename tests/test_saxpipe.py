@@ -8,6 +8,7 @@ import torch
 
 from audiolab.audio import audio_info, save_audio, load_audio
 from audiolab.core import ConfigError
+from audiolab.data.shards import ShardDataset
 from audiolab.data.saxpipe import (
     SaxPipeConfig,
     CodeWindows,
@@ -85,7 +86,7 @@ def test_pipeline_with_model_separation_and_discarded_intermediates(tmp_path, co
         SeparatorConfig(sample_rate=SR, channels=8, depth=2, nfft=256, t_layers=1, t_heads=2, segment_s=1.0)
     )
     net.save_pretrained(tmp_path / "sep")
-    keep = dict(keep_dl=False, keep_stems=False, keep_clips=False, keep_aug_clips=False, keep_codes=False)
+    keep = dict(keep_dl=False, keep_stems=False, keep_clips=False, keep_aug_clips=False)
     cfg = cfg_for(tmp_path, corpus, separation="model", separator=str(tmp_path / "sep"), rms_threshold=0.0, **keep)
     r1 = run_ingest(cfg)
     assert r1["n_songs"] == 3 and [s["file"].endswith("empty.wav") for s in r1["skipped"]] == [True]
@@ -100,8 +101,14 @@ def test_pipeline_with_model_separation_and_discarded_intermediates(tmp_path, co
     r5 = run_tokenize(cfg, tiny_tokenizer())
     assert r5["n_items"] == 9 and r5["discarded_aug_clips"]
     r6 = run_datasets(cfg)
-    assert r6["discarded_codes"] and not cfg.dir("6_codes").exists()
-    assert sorted(p.name for p in cfg.dir("7_datasets").iterdir()) == ["split.json", "test.pt", "train.pt", "val.pt"]
+    assert sum(r6["split"].values()) == 3 and "discarded_codes" not in r6
+    assert (cfg.dir("6_codes") / "index.json").exists()  # the code shards stay: the windows read them
+    assert sorted(p.name for p in cfg.dir("7_datasets").iterdir()) == [
+        "split.json",
+        "test.json",
+        "train.json",
+        "val.json",
+    ]
     assert sorted(p.name for p in cfg.dir("reports").iterdir()) == sorted(
         f"{s}.json" for s in ("ingest", "separate", "select", "augment", "tokenize", "datasets")
     )
@@ -116,7 +123,7 @@ def test_oracle_pipeline_windows_cover_songs_without_crossing_splits(tmp_path, c
     assert aug[1] == orig[1] == SR and aug[0].shape[-1] == round(orig[0].shape[-1] / 0.8)  # tempo: L / ratio, same rate
     run_tokenize(cfg, tiny_tokenizer())
     run_datasets(cfg)
-    sets = {k: CodeWindows.load(cfg.dir("7_datasets") / f"{k}.pt") for k in ("train", "val", "test")}
+    sets = {k: CodeWindows.load(cfg.dir("7_datasets") / f"{k}.json") for k in ("train", "val", "test")}
     songs = {k: s.songs() for k, s in sets.items()}
     assert set.union(*songs.values()) == {f"song{i}" for i in range(3)} and sum(map(len, songs.values())) == 3
     for name, ds in sets.items():
@@ -133,7 +140,7 @@ def test_oracle_pipeline_windows_cover_songs_without_crossing_splits(tmp_path, c
                 assert torch.equal(ld[:, :valid], it["lead"][:, s : s + valid].long())
                 cov[s : s + 6] = True
             assert cov.all()
-            assert it["song_id"] in songs[name]  # no window crosses splits
+            assert ds.song_ids[i] in songs[name]  # no window crosses splits
 
 
 def test_rms_windows_known_regions():
@@ -192,9 +199,11 @@ def test_batched_tokenization_equals_one_wave_at_a_time(tmp_path, corpus):
     tok = tiny_tokenizer()
     rep = run_tokenize(cfg, tok)
     assert rep["n_items"] == 9 and rep["audio_seconds"] > 0 and not rep["skipped"]
+    codes = ShardDataset(cfg.dir("6_codes"))
     for name in ("song2__c00__orig", "song2__c00__p+2", "song2__c00__t0.8"):
-        item = torch.load(cfg.dir("6_codes") / f"{name}.pt", weights_only=True)
-        assert item["song_id"] == "song2" and item["lead"].dtype == torch.int16
+        i = [it["clip"] for it in codes.items].index(name)
+        item = codes[i]
+        assert codes.items[i]["song_id"] == "song2" and item["lead"].dtype == torch.int16
         for k in ("lead", "backing"):
             wav, _ = load_audio(cfg.dir("5_aug_clips") / name / f"{k}.wav")
             with torch.inference_mode():
