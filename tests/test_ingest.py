@@ -1,6 +1,6 @@
 """Bad input through every ingest path: a malformed corpus (truncated, empty, NaN, 8/16/24/32-bit, 8-96 kHz,
 1-6 channels, silent, clipped, wrong extension, non-audio) must never crash scanning, kick aggregation and
-preprocessing, the codec dataset or the speech mel dataset; every bad file is reported with its reason and every
+preprocessing, the codec dataset or the speech mel cache; every bad file is reported with its reason and every
 good file is processed."""
 
 import shutil
@@ -13,7 +13,8 @@ import torch
 
 from audiolab.data.ingest import scan_audio
 from audiolab.data.kicks import aggregate_kicks, preprocess_kicks
-from audiolab.data.datasets import CodecDataset, SpeechMelDataset, KickMelDataset
+from audiolab.data.datasets import CodecDataset, KickMelDataset
+from audiolab.data.shards import ShardDataset, speech_mel_shards
 from audiolab.data.speech import read_libritts
 
 
@@ -140,6 +141,9 @@ def test_codec_dataset_never_stops(corpus):
 
 
 def test_speech_paths(corpus, tmp_path):
+    """LibriTTS-layout utterances through the melvae mel cache (`speech_mel_shards`): every unreadable file is skipped
+    with its reason, every other one has a finite 100-bin log-mel. Silent and clipped files are readable audio: the
+    cache keeps them (only `probe_audio`'s content checks reject them)."""
     root, exp = corpus
     lt = tmp_path / "LibriTTS_R"
     for i, name in enumerate(sorted(n for n in exp if n.endswith(".wav"))):
@@ -150,19 +154,17 @@ def test_speech_paths(corpus, tmp_path):
         (d / f"{uid}.normalized.txt").write_text(name)
     items = read_libritts(lt)
     assert len(items) == sum(n.endswith(".wav") for n in exp)
-    ds = SpeechMelDataset.from_libritts(lt, cache_dir=tmp_path / "mels")
-    by_text = {it["text"]: it for it in items}
-    skipped = {Path(s["path"]).name: s["reason"] for s in ds.skipped}
-    for text, it in by_text.items():
-        fn = Path(it["path"]).name
-        if exp[text] is None:
-            assert fn not in skipped
-        else:
-            assert exp[text] in skipped[fn] or "truncated" in skipped[fn], (text, skipped.get(fn))
-    rep = ds.build_cache()
-    assert rep["cached"] == len(ds) == sum(exp[t] is None for t in by_text) and not rep["failed"]
-    for i in range(len(ds)):
-        assert ds[i]["mel"].shape[0] == 100 and torch.isfinite(ds[i]["mel"]).all()
+    name_of = {it["utt_id"]: it["text"] for it in items}  # the text is the corpus file's name
+    index = speech_mel_shards(lt, tmp_path / "mels")
+    skipped = {name_of[Path(s["file"]).name.removesuffix(".wav")]: s["reason"] for s in index["skipped"]}
+    readable = {"kick_silent.wav", "kick_clipped.wav"}
+    assert set(skipped) == {n for n in name_of.values() if exp[n] is not None} - readable
+    for name, why in skipped.items():
+        assert exp[name] in why or "truncated" in why, (name, why)
+    ds = ShardDataset(tmp_path / "mels", "mel")
+    assert sorted(name_of[it["utt_id"]] for it in ds.items) == sorted(set(name_of.values()) - set(skipped))
+    for m in ds:
+        assert m.shape[1] == 100 and m.shape[0] > 0 and torch.isfinite(m).all()  # (T, 100)
 
 
 def make_tree(root: Path) -> dict:
