@@ -33,7 +33,7 @@ from audiolab.audio import (
     peak_normalize,
     pad_or_trim,
 )
-from .shards import ShardDataset, code_dtype, cut_length, write_shards
+from .shards import ShardDataset, code_dtype, cut_length, fixed_batches, write_shards
 from ..models.separation import Separator
 from ..models.tokenizer import AudioTokenizer
 from ..train.resume import data_fingerprint
@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 __all__ = ['log', 'STEMS', 'SaxPipeConfig', 'find_songs', 'download_audio', 'normalize_volume', 'discard', 'reset', 'run_ingest',
            'run_separate', 'rms_envelope', 'rms_windows', 'run_select', 'time_stretch', 'pitch_shift', 'augment_pair',
            'run_augment', 'SaxCodeEncoder', 'plan_clips', 'clip_stamp', 'run_tokenize', 'split_songs', 'window_starts',
-           'CodeWindows', 'save_split', 'run_datasets', 'load_multitrack', 'holdout_songs']
+           'CodeWindows', 'save_split', 'run_datasets', 'write_code_items', 'load_multitrack', 'holdout_songs']
 
 # %% ../../nbs/17_data.saxpipe.ipynb #750ac8c4
 @dataclasses.dataclass
@@ -603,6 +603,23 @@ def run_datasets(cfg: SaxPipeConfig) -> dict:
     save_json(out / "split.json", split)
     rep["seconds"] = round(time.perf_counter() - t0, 3)
     return _write_report(cfg, rep)
+
+
+class _ItemCodes:
+    "`write_shards` encoder of in-memory code items: the record is the item's `{lead, backing}`."
+
+    def load(self, item: dict) -> dict:
+        return item
+
+    def encode(self, xs: list[dict], items: list[dict]) -> list[dict]:
+        return [{k: x[k] for k in STEMS} for x in xs]
+
+
+def write_code_items(out_dir, items: list[dict], key: str = "items", batch: int = 64) -> dict:
+    """In-memory code items `{song_id, clip, lead, backing}` written as code shards in `run_tokenize`'s format (codes
+    from elsewhere, tests); returns the index."""
+    keep = ("song_id", "clip")
+    return write_shards(out_dir, items, _ItemCodes(), fixed_batches(len(items), batch), key, keep=keep, desc="codes")
 
 # %% ../../nbs/17_data.saxpipe.ipynb #c5739262
 def load_multitrack(root, sr: int = 32000, songs: list[str] | None = None) -> list[dict]:
