@@ -15,20 +15,30 @@ Without a trained model (--model missing) part 1 is skipped and reported as such
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
-from audiolab.core import save_json
-from audiolab.data.datasets import SpeechMelSegments
+from audiolab.core import FileProblem, save_json
+from audiolab.data.shards import SpeechMelEncoder
+from audiolab.data.speech import read_libritts
+from audiolab.eval.bench import machine, yardsticks
 from audiolab.models.melvae import MelVAE, MelVAEConfig, ConvformerEncoder
 from audiolab.nn.attention import padding_mask
 from audiolab.nn.diffusion import NFE_PER_STEP
 
 STEPS = (1, 2, 4, 8, 16, 32)
+
+
+def held_out_mels(root, split: str, n: int) -> list:
+    "Log-mels (T, 100) of the first `n` utterances of `split` under the LibriTTS-layout `root`, as the mel cache holds."
+    items = read_libritts(root, [split])[:n]
+    if not items:
+        raise FileProblem(root, f"no utterances in split {split!r} (LibriTTS layout <split>/<spk>/<chap>/*.wav)")
+    enc = SpeechMelEncoder()  # data.shards' encoder of the melvae mel cache
+    return [r["mel"] for r in enc.encode([enc.load(it) for it in items], items)]
 
 
 @torch.no_grad()
@@ -148,20 +158,12 @@ def main(argv=None):
         return
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    res = dict(
-        machine=dict(
-            platform=platform.platform(),
-            processor=platform.processor(),
-            torch=torch.__version__,
-            threads=torch.get_num_threads(),
-        ),
-        model=a.model,
-    )
+    res = dict(machine=machine() | yardsticks(), model=a.model)
     model_dir = Path(a.model)
     if (model_dir / "model.safetensors").exists():
         vae = MelVAE.from_pretrained(model_dir).eval()
-        ds = SpeechMelSegments(a.data, [a.split], random_crop=False)
-        res["steps_sweep"] = steps_sweep(vae, ds.mels[: a.utterances], a.max_frames)
+        mels = held_out_mels(a.data, a.split, a.utterances)
+        res["steps_sweep"] = steps_sweep(vae, mels, a.max_frames)
         res["stream_trained"] = stream_latency(vae.encoder)
         print(
             json.dumps(
