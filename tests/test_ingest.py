@@ -142,8 +142,7 @@ def test_codec_dataset_never_stops(corpus):
 
 def test_speech_paths(corpus, tmp_path):
     """LibriTTS-layout utterances through the melvae mel cache (`speech_mel_shards`): every unreadable file is skipped
-    with its reason, every other one has a finite 100-bin log-mel. Silent and clipped files are readable audio: the
-    cache keeps them (only `probe_audio`'s content checks reject them)."""
+    with its reason (silent and clipped ones too: `check_waveform`), every other one has a finite 100-bin log-mel."""
     root, exp = corpus
     lt = tmp_path / "LibriTTS_R"
     for i, name in enumerate(sorted(n for n in exp if n.endswith(".wav"))):
@@ -157,8 +156,7 @@ def test_speech_paths(corpus, tmp_path):
     name_of = {it["utt_id"]: it["text"] for it in items}  # the text is the corpus file's name
     index = speech_mel_shards(lt, tmp_path / "mels")
     skipped = {name_of[Path(s["file"]).name.removesuffix(".wav")]: s["reason"] for s in index["skipped"]}
-    readable = {"kick_silent.wav", "kick_clipped.wav"}
-    assert set(skipped) == {n for n in name_of.values() if exp[n] is not None} - readable
+    assert set(skipped) == {n for n in name_of.values() if exp[n] is not None}
     for name, why in skipped.items():
         assert exp[name] in why or "truncated" in why, (name, why)
     ds = ShardDataset(tmp_path / "mels", "mel")
