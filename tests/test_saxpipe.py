@@ -18,6 +18,7 @@ from audiolab.data.saxpipe import (
     run_augment,
     run_tokenize,
     run_datasets,
+    reset,
     rms_windows,
     augment_pair,
     window_starts,
@@ -209,3 +210,21 @@ def test_batched_tokenization_equals_one_wave_at_a_time(tmp_path, corpus):
             with torch.inference_mode():
                 alone = tok.encode_long(wav[None], cfg.chunk_len_s)[0]
             assert torch.equal(item[k].long(), alone[:, : item[k].shape[-1]]), (name, k)
+
+
+def test_two_tokenize_workers_write_the_codes_of_one(tmp_path, corpus):
+    "tokenize_workers=2 spawned processes share the code shards and write the records of one process; the windows too."
+    cfg = cfg_for(tmp_path, corpus, separation="oracle", tokenize_batch=2)  # 9 batches: shards of 8 and 1
+    for step in (run_ingest, run_separate, run_select, run_augment):
+        step(cfg)
+    tok = tiny_tokenizer()
+    one = run_tokenize(cfg, tok)
+    ref = ShardDataset(cfg.dir("6_codes"))
+    recs = [ref[i] for i in range(len(ref))]
+    reset(cfg, "6_codes")
+    two = run_tokenize(cfg.replace(tokenize_workers=2), tok)
+    got = ShardDataset(cfg.dir("6_codes"))
+    assert len(got.shards) == 2 and one["n_items"] == two["n_items"] == len(got) == 9
+    assert got.items == ref.items and got.key == ref.key
+    for i, r in enumerate(recs):
+        assert all(torch.equal(got[i][k], r[k]) for k in ("lead", "backing")), got.items[i]

@@ -386,6 +386,15 @@ class SaxCodeEncoder:
         self.tokenizer, self.chunk_len_s = tokenizer.eval(), chunk_len_s
         self.dtype = code_dtype(tokenizer.cfg.bins)
 
+    def __getstate__(self) -> dict:  # spawned workers rebuild the tokenizer from its config and weights
+        state = {k: v.detach() for k, v in self.tokenizer.state_dict().items()}
+        return dict(cfg=self.tokenizer.cfg, state=state, chunk_len_s=self.chunk_len_s)
+
+    def __setstate__(self, d: dict) -> None:
+        tok = AudioTokenizer(d["cfg"])
+        tok.load_state_dict(d["state"])
+        self.__init__(tok, d["chunk_len_s"])
+
     def load(self, item: dict) -> list[Tensor]:
         d = Path(item["path"])
         try:
