@@ -61,7 +61,6 @@ class SaxPipeConfig(Config):
     keep_stems: bool = True
     keep_clips: bool = True
     keep_aug_clips: bool = True
-    keep_codes: bool = True  # no effect: 7_datasets' windows read the code shards of 6_codes
     separation: str = "auto"  # auto: exact stems where a song has them, else the separator | model | oracle
     separator: str | None = None  # local path: our save_pretrained dir, a demucs .th, or a demucs repo dir
     separator_name: str | None = None  # model/bag name inside a demucs repo dir (e.g. htdemucs_6s)
