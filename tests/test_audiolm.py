@@ -304,8 +304,8 @@ def test_unigram_accuracy_and_train_entry(tmp_path):
     metrics = train_audiolm(cfg)
     assert {"valid/ar_acc", "valid/nar_acc", "valid/loss"} <= set(metrics)
     m = AudioLM.from_pretrained(tmp_path / "run" / "model").eval()
-    assert (tmp_path / "run" / "tokens.pt").exists()
-    toks = torch.load(tmp_path / "run" / "tokens.pt")
+    assert (tmp_path / "run" / "tokens" / "tokens.json").exists()
+    toks = audiolm_tokens(cfg)  # the token shards the training wrote, read lazily
     res = evaluate_audiolm(m, toks["train"], toks["test"])
     assert 0 <= res["ar_acc"] <= 1 and res["unigram_ar_acc"] > 0 and "nar_vs_unigram" in res
     assert res["ar_acc"] <= res["ar_acc_top10"] and res["unigram_acc_q2"] <= res["unigram_acc_top10_q2"]
@@ -371,7 +371,9 @@ def test_audiolm_tokens_speech_and_train(tmp_path):
     assert toks["bins"] == 32 and [len(toks[s]) for s in ("train", "valid", "test")] == [6, 3, 3]
     assert set(toks["speakers"]["train"]) == {"11", "12"} and set(toks["speakers"]["test"]) == {"31"}
     assert all(c.shape[0] == 4 and int(c.max()) < 32 for c in toks["train"])
-    assert (tmp_path / "run" / "tokens.pt").exists() and audiolm_tokens(cfg)["ids"] == toks["ids"]  # cached
+    assert (tmp_path / "run" / "tokens" / "tokens.json").exists() and audiolm_tokens(cfg)["ids"] == toks[
+        "ids"
+    ]  # cached
     make_tiny_tokenizer(bins=16, init_s=1.0).save_pretrained(tmp_path / "tok16")
     assert (
         audiolm_tokens(cfg.replace(tokenizer_dir=str(tmp_path / "tok16")))["bins"] == 16

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from audiolab.core import ConfigError
-from audiolab.data.saxpipe import CodeWindows
+from audiolab.data.saxpipe import CodeWindows, save_split, write_code_items
 from audiolab.eval.lm import unigram_lm_baseline
 from audiolab.models.saxgpt import SIZES, SaxGPT, SaxGPTConfig, delay, delay_valid, undelay
 from audiolab.recipes.saxgpt import evaluate_tf
@@ -141,8 +141,9 @@ def test_train_entry_point_from_params(tmp_path):
         )
         for i in range(2)
     ]
+    ix = write_code_items(tmp_path / "codes", items)
     for split in ("train", "val"):
-        torch.save(dict(items=items, songs=[], seq_len=12, stride=6, padding_idx=PAD), tmp_path / f"{split}.pt")
+        save_split(tmp_path / f"{split}.json", tmp_path / "codes", ix["key"], ["s0__orig", "s1__orig"], [], 12, 6, PAD)
     (tmp_path / "params.yaml").write_text(
         textwrap.dedent(f"""
         saxgpt:
