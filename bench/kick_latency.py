@@ -90,7 +90,7 @@ def run_reference(a, served_frames: int | None) -> dict:
     for prec in ("fp32", "bf16"):
         ldm = reference_ldm()
         ldm.load_state_dict(base.state_dict())
-        ldm.fast(prec, compile=a.compile)
+        ldm.for_inference(prec, compile=a.compile)
         with torch.inference_mode():
             z = ldm.sample_latents(kw, 1, 50, a.guidance, 0, "ddim")
             mel = ldm.vae.decode(z)
@@ -169,7 +169,7 @@ def load_trained(model: str, vocoder: str) -> tuple[KickLDM, str, str]:
 
 def run_trained(a, ldm: KickLDM) -> dict:
     kw = " ".join(ldm.vocab.words[:2])
-    ldm.fast(a.precision)
+    ldm.for_inference(a.precision)
     with torch.inference_mode():
         total, cpu, wav = timed(lambda: ldm.generate(kw, 1, a.steps, a.guidance, 0, a.sampler), a.reps)
         mel = ldm.vae.decode(ldm.sample_latents(kw, 1, a.steps, a.guidance, 0, a.sampler))

@@ -274,12 +274,12 @@ def test_active_frames_relative_to_the_decoded_mel():
 
 @pytest.mark.parametrize("cfg_kw", [{}, {"up_block": "concat", "cond_mode": "add", "heads": 1}])
 def test_fast_bf16_within_tolerance_of_fp32(vocab, cfg_kw):
-    """KickLDM.fast('bf16'): the U-Net's output and the decoded mel within 3% of fp32's range; the guided ε (CFG 3, one
-    batch of 2: ε_u + 3 (ε_c - ε_u) scales each branch's rounding by up to 3 + 2) within 6%."""
+    """KickLDM.for_inference('bf16'): the U-Net's output and the decoded mel within 3% of fp32's range; the guided ε
+    (CFG 3, one batch of 2: ε_u + 3 (ε_c - ε_u) scales each branch's rounding by up to 3 + 2) within 6%."""
     torch.manual_seed(0)
     unet = randomize_out(LatentUNet(tiny_unet(len(vocab)).replace(**cfg_kw)))
     fp32 = KickLDM(KickVAE(TINY_VAE), unet, vocab)
-    bf16 = KickLDM(copy.deepcopy(fp32.vae), copy.deepcopy(unet), vocab).fast("bf16")
+    bf16 = KickLDM(copy.deepcopy(fp32.vae), copy.deepcopy(unet), vocab).for_inference("bf16")
     ids, z, t = vocab.encode([["deep"], ["long"]]), torch.randn(2, 4, 8, 11), torch.tensor(600)
     with torch.no_grad():
         e32, eb = fp32.unet.guided_eps(ids, 3.0)(z, t), bf16.unet.guided_eps(ids, 3.0)(z, t)
@@ -289,15 +289,17 @@ def test_fast_bf16_within_tolerance_of_fp32(vocab, cfg_kw):
     assert (ub - u32).abs().max() <= 0.03 * u32.abs().max()
     assert (eb - e32).abs().max() <= 0.06 * e32.abs().max()
     assert (mb - m32).abs().max() <= 0.03 * m32.abs().max()
-    assert torch.equal(KickLDM(fp32.vae, copy.deepcopy(unet), vocab).fast("fp32").unet(z, t, ids), fp32.unet(z, t, ids))
+    assert torch.equal(
+        KickLDM(fp32.vae, copy.deepcopy(unet), vocab).for_inference("fp32").unet(z, t, ids), fp32.unet(z, t, ids)
+    )
 
 
 def test_compiled_unet_equals_eager(vocab):
-    "KickLDM.fast(compile=True): inductor with frozen weights, same latents as eager within 1e-3 (3 DDIM steps)."
+    "KickLDM.for_inference(compile=True): inductor, frozen weights, latents equal to eager within 1e-3 (3 DDIM steps)."
     torch.manual_seed(0)
     unet = randomize_out(LatentUNet(tiny_unet(len(vocab)).replace(up_block="concat", cond_mode="add")))
     eager = KickLDM(KickVAE(TINY_VAE), unet, vocab, latent_scale=1.5)
-    fast = KickLDM(eager.vae, copy.deepcopy(unet), vocab, latent_scale=1.5).fast("fp32", compile=True)
+    fast = KickLDM(eager.vae, copy.deepcopy(unet), vocab, latent_scale=1.5).for_inference("fp32", compile=True)
     a = eager.sample_latents("deep long", n=1, steps=3, guidance=3.0, seed=2, sampler="ddim")
     b = fast.sample_latents("deep long", n=1, steps=3, guidance=3.0, seed=2, sampler="ddim")
     torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-3)  # inductor reassociates fp32 sums; CFG 3 amplifies

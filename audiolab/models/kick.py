@@ -425,8 +425,8 @@ class KickLDM(nn.Module):
         self.vocoder = bake_weight_norm(vocoder.eval()) if vocoder is not None else None
         self.latent_scale, self.sched, self.clip_x0 = float(latent_scale), sched or NoiseSchedule(), clip_x0
 
-    def fast(self, precision: str = "auto", compile: bool = False) -> KickLDM:
-        "Served-path settings: `precision` 'auto'|'fp32'|'bf16' (core.inference_dtype), channels-last VAE, compile."
+    def for_inference(self, precision: str = "auto", compile: bool = False) -> KickLDM:
+        "In place, the served path: `precision` 'auto'|'fp32'|'bf16' (core.inference_dtype), channels-last VAE, compile."
         dt = inference_dtype(next(self.unet.parameters()).device, precision)
         self.unet.to(dt)
         self.vae.to(dt).to(memory_format=torch.channels_last)
