@@ -12,42 +12,28 @@ recorded: on a shared machine the CPU-time rate (one thread) is the closer estim
 Reference: VALL-E's public code (no cache) makes 5.6 frames/s on a 2-core machine; targets: >= 140 frames/s
 with the cache and >= 10x our own no-cache path.
 
-The reference-size rows of issue #22 (`--reference-sizes`, ~2 min on an idle 2-core machine): a 353-token context
-(352 prompt frames + BOS) continued by 750 frames, at d512 × 6 (8 heads) and d1024 × 12 (16 heads), cached, fp32 and
-bf16 (the decoding copy's precision), against the reference implementation's 3.12 and 0.84 frames/s (no cache) on
-this machine kind (AMD EPYC, 2 cores, fp32 matmul 2048^3 ~ 108 GFLOP/s); targets >= 78 and >= 21 frames/s:
+The rows compared with the reference implementation at its sizes (`--reference-sizes`, ~2 min on an idle 2-core
+machine): a 353-token context (352 prompt frames + BOS) continued by 750 frames, at d512 × 6 (8 heads) and d1024 × 12
+(16 heads), cached, fp32 and bf16 (the decoding copy's precision), against the reference implementation's 3.12 and 0.84
+frames/s (no cache) on the AMD kind of machine (2 cores, fp32 matmul 2048^3 ~ 108 GFLOP/s); targets >= 78 and >= 21:
 
     python bench/audiolm_speed.py --threads 2 --reference-sizes --out results/bench/audiolm_reference.json
 
-`yardstick` holds the fp32 and bf16 matmul GFLOP/s of the same process; `*_at_108` scale a rate to 108 GFLOP/s.
+`yardsticks` holds the fp32 and bf16 matmul GFLOP/s of the same process; `*_at_108` scale a rate to 108 GFLOP/s;
+`reference_size` the fp32 rates.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 
 import numpy as np
 import torch
 
 from audiolab.core import save_json
+from audiolab.eval.bench import machine, yardsticks
 from audiolab.models.audiolm import AudioLM, AudioLMConfig
-
-
-def machine() -> dict:
-    "What ran the benchmark."
-    return dict(
-        platform=platform.platform(),
-        processor=platform.processor() or platform.machine(),
-        python=platform.python_version(),
-        torch=torch.__version__,
-        cpu_count=os.cpu_count(),
-        threads=torch.get_num_threads(),
-        load_avg_1m=os.getloadavg()[0],
-        cuda=torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-    )
 
 
 def timed(fn):
@@ -57,20 +43,13 @@ def timed(fn):
     return out, time.perf_counter() - w, time.process_time() - c
 
 
-def matmul_gflops(dtype=torch.float32, n: int = 2048, reps: int = 3) -> float:
-    "GFLOP/s of an n^3 matmul in `dtype` (best of `reps`, after a warm-up)."
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    return 2 * n**3 / min(timed(lambda: a @ b)[1] for _ in range(reps)) / 1e9
-
-
 REFERENCE_SIZES = {"d512x6": (512, 6, 8, 3.12, 78.0), "d1024x12": (1024, 12, 16, 0.84, 21.0)}  # dim, layers, heads,
 # the reference implementation's frames/s (no cache) and the target
 
 
 def reference_rows(prompt_frames: int = 352, new_frames: int = 750, precisions=("fp32", "bf16")) -> dict:
     "Cached AR frames/s at the reference sizes, temperature 1 (EOS suppressed: all `new_frames` generated)."
-    yard = dict(matmul_fp32_gflops=matmul_gflops(), matmul_bf16_gflops=matmul_gflops(torch.bfloat16))
+    yard = yardsticks()
     print(yard, flush=True)
     rows = {}
     for name, (dim, layers, heads, ref, target) in REFERENCE_SIZES.items():
@@ -96,7 +75,15 @@ def reference_rows(prompt_frames: int = 352, new_frames: int = 750, precisions=(
             )
             print(name, prec, {k: round(v, 2) for k, v in row[prec].items()}, flush=True)
         rows[name] = row
-    return dict(yardstick=yard, prompt_frames=prompt_frames, new_frames=new_frames, rows=rows, machine=machine())
+    equal_size = {name.split("x")[0]: dict(frames_per_s=row["fp32"]["frames_per_s"]) for name, row in rows.items()}
+    return dict(
+        yardsticks=yard,
+        reference_size=equal_size,  # the fp32 rows compared with the reference (eval.bench.REFERENCE_ROWS)
+        prompt_frames=prompt_frames,
+        new_frames=new_frames,
+        rows=rows,
+        machine=machine(),
+    )
 
 
 def nocache_estimate(model: AudioLM, prompt, tn: int, points: int = 6) -> tuple[float, float, list]:
@@ -134,7 +121,7 @@ def main(argv=None):
     ap.add_argument(
         "--check-frames", type=int, default=50, help="frames compared cache vs no cache (without --full-nocache)"
     )
-    ap.add_argument("--reference-sizes", action="store_true", help="only the issue #22 rows (see above)")
+    ap.add_argument("--reference-sizes", action="store_true", help="only the reference-size rows (see above)")
     ap.add_argument("--out", default="results/bench/audiolm.json")
     a = ap.parse_args(argv)
     if a.threads:

@@ -1,7 +1,7 @@
 """Inference speed of the codec and the vocoders, as x real time (seconds of audio per second of compute).
 
 - LyraCodec at the reference implementation's size (255.9 M parameters, strides 2,4,4,8,8), mono, `--reference-seconds`
-  (default 10) of 44.1 kHz audio, encode + decode, batch 1 (issue #22, row 3: the reference measured 0.284x real time
+  (default 10) of 44.1 kHz audio, encode + decode, batch 1 (the reference implementation measured 0.284x real time
   on AMD EPYC 2 cores, fp32 matmul 108 GFLOP/s). Three paths on the same weights and input: `plain_fp32` (the
   training modules as they are), `fp32` and `bf16` (`LyraCodec.for_inference`: folded weight norm, time-major conv
   weights, fused Snake), with the bf16 output's SI-SDR and max error against the fp32 one. `reference_size/

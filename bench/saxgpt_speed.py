@@ -4,71 +4,37 @@
                                  [--precisions fp32 bf16] [--train-sizes xsmall small medium] [--train-frames 1500]
                                  [--dropout-mode probs] [--out results/bench/saxgpt.json]
 
-The reference-size rows of issue #22 (~3 min on an idle 2-core machine): generation of 1500 frames at batch 1,
-temperature 1, fp32 and bf16; one medium train step (batch 4, 1500 frames, dropout 0.1 on the attention
-probabilities, AdamW; after one warm-up step):
+The rows compared with the reference implementation at its size (about 3 min on an idle 2-core machine): generation
+of 1500 frames at batch 1, temperature 1, fp32 and bf16; one medium train step (batch 4, 1500 frames, dropout 0.1 on
+the attention probabilities, AdamW; after one warm-up step):
 
     python bench/saxgpt_speed.py --size medium --steps 1500 --uncached-steps 0 --train-sizes medium --train-steps 1
 
-The reference implementation on this machine kind (AMD EPYC, 2 cores, fp32 matmul 2048^3 ~ 108 GFLOP/s): 58.4 steps/s
-and 69.1 s per train step; targets >= 117 steps/s and <= 34.5 s. `yardstick` holds the fp32 and bf16 matmul GFLOP/s
-measured in this process; `*_at_108` scale a figure to the idle machine's yardstick (108 GFLOP/s).
+The reference implementation on the AMD kind of machine (2 cores, fp32 matmul 2048^3 ~ 108 GFLOP/s): 58.4 steps/s and
+69.1 s per train step; on the Intel kind (~294 GFLOP/s) 117 steps/s and 37.9 s. `reference_size` holds the fp32
+figures at the reference's setting, `yardsticks` the fp32 and bf16 matmul GFLOP/s measured in this process; `*_at_108`
+scale a figure to the AMD machine's yardstick.
 
 The bench stage's small run (<= 30 s on 2 cores): --size xsmall --steps 300 --uncached-steps 150
 --train-sizes tiny xsmall --train-frames 250 --train-steps 1
 
-Random weights, fp32, CPU, batch 1 for generation (greedy, so cached and uncached must give the same tokens),
-batch 4 of 1500-frame backing + lead windows for the train step (dropout 0.1, AdamW). The reference's own code
-reached 117 cached steps/s and 38 s per medium train step on a 2-core machine; the targets are >= 235 steps/s,
->= 10x over uncached, <= 10 s per step. The machine's load is recorded: on a shared box the numbers are lower
-bounds of what an idle machine does, and process CPU time (`*_cpu_*`) is recorded beside wall time: with one
-thread it is close to what the run takes on an idle core.
+Random weights, CPU, batch 1 for generation (greedy, so cached and uncached must give the same tokens). The machine's
+load is recorded: on a shared box the numbers are lower bounds of what an idle machine does, and process CPU time
+(`*_cpu_*`) is recorded beside wall time.
 """
 
 from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import torch
 
 from audiolab.core import save_json
+from audiolab.eval.bench import machine, yardsticks
 from audiolab.models.saxgpt import SIZES, SaxGPT, SaxGPTConfig, count_params
-
-
-def machine_info() -> dict:
-    cpu = (
-        next(
-            (
-                line.split(":", 1)[1].strip()
-                for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")
-            ),
-            platform.processor(),
-        )
-        if Path("/proc/cpuinfo").exists()
-        else platform.processor()
-    )
-    return dict(
-        cpu=cpu,
-        cores=os.cpu_count(),
-        torch_threads=torch.get_num_threads(),
-        torch=torch.__version__,
-        python=platform.python_version(),
-        platform=platform.platform(),
-        loadavg=os.getloadavg(),
-    )
-
-
-def matmul_gflops(dtype=torch.float32, n: int = 2048, reps: int = 3) -> float:
-    "GFLOP/s of an n^3 matmul in `dtype` (best of `reps`, after a warm-up)."
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    best = min(_timed(lambda: a @ b)[1] for _ in range(reps))
-    return 2 * n**3 / best / 1e9
 
 
 def _timed(fn):
@@ -209,14 +175,14 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     res = dict(
-        machine=machine_info(),
+        machine=machine(),
         params={s: count_params(s) for s in SIZES},
-        yardstick=dict(matmul_fp32_gflops=matmul_gflops(), matmul_bf16_gflops=matmul_gflops(torch.bfloat16)),
+        yardsticks=yardsticks(),
         targets=dict(cached_steps_per_s=117, medium_train_step_s=34.5),
         reference=dict(cached_steps_per_s=58.4, medium_train_step_s=69.1, matmul_fp32_gflops=108),
     )
-    yard = res["yardstick"]["matmul_fp32_gflops"]
-    print(json.dumps(res["yardstick"]), flush=True)
+    yard = res["yardsticks"]["matmul_fp32_gflops"]
+    print(json.dumps(res["yardsticks"]), flush=True)
     old = json.loads(Path(a.out).read_text()) if a.keep_generate and Path(a.out).exists() else {}
     if "generate" in old:
         res["generate"], res["generate_machine"] = old["generate"], old["machine"]
@@ -239,6 +205,11 @@ def main():
         print(json.dumps(res["train_step"][-1]), flush=True)
         save_json(a.out, res)
     res["machine"]["loadavg_end"] = os.getloadavg()
+    medium = [t for t in res["train_step"] if t["size"] == "medium"]
+    if a.size == "medium":  # the rows compared with the reference implementation (eval.bench.REFERENCE_ROWS): fp32
+        res["reference_size"] = dict(generation=dict(steps_per_s=res["generate"]["t1_fp32_steps_per_s"]))
+        if medium and a.dropout_mode == "probs" and a.train_batch == 4 and a.train_frames == 1500:
+            res["reference_size"]["train"] = dict(step_s=medium[0]["step_s"])
     save_json(a.out, res)
     print("wrote", a.out)
 
