@@ -43,8 +43,9 @@ log = logging.getLogger(__name__)
 # %% auto #0
 __all__ = ['log', 'STEMS', 'SaxPipeConfig', 'find_songs', 'download_audio', 'normalize_volume', 'discard', 'reset', 'run_ingest',
            'run_separate', 'rms_envelope', 'rms_windows', 'run_select', 'time_stretch', 'pitch_shift', 'augment_pair',
-           'run_augment', 'SaxCodeEncoder', 'plan_clips', 'clip_stamp', 'run_tokenize', 'split_songs', 'window_starts',
-           'CodeWindows', 'save_split', 'run_datasets', 'write_code_items', 'load_multitrack', 'holdout_songs']
+           'run_augment', 'SaxCodeEncoder', 'plan_tokenize_batches', 'clip_stamp', 'run_tokenize', 'split_songs',
+           'window_starts', 'CodeWindows', 'save_split', 'run_datasets', 'write_code_items', 'load_multitrack',
+           'holdout_songs']
 
 # %% ../../nbs/17_data.saxpipe.ipynb #750ac8c4
 @dataclasses.dataclass
@@ -421,7 +422,9 @@ class SaxCodeEncoder:
         return out
 
 
-def plan_clips(folders: list[Path], sr: int, batch: int) -> tuple[list[dict], list[list[int]], list[int], list[dict]]:
+def plan_tokenize_batches(
+    folders: list[Path], sr: int, batch: int
+) -> tuple[list[dict], list[list[int]], list[int], list[dict]]:
     """(items `{path, clip, song_id}`, batches, lengths at `sr`, skipped) of augmented clip folders, from the headers:
     a batch holds copies of one clip with one length, `batch` waves (lead + backing each) at most."""
     items, lengths, groups, skipped = [], [], {}, []
@@ -463,7 +466,7 @@ def run_tokenize(cfg: SaxPipeConfig, tokenizer=None) -> dict:
             f"saxpipe.padding_idx ({cfg.padding_idx}) must equal the tokenizer's codebook size ({tokenizer.cfg.bins})"
         )
     sr, bs = tokenizer.sample_rate, max(1, cfg.tokenize_batch)
-    items, batches, lengths, bad = plan_clips(sorted(p for p in src.iterdir() if p.is_dir()), sr, bs)
+    items, batches, lengths, bad = plan_tokenize_batches(sorted(p for p in src.iterdir() if p.is_dir()), sr, bs)
     key = data_fingerprint(tokenizer.state_dict(), clip_stamp(items), cfg.chunk_len_s, bs)
     index = write_shards(
         out,
