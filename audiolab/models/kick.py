@@ -426,7 +426,7 @@ class KickLDM(nn.Module):
         self.latent_scale, self.sched, self.clip_x0 = float(latent_scale), sched or NoiseSchedule(), clip_x0
 
     def for_inference(self, precision: str = "auto", compile: bool = False) -> KickLDM:
-        "In place, the served path: `precision` 'auto'|'fp32'|'bf16' (core.inference_dtype), channels-last VAE, compile."
+        "In place, the served path: `precision` 'auto'|'fp32'|'bf16' (core.inference_dtype), channels-last VAE."
         dt = inference_dtype(next(self.unet.parameters()).device, precision)
         self.unet.to(dt)
         self.vae.to(dt).to(memory_format=torch.channels_last)
