@@ -9,13 +9,16 @@ import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import yaml
 from dvclive import Live
 
+from ..core import ConfigError
+
 # %% auto #0
-__all__ = ['load_json', 'read_metric', 'load_families', 'baseline_rows', 'families_beating_baseline', 'summary_metrics',
-           'md_table', 'report_markdown', 'bench_markdown', 'gain_figure', 'steps_figure', 'family_samples',
-           'log_summary']
+__all__ = ['SAME_BASELINE', 'BASELINES_MD', 'load_json', 'read_metric', 'load_families', 'family_row', 'baseline_rows',
+           'real_rows', 'family_counts', 'families_beating_baseline', 'summary_metrics', 'md_table', 'report_markdown',
+           'bench_markdown', 'gain_figure', 'steps_figure', 'family_samples', 'log_summary']
 
 # %% ../../nbs/53_eval.report.ipynb #e84f3719
 def load_json(path: str | os.PathLike):
@@ -37,72 +40,144 @@ def read_metric(metrics_file: str | os.PathLike, key: str):
 
 
 def load_families(params: str | os.PathLike = "params.yaml") -> dict:
-    "The `summary.families` section of `params`: {family: {metrics, metric, baseline, better, gate}}."
+    "`summary.families` of `params`: {family: {metrics, metric, baseline, own_baseline, better, gate, real}}"
     return yaml.safe_load(Path(params).read_text())["summary"]["families"]
 
 # %% ../../nbs/53_eval.report.ipynb #e8db26d6
+SAME_BASELINE = "baseline computed from the evaluated signal: it is its own baseline"
+
+
+def _beats(m, b, higher: bool):
+    return None if m is None or b is None else bool(m > b if higher else m < b)
+
+
+def family_row(fam: str, spec: dict | None, gate: bool = True, better: str = "lower", note: str = "") -> dict:
+    """A row of `fam` from `spec` {metrics, metric, baseline, own_baseline}: values, beats training / own / both, gate;
+    `spec` None: a row without numbers."""
+    if spec is not None and {"metrics", "metric", "baseline"} - set(spec):
+        raise ConfigError(f"summary row {fam}: {spec} lacks {sorted({'metrics', 'metric', 'baseline'} - set(spec))}")
+    spec = spec or dict(metrics=None, metric="—", baseline=None)
+    read = lambda key: read_metric(spec["metrics"], key) if key and spec["metrics"] else None  # noqa: E731
+    m, b, o = read(spec["metric"]), read(spec["baseline"]), read(spec.get("own_baseline"))
+    higher = better == "higher"
+    beats, beats_own = _beats(m, b, higher), _beats(m, o, higher)
+    same = spec["baseline"] is not None and spec.get("own_baseline") == spec["baseline"]
+    return dict(
+        family=fam,
+        metric=spec["metric"],
+        value=m,
+        baseline=b,
+        own_baseline=o,
+        better=better,
+        beats=beats,
+        beats_own=beats_own,
+        beats_both=None if beats is None or beats_own is None else beats and beats_own,
+        gate=gate,
+        note=note or (SAME_BASELINE if same else ""),
+    )
+
+
 def baseline_rows(families: dict) -> list[dict]:
-    "One row per family of `summary.families`: metric, model value, baseline value, direction, beats, gate."
+    "One row per family of `summary.families` on its embedded held-out set (`family_row`)."
+    return [
+        family_row(fam, spec, spec.get("gate", True), spec.get("better", "lower"), spec.get("note", ""))
+        for fam, spec in families.items()
+    ]
+
+
+def real_rows(families: dict) -> list[dict]:
+    "One row per family on real held-out recordings, from its `real:` spec; a string spec is the reason there are none."
     rows = []
     for fam, spec in families.items():
-        m, b = read_metric(spec["metrics"], spec["metric"]), read_metric(spec["metrics"], spec["baseline"])
-        higher = spec.get("better", "lower") == "higher"
-        beats = None if m is None or b is None else (m > b if higher else m < b)
-        rows.append(
-            dict(
-                family=fam,
-                metric=spec["metric"],
-                value=m,
-                baseline=b,
-                better=spec.get("better", "lower"),
-                beats=beats,
-                gate=spec.get("gate", True),
-            )
-        )
+        real, kw = spec.get("real"), dict(gate=spec.get("gate", True), better=spec.get("better", "lower"))
+        if isinstance(real, dict):
+            rows.append(family_row(fam, real, note=spec.get("note", ""), **kw))
+        else:
+            rows.append(family_row(fam, None, note=f"no real data: {real or 'not specified'}", **kw))
     return rows
 
 
+def family_counts(rows: list[dict]) -> dict:
+    "Gated rows beating the training baseline, the own baseline, both; and the gated rows with a model value."
+    gated = [r for r in rows if r["gate"]]
+    return dict(
+        families_beating_baseline=sum(bool(r["beats"]) for r in gated),
+        families_beating_own_baseline=sum(bool(r["beats_own"]) for r in gated),
+        families_beating_both=sum(bool(r["beats_both"]) for r in gated),
+        families_gated=len(gated),
+        families_measured=sum(r["value"] is not None for r in gated),
+    )
+
+
 def families_beating_baseline(rows: list[dict]) -> int:
-    "How many gated rows beat their baseline."
-    return sum(bool(r["beats"]) for r in rows if r["gate"])
+    "How many gated rows beat both their baselines."
+    return family_counts(rows)["families_beating_both"]
 
 
-def summary_metrics(rows: list[dict]) -> dict:
-    "The stage's DVC metrics, in logging order: each row's model/baseline/beats_baseline, then the gate counts."
+def summary_metrics(rows: list[dict], real: list[dict] = ()) -> dict:
+    """The stage's DVC metrics, in logging order: each embedded row's model / baseline / own_baseline / beats_*, the
+    gate counts, then the same for the real rows under `real/`."""
     metrics = {}
-    for r in rows:
-        if r["value"] is not None:
-            metrics[f"{r['family']}/model"] = float(r["value"])
-        if r["baseline"] is not None:
-            metrics[f"{r['family']}/baseline"] = float(r["baseline"])
-        if r["beats"] is not None:
-            metrics[f"{r['family']}/beats_baseline"] = int(r["beats"])
-    metrics["families_beating_baseline"] = families_beating_baseline(rows)
-    metrics["families_gated"] = sum(1 for r in rows if r["gate"])
+    for prefix, rs in (("", rows), ("real/", real)):
+        for r in rs:
+            for key, name, cast in (
+                ("value", "model", float),
+                ("baseline", "baseline", float),
+                ("own_baseline", "own_baseline", float),
+                ("beats", "beats_baseline", int),
+                ("beats_own", "beats_own_baseline", int),
+                ("beats_both", "beats_both", int),
+            ):
+                if r[key] is not None:
+                    metrics[f"{prefix}{r['family']}/{name}"] = cast(r[key])
+        if rs or not prefix:
+            metrics.update({f"{prefix}{k}": v for k, v in family_counts(rs).items()})
     return metrics
 
-# %% ../../nbs/53_eval.report.ipynb #3e09f6ea
+# %% ../../nbs/53_eval.report.ipynb #dd17ec7d
 def _fmt(v) -> str:
     return "—" if v is None else f"{v:.4g}" if isinstance(v, (int, float)) else str(v)
 
 
+def _mark(b) -> str:
+    return "—" if b is None else "✅" if b else "❌"
+
+
 def md_table(rows: list[dict]) -> str:
-    "A markdown table of `rows`: family, metric, model, baseline, better, beats baseline (✅ / ❌ / —)."
-    return "| family | metric | model | baseline | better | beats baseline |\n|---|---|---|---|---|---|\n" + "".join(
-        f"| {r['family']} | {r['metric']} | {_fmt(r['value'])} | {_fmt(r['baseline'])} | {r['better']} | "
-        f"{'—' if r['beats'] is None else '✅' if r['beats'] else '❌'} |\n"
-        for r in rows
-    )
-
-
-def report_markdown(rows: list[dict]) -> str:
-    "The stage's `report.md`: the gated families' table, then the shared components' table."
+    "A markdown table of `rows`: model, training and own baselines, better, beats each and both (✅ / ❌ / —), note."
     return (
-        "### Families: each must beat its baseline\n\n"
-        + md_table([r for r in rows if r["gate"]])
-        + "\n### Shared components: reported\n\n"
-        + md_table([r for r in rows if not r["gate"]])
+        "| family | metric | model | training baseline | own baseline | better | beats training | beats own "
+        "| beats both | note |\n|---|---|---|---|---|---|---|---|---|---|\n"
+        + "".join(
+            f"| {r['family']} | {r['metric']} | {_fmt(r['value'])} | {_fmt(r['baseline'])} | "
+            f"{_fmt(r['own_baseline'])} | {r['better']} | {_mark(r['beats'])} | {_mark(r['beats_own'])} | "
+            f"{_mark(r['beats_both'])} | {r['note']} |\n"
+            for r in rows
+        )
     )
+
+
+BASELINES_MD = (
+    "Training baseline: the stage's own trivial predictor fitted on training data (mean-mel, unigram) or a trivial "
+    "codec. Own baseline: the same predictor fitted on the evaluated set itself (it sees the test distribution: an "
+    "oracle-like bar). Gated families must beat both.\n\n"
+)
+
+
+def report_markdown(rows: list[dict], real: list[dict] = ()) -> str:
+    "The stage's `report.md`: embedded held-out, then real held-out; in each the gated families, then the shared."
+    out = BASELINES_MD
+    for title, rs in (("Embedded held-out", rows), ("Real held-out", real)):
+        n = family_counts(rs)
+        out += (
+            f"## {title}\n\n### Families: each must beat both baselines "
+            f"({n['families_beating_both']} of {n['families_gated']} do, {n['families_measured']} measured)\n\n"
+            + md_table([r for r in rs if r["gate"]])
+            + "\n### Shared components: reported\n\n"
+            + md_table([r for r in rs if not r["gate"]])
+            + "\n"
+        )
+    return out
 
 
 def bench_markdown(bench: dict | None) -> str:
@@ -116,16 +191,32 @@ def bench_markdown(bench: dict | None) -> str:
         + "".join(f"- peak memory of `{n}`: {mib:.0f} MiB\n" for n, mib in bench.get("peak_rss_mib", {}).items())
     )
 
-# %% ../../nbs/53_eval.report.ipynb #dd17ec7d
-def gain_figure(rows: list[dict]):
-    "Horizontal bars: (model - baseline) / |baseline| in the metric's better direction, per row with both numbers."
-    done = [r for r in rows if r["value"] is not None and r["baseline"]]
-    gain = [(r["value"] - r["baseline"]) * (1 if r["better"] == "higher" else -1) / abs(r["baseline"]) for r in done]
-    fig, ax = plt.subplots(figsize=(7, 0.3 * max(4, len(done)) + 1))
-    ax.barh([r["family"] for r in done], gain, color=["tab:green" if g > 0 else "tab:red" for g in gain])
+# %% ../../nbs/53_eval.report.ipynb #3b812d0f
+def _gain(r: dict, base) -> float | None:
+    "(model - base) / |base| in the row's better direction; None without both numbers (or a zero base)."
+    if r["value"] is None or not base:
+        return None
+    return (r["value"] - base) * (1 if r["better"] == "higher" else -1) / abs(base)
+
+
+def gain_figure(rows: list[dict], title: str = ""):
+    """Horizontal bars per row with a model value: the gain over the training baseline and over the own baseline
+    ((model - baseline) / |baseline| in the metric's better direction: > 0 beats it)."""
+    done = [r for r in rows if _gain(r, r["baseline"]) is not None or _gain(r, r["own_baseline"]) is not None]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * max(4, len(done)) + 1))
+    y = np.arange(len(done))
+    for dy, key, color, label in (
+        (-0.2, "baseline", "tab:blue", "training"),
+        (0.2, "own_baseline", "tab:orange", "own"),
+    ):
+        ax.barh(y + dy, [_gain(r, r[key]) or 0.0 for r in done], height=0.4, color=color, label=f"vs {label} baseline")
+    ax.set_yticks(y, [r["family"] for r in done])
     ax.axvline(0, color="k", lw=1)
     ax.invert_yaxis()
     ax.set_xlabel("improvement over the baseline / |baseline| (metric's own direction)")
+    if done:
+        ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -169,15 +260,20 @@ def family_samples(families: dict, n: int = 2) -> dict[str, tuple[list[Path], li
     return samples
 
 
-def log_summary(rows: list[dict], live_dir: str | os.PathLike, steps_fig) -> str:
-    "Log `summary_metrics(rows)`, `gain_figure(rows)` and `steps_fig` under `live_dir`; write and return `report.md`."
+def log_summary(rows: list[dict], live_dir: str | os.PathLike, steps_fig, real: list[dict] = ()) -> str:
+    """Log `summary_metrics(rows, real)`, the gain figures of the embedded and real rows and `steps_fig` under
+    `live_dir`; write and return `report.md`."""
     with Live(live_dir, dvcyaml=None, save_dvc_exp=False) as live:
-        for k, v in summary_metrics(rows).items():
+        for k, v in summary_metrics(rows, real).items():
             live.log_metric(k, v, plot=False)
-        fig = gain_figure(rows)
-        live.log_image("model_vs_baseline.png", fig)
-        plt.close(fig)
+        for name, rs, title in (
+            ("model_vs_baseline.png", rows, "embedded held-out"),
+            ("real_model_vs_baseline.png", real, "real held-out"),
+        ):
+            fig = gain_figure(rs, title)
+            live.log_image(name, fig)
+            plt.close(fig)
         live.log_image("steps_vs_quality.png", steps_fig)
-    report = report_markdown(rows)
+    report = report_markdown(rows, real)
     Path(live_dir, "report.md").write_text(report)
     return report
