@@ -6,6 +6,7 @@
 from __future__ import annotations
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -31,7 +32,8 @@ from ..train.learner import Learner, TrainConfig
 from ..train.resume import data_fingerprint, require_finished, stage_signature
 
 # %% auto #0
-__all__ = ['MelVAETrainConfig', 'mel_stats', 'evaluate_reconstruction', 'melvae_mels', 'train_melvae', 'evaluate_melvae']
+__all__ = ['MelVAETrainConfig', 'mel_stats', 'own_mean_mel', 'evaluate_reconstruction', 'melvae_mels', 'train_melvae',
+           'load_melvae', 'evaluate_melvae']
 
 # %% ../../nbs/62_recipes.melvae.ipynb #693e2125
 @dataclasses.dataclass
@@ -64,6 +66,11 @@ def mel_stats(mels) -> dict:
     return dict(m, mean_mel=m["mean_mel"].tolist())
 
 
+def own_mean_mel(mels: Sequence[torch.Tensor]) -> torch.Tensor:
+    "The per-bin mean `(M,)` over every frame of the evaluated `(T, M)` mels: the same-domain baseline's prediction."
+    return mel_moments(mels)["mean_mel"]
+
+
 @torch.no_grad()
 def evaluate_reconstruction(
     model: MelVAE,
@@ -77,11 +84,13 @@ def evaluate_reconstruction(
     batch_size: int = 8,
     seed: int = 0,
 ) -> dict:
-    "Mel L1 of reconstructions of `mels` (each `(T, M)`) and of the `mean_mel (M,)` baseline, over all frames."
+    """Mel L1 of reconstructions of `mels` (each `(T, M)`), of the training `mean_mel (M,)` baseline and of the
+    evaluated set's own mean mel (`own_mean_mel`), over all frames."""
     model.eval()
     dev = next(model.parameters()).device
     g = torch.Generator(dev).manual_seed(seed)
-    err = base = frames = 0.0
+    own_mean = own_mean_mel(mels).to(dev)  # (M,)
+    err = base = own = frames = 0.0
     for i in range(0, len(mels), batch_size):
         chunk = [m.to(dev) for m in mels[i : i + batch_size]]
         lengths = torch.tensor([m.shape[0] for m in chunk], device=dev)
@@ -91,12 +100,15 @@ def evaluate_reconstruction(
         rec = model.sample(mu, num_steps, temperature, guidance_scale, solver, sway_coef, lengths=lengths, generator=g)
         err += ((rec - mel).abs() * mask).sum().item()
         base += ((mean_mel.to(dev) - mel).abs() * mask).sum().item()
+        own += ((own_mean - mel).abs() * mask).sum().item()
         frames += mask.sum().item()
     n = frames * mels[0].shape[-1]
     return {
         "mel_l1": err / n,
         "baseline_l1": base / n,
+        "own_baseline_l1": own / n,
         "improvement": 1 - err / base,
+        "own_improvement": 1 - err / own,
         "utterances": len(mels),
         "frames": int(frames),
     }
@@ -160,11 +172,15 @@ def train_melvae(cfg: MelVAETrainConfig) -> dict:
     return learn.metrics
 
 # %% ../../nbs/62_recipes.melvae.ipynb #9240f70b
+def load_melvae(model_dir: str | os.PathLike) -> tuple[MelVAE, torch.Tensor]:
+    "The saved MelVAE (eval mode) and its training mean mel `(M,)` (`mel_stats.json`, the training baseline)."
+    vae = MelVAE.from_pretrained(model_dir).eval()
+    return vae, torch.tensor(json.loads((Path(model_dir) / "mel_stats.json").read_text())["mean_mel"])
+
+
 def evaluate_melvae(cfg: MelVAETrainConfig, split: str = "test-clean", utterances: int = 16, steps: int = 16) -> dict:
     "Held-out mel L1 of the model under `out_dir/model` on `split` for 1..32 (and `steps`) flow steps."
-    out = Path(cfg.out_dir)
-    vae = MelVAE.from_pretrained(out / "model").eval()
-    mean_mel = torch.tensor(json.loads((out / "model" / "mel_stats.json").read_text())["mean_mel"])  # (M,)
+    vae, mean_mel = load_melvae(Path(cfg.out_dir) / "model")
     held = ShardDataset(melvae_mels(cfg), "mel", where=lambda it: it["split"] == split)
     mels = [held[i] for i in range(min(utterances, len(held)))]  # (T, M) each
     sweep = [
