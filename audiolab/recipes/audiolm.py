@@ -108,12 +108,13 @@ def evaluate_audiolm(
     K = model.cfg.n_q
     targets = [split_prompt_target(c, prompt_ratio)[1] for c in held_out]
     for sfx, k in (("", 1), ("_top10", TOPK)):  # top-1, and VALL-E's top-10 accuracy
-        base = top_k_unigram_accuracy(train, targets, k)
-        res[f"unigram_ar_acc{sfx}"] = base["q1"]
-        res[f"unigram_nar_acc{sfx}"] = float(np.mean([base[f"q{q}"] for q in range(2, K + 1)]))
-        res.update({f"unigram_acc{sfx}_q{q}": base[f"q{q}"] for q in range(1, K + 1)})
-        res[f"ar{sfx}_vs_unigram"] = res[f"ar_acc{sfx}"] / max(res[f"unigram_ar_acc{sfx}"], 1e-9)
-        res[f"nar{sfx}_vs_unigram"] = res[f"nar_acc{sfx}"] / max(res[f"unigram_nar_acc{sfx}"], 1e-9)
+        for pre, fit in (("", train), ("own_", targets)):  # the training unigram, the held-out targets' own
+            base = top_k_unigram_accuracy(fit, targets, k)
+            res[f"{pre}unigram_ar_acc{sfx}"] = base["q1"]
+            res[f"{pre}unigram_nar_acc{sfx}"] = float(np.mean([base[f"q{q}"] for q in range(2, K + 1)]))
+            res.update({f"{pre}unigram_acc{sfx}_q{q}": base[f"q{q}"] for q in range(1, K + 1)})
+            res[f"ar{sfx}_vs_{pre}unigram"] = res[f"ar_acc{sfx}"] / max(res[f"{pre}unigram_ar_acc{sfx}"], 1e-9)
+            res[f"nar{sfx}_vs_{pre}unigram"] = res[f"nar_acc{sfx}"] / max(res[f"{pre}unigram_nar_acc{sfx}"], 1e-9)
     return res
 
 # %% ../../nbs/65_recipes.audiolm.ipynb #10063f83
