@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from ..core import Config, ConfigError
 from ..data.saxpipe import CodeWindows
 from ..eval.fad import fad, mel_frames
-from ..eval.lm import TokenMetrics, agreement, ar_tf_report, distribution_report
+from ..eval.lm import TokenMetrics, agreement, ar_tf_report, distribution_report, unigram_lm_baseline
 from ..models.saxgpt import SaxGPT, SaxGPTConfig, delay
 from ..train import distributed as D
 from ..train.callbacks import standard_cbs
@@ -24,7 +24,7 @@ from ..train.resume import data_fingerprint, require_finished, stage_signature
 
 # %% auto #0
 __all__ = ['SaxGPTTrain', 'SaxGPTTrainConfig', 'split_file', 'load_windows', 'train_saxgpt', 'teacher_forced', 'evaluate_tf',
-           'evaluate_generation', 'evaluate_consistency', 'decode_lead', 'generation_audio']
+           'evaluate_generation', 'unigram_baselines', 'evaluate_consistency', 'decode_lead', 'generation_audio']
 
 # %% ../../nbs/64_recipes.saxgpt.ipynb #08c3eae3
 @dataclasses.dataclass
@@ -144,6 +144,18 @@ def evaluate_generation(
         row["tokens"] = gen
         rows.append(row)
     return rows
+
+
+def unigram_baselines(
+    train_leads: Sequence[Tensor], test_leads: Sequence[Tensor], n_codes: int, padding_idx: int
+) -> dict[str, dict]:
+    """The two unigram baselines of the held-out `test_leads` ((K, T) each): `unigram`, fitted on the training leads,
+    and `own_unigram`, fitted on the held-out leads themselves (oracle-like: it knows their code frequencies);
+    `eval.lm.unigram_lm_baseline` each (accuracy of the most frequent code, CE / perplexity of the smoothed unigram)."""
+    return dict(
+        unigram=unigram_lm_baseline(train_leads, test_leads, n_codes, padding_idx),
+        own_unigram=unigram_lm_baseline(test_leads, test_leads, n_codes, padding_idx),
+    )
 
 
 @torch.no_grad()
