@@ -23,6 +23,7 @@ from audiolab.data.tokens import (
     split_prompt_target,
     token_loaders,
 )
+from ..data.shards import ShardDataset
 from ..eval.lm import top_k_unigram_accuracy
 from ..models.audiolm import TOPK, AudioLM, AudioLMConfig
 from ..train import distributed as D
@@ -31,7 +32,7 @@ from ..train.learner import Learner, TrainConfig
 from ..train.resume import data_fingerprint, require_finished, stage_signature
 
 # %% auto #0
-__all__ = ['AudioLMTrainConfig', 'audiolm_tokens', 'train_audiolm', 'evaluate_audiolm', 'continue_audio']
+__all__ = ['AudioLMTrainConfig', 'audiolm_tokens', 'audiolm_train_codes', 'train_audiolm', 'evaluate_audiolm', 'continue_audio']
 
 # %% ../../nbs/65_recipes.audiolm.ipynb #2456a5fb
 def _reference_train() -> TrainConfig:
@@ -55,6 +56,15 @@ class AudioLMTrainConfig(TokenSource):
 def audiolm_tokens(cfg: AudioLMTrainConfig, force: bool = False) -> dict:
     "The stage's `{train, valid, test}` codes, sharded in `<out_dir>/tokens/` (see `data.tokens.prepare_tokens`)."
     return prepare_tokens(cfg, Path(cfg.out_dir) / "tokens", cfg.model.n_q, cfg.model.bins, cfg.train.seed, force)
+
+
+def audiolm_train_codes(cfg: AudioLMTrainConfig) -> ShardDataset:
+    """The training codes the stage wrote (`<out_dir>/tokens/train`), read as they are, nothing tokenized: what the
+    training unigram baseline is fitted on when the trained model is evaluated elsewhere (the `real_eval` stage)."""
+    root = Path(cfg.out_dir) / "tokens" / "train"
+    if not (root / "index.json").exists():
+        raise ConfigError(f"{root}: no training tokens (run the audiolm stage first)")
+    return ShardDataset(root, "codes", torch.long)
 
 
 def train_audiolm(cfg: AudioLMTrainConfig) -> dict:
