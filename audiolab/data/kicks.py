@@ -31,10 +31,11 @@ from .ingest import skip, tree_entries
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'SR', 'KICK_SECONDS', 'SOUNDFONTS', 'GM_KICK_NOTES', 'HYDROGEN_DIR', 'SONICPI_DIR', 'KICK_EXTS',
-           'KICK_MEL_SHAPE', 'sf_presets', 'gm_drum_kits', 'filename_keywords', 'one_shots_midi', 'render_gm_kicks',
-           'recorded_kick_files', 'load_kick', 'KickSynth', 'random_kick', 'synth_kick', 'synth_keywords',
-           'augment_kick', 'kick_embedding', 'pairwise_distance', 'distinct_subset', 'KicksCfg', 'make_kick_pack',
+__all__ = ['log', 'SR', 'KICK_SECONDS', 'SOUNDFONTS', 'GM_KICK_NOTES', 'HYDROGEN_DIR', 'SONICPI_DIR', 'HELDOUT_KICK_PACKS',
+           'ROOM_BANDS', 'TAIL_FRAME', 'KICK_EXTS', 'KICK_MEL_SHAPE', 'sf_presets', 'gm_drum_kits', 'filename_keywords',
+           'one_shots_midi', 'render_gm_kicks', 'recorded_kick_files', 'kick_pack', 'load_kick', 'KickSynth',
+           'random_kick', 'synth_kick', 'synth_keywords', 'augment_kick', 'room_ir', 'colored_noise', 'add_room',
+           'kick_tail_level', 'kick_embedding', 'pairwise_distance', 'distinct_subset', 'KicksCfg', 'make_kick_pack',
            'kick_file_problem', 'aggregate_kicks', 'read_kick_metadata', 'preprocess_kick', 'preprocess_kicks',
            'split_indices', 'load_kick_corpus']
 
@@ -148,13 +149,20 @@ def render_gm_kicks(
     out = []
     for i, (p, n, v) in enumerate(hits):
         seg = pad_or_trim(torch.from_numpy(x[int(round(i * spacing * sr)) :][:T].copy()), T).numpy()
-        kw = ["gm", sf_name, _slug(names[p]), GM_KICK_NOTES[n], "soft" if v < 100 else "hard"]
+        kw = ["gm", "dry", sf_name, _slug(names[p]), GM_KICK_NOTES[n], "soft" if v < 100 else "hard"]
         out.append((seg, kw))
     return out
 
 # %% ../../nbs/12_data.kicks.ipynb #37c72220
 HYDROGEN_DIR, SONICPI_DIR = "/usr/share/hydrogen/data/drumkits", "/usr/share/sonic-pi/samples"
 _KICK_NAME = re.compile(r"kick|bass ?drum|\bbd\b", re.I)
+HELDOUT_KICK_PACKS = (  # Forzee's and Millo's acoustic kits, The Black Pearl: 20 one-shots
+    "hydrogen/forzeestereo",
+    "hydrogen/millodrumsv1",
+    "hydrogen/millomultilayered2",
+    "hydrogen/millomultilayered3",
+    "hydrogen/theblackpearl10",
+)
 
 
 def recorded_kick_files(hydrogen_dir=HYDROGEN_DIR, sonicpi_dir=SONICPI_DIR) -> list[tuple[Path, list[str]]]:
@@ -176,6 +184,11 @@ def recorded_kick_files(hydrogen_dir=HYDROGEN_DIR, sonicpi_dir=SONICPI_DIR) -> l
         if p.stem.startswith("bd_") or "kick" in p.stem or p.stem.startswith("drum_bass"):
             out.append((p, ["recorded", "sonicpi"] + filename_keywords(p.stem)))
     return out
+
+
+def kick_pack(keywords: list[str]) -> str:
+    "The pack of a recorded kick from its `recorded_kick_files` keywords: 'hydrogen/<kit>' or 'sonicpi'."
+    return f"hydrogen/{keywords[2]}" if keywords[1] == "hydrogen" else keywords[1]
 
 
 def load_kick(path, sr: int = SR) -> np.ndarray:
@@ -212,7 +225,7 @@ def random_kick(rng: np.random.Generator) -> KickSynth:
         f_start=lu(80, 600),
         f_end=float(rng.uniform(30, 90)),
         pitch_decay=lu(0.005, 0.12),
-        amp_decay=lu(0.08, 1.0),
+        amp_decay=lu(0.08, 2.0),  # up to a sustained 808 / tuned shell
         click=float(rng.uniform(0, 0.8)) * (rng.random() > 0.3),
         noise=float(rng.uniform(0, 0.4)) * (rng.random() > 0.5),
         drive=lu(1, 8) if rng.random() > 0.4 else 1.0,
@@ -235,8 +248,8 @@ def synth_kick(p: KickSynth, sr: int = SR, seconds: float = KICK_SECONDS) -> np.
 
 
 def synth_keywords(p: KickSynth) -> list[str]:
-    "Descriptive keywords that follow from the parameters."
-    kw = ["synth"]
+    "Descriptive keywords that follow from the parameters (`dry`: no room)."
+    kw = ["synth", "dry"]
     kw += ["sub"] if p.f_end < 45 else ["deep"] if p.f_end < 65 else ["high"]
     if p.pitch_decay < 0.02:
         kw.append("punchy")
@@ -290,6 +303,66 @@ def augment_kick(x: np.ndarray, rng: np.random.Generator, sr: int = SR) -> tuple
     T = int(KICK_SECONDS * sr)
     return pad_or_trim(torch.from_numpy(y.astype(np.float32)), T).numpy(), kw
 
+# %% ../../nbs/12_data.kicks.ipynb #2780b986
+ROOM_BANDS = ((None, 500.0, 1.0), (500.0, 4000.0, 0.7), (4000.0, None, 0.4))  # (low Hz, high Hz, x RT60)
+
+
+def room_ir(rng: np.random.Generator, rt60: float, sr: int = SR, seconds: float = KICK_SECONDS) -> np.ndarray:
+    "A synthetic room impulse response without the direct path, unit energy: (T,) float64, T = `seconds` * `sr`."
+    n = int(seconds * sr)
+    t = np.arange(n) / sr
+    pre = float(rng.uniform(0.002, 0.02))  # pre-delay of the first reflection (s)
+    h = np.zeros(n)
+    for _ in range(int(rng.integers(4, 12))):  # early reflections: sparse taps
+        d = pre + float(rng.uniform(0, 0.08))
+        h[int(d * sr)] += rng.choice([-1.0, 1.0]) * rng.uniform(0.2, 0.7) * np.exp(-6.91 * d / rt60)
+    noise, late = rng.standard_normal(n), np.zeros(n)
+    for lo, hi, k in ROOM_BANDS:  # frequency-dependent decay: -60 dB after k * RT60
+        kind, f = ("low", hi) if lo is None else ("high", lo) if hi is None else ("bandpass", (lo, hi))
+        late += ss.sosfilt(ss.butter(2, f, kind, fs=sr, output="sos"), noise) * np.exp(-6.91 * t / (k * rt60))
+    onset = np.clip((t - pre) / 0.03, 0, 1)  # the diffuse field builds up after the pre-delay
+    h += late * onset * np.sqrt((h**2).sum() / max(((late * onset) ** 2).sum(), 1e-20)) * rng.uniform(1, 4)
+    return h / np.sqrt((h**2).sum())
+
+
+def colored_noise(rng: np.random.Generator, n: int, alpha: float, sr: int = SR) -> np.ndarray:
+    "(n,) noise of unit RMS with power spectrum 1/f^`alpha` (flat below 20 Hz): 0 white, 1 pink, 2 brown."
+    f = np.fft.rfftfreq(n, 1 / sr)
+    y = np.fft.irfft(np.fft.rfft(rng.standard_normal(n)) / np.maximum(f, 20.0) ** (alpha / 2), n)
+    return y / np.sqrt((y**2).mean())
+
+
+def add_room(x: np.ndarray, rng: np.random.Generator, sr: int = SR) -> tuple[np.ndarray, list[str]]:
+    "Kick `x` (T,) in a drawn room or hall -> (y (T,) peak 0.9, keywords: `room` | `reverb` [+ `long`])."
+
+    def lu(a, b):
+        return float(np.exp(rng.uniform(np.log(a), np.log(b))))
+
+    hall = bool(rng.random() < 0.5)
+    rt60 = lu(0.8, 3.0) if hall else lu(0.2, 0.8)
+    drr_db = float(rng.uniform(-6, 6) if hall else rng.uniform(-3, 9))  # direct-to-reverberant energy ratio
+    x = x.astype(np.float64)
+    wet = ss.fftconvolve(x, room_ir(rng, rt60, sr, len(x) / sr))[: len(x)]
+    y = x + wet * np.sqrt((x**2).sum() / max((wet**2).sum(), 1e-20)) * 10 ** (-drr_db / 20)
+    tone_db = float(rng.uniform(-95, -65))  # the room's tone, RMS re the peak
+    y = y + colored_noise(rng, len(y), float(rng.uniform(0.5, 2.0)), sr) * 10 ** (tone_db / 20) * np.abs(y).max()
+    kw = ["reverb" if hall else "room"] + (["long"] if rt60 >= 1.5 else [])
+    return (y / max(np.abs(y).max(), 1e-9) * 0.9).astype(np.float32), kw
+
+
+TAIL_FRAME = 87  # the first kick44k frame centred at >= 1 s (hop 512 at 44.1 kHz)
+
+
+def kick_tail_level(xs: list[np.ndarray], sr: int = SR, chunk: int = 128) -> np.ndarray:
+    "(N,) mean log-mel over the second second of each kick (T,), preprocessed as `preprocess_kick` does."
+    mel, out = MelSpec("kick44k"), []
+    for i in range(0, len(xs), chunk):
+        x = pad_or_trim(torch.from_numpy(np.stack(xs[i : i + chunk]).astype(np.float32)), int(KICK_SECONDS * sr))
+        x = fade(peak_normalize(x[:, None], -1.0), sr, fade_out=0.2)[:, 0]  # (n, T): one peak per kick
+        with torch.no_grad():
+            out.append(mel(x)[:, :, TAIL_FRAME:].mean((1, 2)).numpy())  # (n,)
+    return np.concatenate(out) if out else np.zeros(0)
+
 # %% ../../nbs/12_data.kicks.ipynb #b7037fbe
 def kick_embedding(xs: list[np.ndarray], chunk: int = 128) -> torch.Tensor:
     "(N, 128 * 44) pooled log-mels of peak-normalized kicks (computed `chunk` kicks at a time)."
@@ -337,7 +410,9 @@ class KicksCfg(Config):
     recorded: bool = True
     n_recorded: int | None = None  # cap on recorded kicks (evenly spaced over the sorted list); None: all
     n_synth: int = 150
-    n_augment: int = 100
+    n_augment: int = 40
+    n_wet: int = 60  # dry kicks rendered in a synthesized room or hall
+    heldout_packs: tuple = ()  # recorded packs ('hydrogen/<kit>', 'sonicpi') left out whole
     min_dist: float = 0.3
     decoys: bool = True
     seed: int = 0
@@ -372,7 +447,7 @@ def make_kick_pack(out_dir: str | os.PathLike, cfg: KicksCfg | None = None) -> d
     for name in cfg.soundfonts:
         cands += [(f"gm/{name}", x, kw) for x, kw in render_gm_kicks(name, velocities=cfg.velocities)]
     if cfg.recorded:
-        files = recorded_kick_files()
+        files = [(p, kw) for p, kw in recorded_kick_files() if kick_pack(kw) not in cfg.heldout_packs]
         if cfg.n_recorded is not None and cfg.n_recorded < len(files):
             files = [files[int(i)] for i in np.linspace(0, len(files) - 1, cfg.n_recorded)]
         for p, kw in files:
@@ -388,21 +463,29 @@ def make_kick_pack(out_dir: str | os.PathLike, cfg: KicksCfg | None = None) -> d
         folder, x, kw = cands[int(rng.integers(base))]
         y, akw = augment_kick(x, rng)
         cands.append(("augmented", y, ["aug"] + [k for k in kw if k not in akw] + akw))
+    for _ in range(cfg.n_wet):
+        folder, x, kw = cands[int(rng.integers(base))]
+        y, wkw = add_room(x, rng)
+        cands.append(("wet", y, kw[:1] + wkw + [k for k in kw[1:] if k != "dry" and k not in wkw]))
     cands = [
         (f, np.round(np.clip(x, -1, 1) * 32767).astype(np.float32) / 32767, kw) for f, x, kw in cands
     ]  # as written (16 bit)
     keep, stats = distinct_subset([c[1] for c in cands], cfg.min_dist)
     counts: dict[str, int] = {}
-    for j, i in enumerate(keep):
+    tails: dict[str, list[float]] = {}
+    for j, (i, lv) in enumerate(zip(keep, kick_tail_level([cands[i][1] for i in keep]))):
         folder, x, kw = cands[i]
         save_audio(root / folder / _kick_name(kw, j), x, SR, subtype="PCM_16")
         src = folder.split("/")[0]
         counts[src] = counts.get(src, 0) + 1
+        tails.setdefault(src, []).append(float(lv))
     decoys = _write_decoys(root, rng) if cfg.decoys else 0
     secs = len(keep) * KICK_SECONDS
     return dict(
         kicks=len(keep),
         by_source=counts,
+        tail_level={"all": float(np.mean(sum(tails.values(), []))), **{k: float(np.mean(v)) for k, v in tails.items()}},
+        heldout_packs=list(cfg.heldout_packs),
         decoys=decoys,
         distinctness=stats,
         hours=secs / 3600,

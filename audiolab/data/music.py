@@ -42,7 +42,8 @@ from audiolab.data.jazz import (
 # %% auto #0
 __all__ = ['PROGRESSIONS', 'PALETTE', 'STYLES', 'MELODY_RANGES', 'PACKAGE_LICENCES', 'RECORDED_DIRS', 'progression_chords',
            'root_bass', 'pad', 'arpeggio', 'rock_drums', 'compose_piece', 'debian_package', 'recorded_files',
-           'plan_clips', 'read_clip', 'MusicConfig', 'make_synth_piece', 'make_recorded_clip', 'make_music_corpus']
+           'split_heldout', 'plan_clips', 'read_clip', 'MusicConfig', 'make_synth_piece', 'make_recorded_clip',
+           'make_music_corpus']
 
 # %% ../../nbs/13_data.music.ipynb #1cf1531d
 PROGRESSIONS = (  # (root offset from the key, quality) per bar
@@ -279,6 +280,12 @@ def recorded_files(dirs) -> list[Path]:
     return sorted(p for d in dirs if Path(d).is_dir() for p in Path(d).rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
 
 
+def split_heldout(files: list[Path], every: int) -> tuple[list[Path], list[Path]]:
+    "(kept, held out) of sorted `files`: every `every`-th file (the 1st, the every+1-th, ...) is held out; 0: none."
+    held = files[::every] if every > 0 else []
+    return [f for f in files if f not in held], held
+
+
 def plan_clips(files, n: int | None, clip_s: float, rng: np.random.Generator) -> list[tuple[Path, float]]:
     """`(file, offset_s)` clips: every whole clip of every file when `n` is None, else `n` clips at seeded
     random offsets, visiting the files in a seeded order (a different file for each clip while they last)."""
@@ -323,6 +330,7 @@ class MusicConfig(Config):
     styles: tuple = STYLES
     recorded_dirs: tuple = RECORDED_DIRS
     min_rms_db: float = -40.0  # clips quieter than this are skipped (the codec dataset's energy floor)
+    heldout_every: int = 0  # every n-th sorted recorded file is left out whole (the real held-out set); 0: none
     peak: float = 0.9  # synth pieces are peak-normalised to this
     workers: int = 1
     seed: int = 0
@@ -432,7 +440,7 @@ def make_music_corpus(out_dir, cfg: MusicConfig) -> dict:
             return None
         return m
 
-    files = recorded_files(cfg.recorded_dirs)
+    files, held = split_heldout(recorded_files(cfg.recorded_dirs), cfg.heldout_every)
     if cfg.n_recorded and not files:
         skipped.append(dict(id="recorded", reason=f"no audio files under {list(cfg.recorded_dirs)}"))
     plan = plan_clips(files, cfg.n_recorded, cfg.clip_seconds, np.random.default_rng([cfg.seed, 2]))
@@ -457,4 +465,5 @@ def make_music_corpus(out_dir, cfg: MusicConfig) -> dict:
         soundfonts=dict(Counter(m["soundfont"] for m in synths)),
         recorded_sources=dict(Counter(m["source_package"] for m in recs)),
         recorded_files=len({m["source_file"] for m in recs}),
+        heldout_files=len(held),
     )
