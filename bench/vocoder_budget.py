@@ -3,7 +3,7 @@
     python bench/vocoder_budget.py [--section vocoder_speech|vocoder_kick ...] [--profile tiny]
                                    [--mode anneal checkpoints] [--steps 250,500,1000,2000,4000]
                                    [--set KEY=VALUE ...] [--minutes M] [--data-dir SECTION=DIR ...] [--threads 1]
-                                   [--out results/bench/vocoder_budget.json]
+                                   [--out results/bench/vocoder_budget.json] [--refit]
 
 Each section of `params.yaml` (default: both vocoders) is trained with `recipes.vocoder.train_vocoder` (the stage's
 recipe at `--profile`; `--set` overrides its keys: `model.dim=64`, `train.lr=0.01`, `kind=vocos`, ...) and the
@@ -14,10 +14,9 @@ file, and Griffin-Lim with `griffin_lim_iters` iterations on the same mel) at ea
 - `anneal`: one run per budget with the profile's schedule (the tiny profile's cosine decay to `max_steps = s`), scored
   at its end: what a stage with `max_steps = s` gives. It costs the sum of the budgets, about twice the largest.
 
-The fit, per mode: L(s) = a * s^-b + c by least squares (`fit_power_law`: c scanned on a grid in [0, min L), (a, b)
-by linear regression of log(L - c) on log s, the c of least squared error in L). The crossing is the s where L(s)
-equals Griffin-Lim's mel L1; none when the curve does not fall (b <= 0) or its asymptote c is not below Griffin-Lim:
-the fit then says that this recipe never crosses. A log-linear fit of the last three points (L = p + q ln s) gives a
+The fit, per mode (`recipes.vocoder.budget_curve`): L(s) = a * s^-b + c by least squares, and the s where it equals
+Griffin-Lim's mel L1; none when the curve does not fall (b <= 0) or its floor c is not below Griffin-Lim: the fit then
+says that this recipe never crosses. A log-linear fit of the last three points (L = p + q ln s) gives a
 shorter-sighted second estimate. `--out` gets every point (with its training seconds), both fits, `machine()` and the
 process's matmul yardstick (`eval.bench.yardsticks`) before and after; sections and modes already in `--out` from an
 earlier run are kept unless rerun.
@@ -37,7 +36,7 @@ import yaml
 from audiolab.audio import get_preset, load_audio
 from audiolab.core import load_section, save_json, seed_everything
 from audiolab.eval.bench import machine, yardsticks
-from audiolab.recipes.vocoder import VocoderRecipe, evaluate_vocoder, train_vocoder, vocoder_data
+from audiolab.recipes.vocoder import VocoderRecipe, budget_curve, evaluate_vocoder, train_vocoder, vocoder_data
 from audiolab.train.learner import Callback
 
 
@@ -68,52 +67,14 @@ class BudgetEval(Callback):
         self.t0 = time.perf_counter()
 
 
-def fit_power_law(s: np.ndarray, L: np.ndarray, grid: int = 400) -> dict:
-    "L(s) = a * s^-b + c, least squares in L over a grid of c in [0, min L) with (a, b) by log-log regression."
-    best = None
-    for c in np.linspace(0.0, L.min(), grid, endpoint=False):
-        slope, icpt = np.polyfit(np.log(s), np.log(L - c), 1)
-        pred = np.exp(icpt) * s**slope + c
-        err = float(((pred - L) ** 2).sum())
-        if best is None or err < best["sse"]:
-            best = dict(a=float(np.exp(icpt)), b=float(-slope), c=float(c), sse=err)
-    return best
-
-
-def crossing_power_law(f: dict, target: float) -> float | None:
-    "Steps where a * s^-b + c = target; None when the asymptote c is not below the target or b <= 0."
-    if f["c"] >= target or f["b"] <= 0:
-        return None
-    return float((f["a"] / (target - f["c"])) ** (1 / f["b"]))
-
-
-def fit_log_linear(s: np.ndarray, L: np.ndarray) -> dict:
-    "L = p + q * ln s; the crossing of `target` needs q < 0."
-    q, p = np.polyfit(np.log(s), L, 1)
-    return dict(p=float(p), q=float(q))
-
-
 def analyse(points: list[dict], full_max_steps: int) -> dict:
-    "Fits and crossings of measured points [{steps, mel_l1, griffinlim_mel_l1}]."
-    s = np.array([p["steps"] for p in points], float)
-    L = np.array([p["mel_l1"] for p in points], float)
+    "Griffin-Lim's mean mel L1, the first budget below it, and `budget_curve`'s fits (>= 3 points)."
     gl = float(np.mean([p["griffinlim_mel_l1"] for p in points]))
     out = dict(griffinlim_mel_l1=gl, beats_griffinlim_at=next((p["steps"] for p in points if p["mel_l1"] < gl), None))
     if len(points) >= 3:
-        pw = fit_power_law(s, L)
-        x = crossing_power_law(pw, gl)
-        out["power_law"] = dict(
-            pw,
-            form="L(s) = a * s^-b + c",
-            falls=pw["b"] > 0,
-            asymptote_below_griffinlim=pw["b"] > 0 and pw["c"] < gl,
-            crossing_steps=x,
-            full_budget_enough=None if x is None else x <= full_max_steps,
-        )
-        k = min(3, len(points))
-        ll = fit_log_linear(s[-k:], L[-k:])
-        xl = math.exp((gl - ll["p"]) / ll["q"]) if ll["q"] < 0 else None
-        out["log_linear_last3"] = dict(ll, form="L(s) = p + q * ln s (last 3 points)", crossing_steps=xl)
+        out |= budget_curve([p["steps"] for p in points], [p["mel_l1"] for p in points], gl)
+        x = out["power_law"]["crossing_steps"]
+        out["power_law"]["full_budget_enough"] = None if x is None else x <= full_max_steps
     return out
 
 
@@ -181,19 +142,26 @@ def main():
     ap.add_argument("--minutes", type=float, default=None, help="per mode: no budget begun after this many minutes")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="results/bench/vocoder_budget.json")
+    ap.add_argument("--refit", action="store_true", help="only refit the points already in --out (no training)")
     args = ap.parse_args()
     args.data_dir = dict(kv.split("=", 1) for kv in args.data_dir)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     res = json.loads(out.read_text()) if out.exists() else dict(sections={})
-    res |= dict(machine=machine(), yardstick=yardsticks(), omp_num_threads=os.environ.get("OMP_NUM_THREADS"))
-    for s in args.section:
-        res["sections"][s] = res["sections"].get(s, {}) | bench_section(args, s)
-    res["yardstick_after"] = yardsticks()  # the load changes over a long run
+    if args.refit:
+        for sec in res["sections"].values():
+            for m in args.mode:
+                if m in sec:
+                    sec[m] = dict(points=sec[m]["points"], **analyse(sec[m]["points"], sec["full_max_steps"]))
+    else:
+        res |= dict(machine=machine(), yardstick=yardsticks(), omp_num_threads=os.environ.get("OMP_NUM_THREADS"))
+        for s in args.section:
+            res["sections"][s] = res["sections"].get(s, {}) | bench_section(args, s)
+        res["yardstick_after"] = yardsticks()  # the load changes over a long run
     out.parent.mkdir(parents=True, exist_ok=True)
     save_json(out, res)
     for s in args.section:
-        for m in args.mode:
+        for m in [m for m in args.mode if m in res["sections"].get(s, {})]:
             v = res["sections"][s][m]
             print(s, m, json.dumps({k: v.get(k) for k in ("griffinlim_mel_l1", "power_law", "log_linear_last3")}))
 

@@ -8,6 +8,7 @@ import dataclasses
 import glob
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -25,7 +26,7 @@ from ..train.learner import Learner, TrainConfig
 from ..train.resume import data_fingerprint, require_finished, stage_signature
 
 # %% auto #0
-__all__ = ['VocoderRecipe', 'vocoder_data', 'train_vocoder', 'vocoder_stage', 'evaluate_vocoder']
+__all__ = ['VocoderRecipe', 'vocoder_data', 'train_vocoder', 'vocoder_stage', 'evaluate_vocoder', 'budget_curve']
 
 # %% ../../nbs/61_recipes.vocoder.ipynb #b0ee248f
 @dataclasses.dataclass
@@ -138,3 +139,29 @@ def evaluate_vocoder(
     )
     res["beats_griffinlim"] = float(res["mel_l1"] < res["griffinlim_mel_l1"])
     return res, voc, gl
+
+# %% ../../nbs/61_recipes.vocoder.ipynb #d12bb473
+def budget_curve(steps, mel_l1, target: float, grid: int = 400) -> dict:
+    """Fit held-out mel L1 against training steps (>= 3 points): the power law L(s) = a * s^-b + c and its crossing
+    of `target` (`crossing_steps`, None when it does not fall below it), and a log-linear fit of the last 3 points."""
+    s, L = np.asarray(steps, float), np.asarray(mel_l1, float)
+    if len(s) < 3 or len(s) != len(L) or (s <= 0).any():
+        raise ConfigError(f"budget_curve: needs >= 3 positive step counts with one mel L1 each, got {len(s)}/{len(L)}")
+    best = None
+    for c in np.linspace(0.0, L.min(), grid, endpoint=False):
+        slope, icpt = np.polyfit(np.log(s), np.log(L - c), 1)
+        sse = float(((np.exp(icpt) * s**slope + c - L) ** 2).sum())
+        if best is None or sse < best[-1]:
+            best = (float(np.exp(icpt)), float(-slope), float(c), sse)
+    a, b, c, sse = best
+    crosses = b > 0 and c < target
+    q, p = np.polyfit(np.log(s[-3:]), L[-3:], 1)
+    return dict(
+        power_law=dict(
+            a=a, b=b, c=c, sse=sse, falls=b > 0, crossing_steps=(a / (target - c)) ** (1 / b) if crosses else None
+        ),
+        log_linear_last3=dict(
+            p=float(p), q=float(q), crossing_steps=float(np.exp((target - p) / q)) if q < 0 else None
+        ),
+        target=target,
+    )
