@@ -11,7 +11,6 @@ from pathlib import Path
 
 import argparse
 import dataclasses
-import json
 import shutil
 
 import numpy as np
@@ -19,7 +18,8 @@ import soundfile as sf
 from tqdm.auto import tqdm
 
 from ..audio import save_audio
-from ..core import Config, ConfigError, InputError, atomic_path, load_section, save_json
+from ..core import Config, ConfigError, atomic_path, load_section, save_json
+from .real import REAL_KINDS, real_heldout  # noqa: F401 (re-exported: the reader of data/real)
 from .speech import SpeechCfg, make_speech_corpus
 from audiolab.data.kicks import (
     HELDOUT_KICK_PACKS,
@@ -46,13 +46,9 @@ from audiolab.data.music import (
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'REAL_KINDS', 'BUILDERS', 'TIMING_KEYS', 'RealCfg', 'make_real_heldout', 'real_heldout', 'build_corpora',
-           'main']
+__all__ = ['log', 'BUILDERS', 'TIMING_KEYS', 'RealCfg', 'make_real_heldout', 'build_corpora', 'main']
 
 # %% ../../nbs/16_data.corpora.ipynb #ac8e3bb9
-REAL_KINDS = ("speech", "music", "kicks")
-
-
 @dataclasses.dataclass
 class RealCfg(Config):
     "Real recordings held out of every training corpus, by source."
@@ -107,24 +103,6 @@ def make_real_heldout(out_dir: str | Path, cfg: RealCfg) -> dict:
         hours=secs / 3600,
         wall_s=time.time() - t0,
     )
-
-
-def real_heldout(root: str | Path = "data/real") -> dict[str, list[Path]]:
-    "The real held-out files {speech, music, kicks: [Path]} listed in `root/metadata.json`, every one checked to exist."
-    root = Path(root)
-    try:
-        meta = json.loads((root / "metadata.json").read_text())
-    except FileNotFoundError:
-        raise InputError(f"{root}: no metadata.json (the corpora stage writes the real held-out recordings)") from None
-    except json.JSONDecodeError as e:
-        raise InputError(f"{root / 'metadata.json'}: not JSON ({e})") from None
-    out = {}
-    for kind in REAL_KINDS:
-        out[kind] = [root / e["file"] for e in meta.get(kind, [])]
-        gone = [p for p in out[kind] if not p.is_file()]
-        if gone:
-            raise InputError(f"{root}: metadata.json lists {len(gone)} missing {kind} file(s), e.g. {gone[0]}")
-    return out
 
 # %% ../../nbs/16_data.corpora.ipynb #99ef3ccc
 BUILDERS = dict(  # name -> (config class, make function)
