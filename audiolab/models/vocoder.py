@@ -27,8 +27,9 @@ from ..nn.losses import MelL1Loss, gan_disc_loss, gan_gen_losses, mr_stft_loss
 from ..train.checkpoint import Pretrained, load_state
 
 # %% auto #0
-__all__ = ['HiFiGANConfig', 'ResBlock1', 'HiFiGAN', 'VocosConfig', 'MelPriorISTFTHead', 'VocosVocoder', 'vocos_config_from_yaml',
-           'load_vocos_dir', 'save_vocos_dir', 'VocoderLossConfig', 'make_discriminator', 'VocoderTask']
+__all__ = ['HiFiGANConfig', 'ResBlock1', 'silence_gate', 'HiFiGAN', 'VocosConfig', 'MelPriorISTFTHead', 'VocosVocoder',
+           'vocos_config_from_yaml', 'load_vocos_dir', 'save_vocos_dir', 'VocoderLossConfig', 'make_discriminator',
+           'VocoderTask']
 
 # %% ../../nbs/41_models.vocoder.ipynb #37cd533a
 @dataclasses.dataclass
@@ -41,6 +42,7 @@ class HiFiGANConfig(Config):
     upsample_initial_channel: int = 256
     resblock_kernel_sizes: tuple = (3, 7, 11)
     resblock_dilations: tuple = ((1, 3, 5), (1, 3, 5), (1, 3, 5))
+    silence_gate: bool = False  # exact zeros where the log-mel says digital silence (`silence_gate`)
 
     def __post_init__(self):
         self.resblock_dilations = tuple(tuple(d) for d in self.resblock_dilations)  # JSON gives nested lists back
@@ -65,6 +67,16 @@ def ResBlock1(channels: int, kernel_size: int, dilations=(1, 3, 5)) -> nn.Sequen
             for d in dilations
         ]
     )
+
+
+def silence_gate(mel: Tensor, clamp: float, hop: int, win: int) -> Tensor:  # (B, n_mels, F) -> (B, 1, F*hop)
+    """0 on the samples that a frame of digital silence covers (its log-mel the floor log(clamp) in every bin, so its
+    whole window of `win` samples centred on frame*hop is below the clamp), 1 elsewhere. The hop of samples
+    [c*hop, (c+1)*hop) lies whole inside the windows of frames c-r+1 .. c+r, r = win // (2*hop)."""
+    silent = (mel.amax(1, keepdim=True) <= math.log(clamp) + 1e-4).float()  # (B, 1, F)
+    r = max(1, win // (2 * hop))
+    covered = F.max_pool1d(F.pad(silent, (r - 1, r)), 2 * r, stride=1)  # (B, 1, F): a silent frame among c-r+1..c+r
+    return (1 - covered).repeat_interleave(hop, -1)
 
 
 class HiFiGAN(Pretrained, nn.Module):
@@ -99,7 +111,11 @@ class HiFiGAN(Pretrained, nn.Module):
         for up, mrf in zip(self.ups, self.mrfs):
             x = up(F.leaky_relu(x, 0.1))
             x = sum(rb(x) for rb in mrf) / len(mrf)  # multi-receptive-field fusion
-        return torch.tanh(self.conv_post(F.leaky_relu(x)))
+        y = torch.tanh(self.conv_post(F.leaky_relu(x)))
+        if self.cfg.silence_gate:
+            p = self.preset
+            y = y * silence_gate(mel, p.clamp, p.hop, p.win or p.n_fft)
+        return y
 
 # %% ../../nbs/41_models.vocoder.ipynb #db02c8cf
 @dataclasses.dataclass
