@@ -42,13 +42,21 @@ def test_voices_are_distinct():
 
 def test_kicks_deterministic_and_distinct(tmp_path):
     cfg = KicksCfg(
-        soundfonts=("timgm6mb",), velocities=(120,), recorded=True, n_recorded=8, n_synth=8, n_augment=8, seed=5
+        soundfonts=("timgm6mb",),
+        velocities=(120,),
+        recorded=True,
+        n_recorded=8,
+        n_synth=8,
+        n_augment=8,
+        n_wet=6,
+        seed=5,
     )
     r1 = make_kick_pack(tmp_path / "a", cfg)
     make_kick_pack(tmp_path / "b", KicksCfg(**cfg.to_dict()))
     a, b = tree_bytes(tmp_path / "a"), tree_bytes(tmp_path / "b")
     assert a.keys() == b.keys() and all(a[k] == b[k] for k in a)
-    assert set(r1["by_source"]) == {"gm", "recorded", "synth", "augmented"}
+    assert set(r1["by_source"]) == {"gm", "recorded", "synth", "augmented", "wet"}
+    assert r1["tail_level"]["wet"] > r1["tail_level"]["gm"]  # the rooms carry a tail
     kicks = [p for p in (tmp_path / "a").rglob("*.wav") if "extras" not in p.parts]
     assert len(kicks) == r1["kicks"]
     xs = []
@@ -67,7 +75,7 @@ corpora:
   seed: 2
   tiny:
     speech: {n_speakers: 3, utts_per_speaker: 2, chapters_per_speaker: 1, dev_speakers: 1, test_speakers: 1}
-    kicks: {soundfonts: [timgm6mb], velocities: [120], recorded: false, n_synth: 4, n_augment: 2}
+    kicks: {soundfonts: [timgm6mb], velocities: [120], recorded: false, n_synth: 4, n_augment: 2, n_wet: 2}
 """)
     r = subprocess.run(
         [

@@ -19,7 +19,9 @@ from tqdm.auto import tqdm
 from ..audio import griffin_lim
 from ..core import Config, FileProblem, atomic_write, files_stamp, get_device, save_json
 from ..eval.fad import fewest_steps_within, frechet_distance, latent_embedding, mel_embedding
-from ..data.kicks import KICK_MEL_SHAPE, load_kick_corpus, read_kick_metadata, split_indices
+from ..audio import MelSpec
+from ..data.real import real_heldout
+from ..data.kicks import KICK_MEL_SHAPE, load_kick_corpus, preprocess_kick, read_kick_metadata, split_indices
 from ..data.datasets import KickMelDataset
 from ..data.shards import ShardDataset, fixed_batches, mel_moments, write_shards
 from audiolab.models.kick import (
@@ -46,8 +48,8 @@ from ..train.resume import data_fingerprint, require_finished, stage_signature
 # %% auto #0
 __all__ = ['VAE_KEYS', 'DIFFUSION_KEYS', 'KickConfig', 'VAETask', 'KLAnnealCB', 'DiffusionTask', 'KickMels', 'kick_mels',
            'fit_norm_streamed', 'train_vae', 'train_diffusion', 'load_kick_vae', 'vae_signature', 'train_kick_vae',
-           'KickLatentEncoder', 'encode_kick_corpus', 'train_kick_diffusion', 'evaluate_samplers', 'evaluate_kick_vae',
-           'evaluate_kick_ldm']
+           'KickLatentEncoder', 'encode_kick_corpus', 'train_kick_diffusion', 'evaluate_samplers', 'real_kick_mels',
+           'vae_mel_l1', 'evaluate_kick_vae', 'evaluate_kick_ldm']
 
 # %% ../../nbs/63_recipes.kick.ipynb #0c418a27
 @dataclasses.dataclass
@@ -78,6 +80,7 @@ class KickConfig(Config):
     corpus_dir: str = "prep/kicks"  # metadata.csv + <mels_subdir>/<stem>.pt log-mels (the `prep` stage)
     mels_subdir: str = "mels"
     out_dir: str = "models/kick"  # vae/, vae_model/, split.json, latents.pt, vocab.json, diffusion/, ldm/, eval/
+    real_dir: str = "data/real"  # real held-out recordings (`data.corpora.real_heldout`): `real/*` metrics; "": none
     save_every: int = 1000
     sample_every: int = 1000
 
@@ -392,16 +395,19 @@ def evaluate_samplers(
     batch: int = 256,
     ddpm_n: int | None = None,
     on_row: Callable | None = None,
+    other_refs: dict[str, Tensor] | None = None,
 ) -> list[dict]:
     """FAD of generated vs reference kicks per (sampler, steps) in two embeddings -- `fad_mel` (`mel_embedding` of the
     decoded log-mels) and `fad_latent` (`latent_embedding` of the VAE latents vs the references' `mu`) -- plus a
     `noise` row (N(0, I) latents, no denoising) and a `vae_recon` row (the references through the VAE).
     DDPM (1000 U-Net calls per kick) generates only the first `ddpm_n` queries; since FAD is biased by the sample
-    size, every row also scores its first `ddpm_n` kicks (`fad_mel_k`, `fad_latent_k`) for the comparison with DDPM."""
+    size, every row also scores its first `ddpm_n` kicks (`fad_mel_k`, `fad_latent_k`) for the comparison with DDPM.
+    `other_refs` {name: log-mels}: every row also gets `fad_mel_<name>` against those (e.g. real recordings)."""
     dev = next(ldm.unet.parameters()).device
     k = min(ddpm_n or len(keyword_lists), len(keyword_lists))
     ref_mu = encode_latents(ldm.vae, ref_mels, batch)
     ref_m, ref_l = mel_embedding(ref_mels), latent_embedding(ref_mu)
+    others = {name: mel_embedding(m) for name, m in (other_refs or {}).items()}
 
     def row(sampler, steps, z, mels, secs):
         em, el = mel_embedding(mels), latent_embedding(z)  # (n, 176), (n, 88)
@@ -414,6 +420,7 @@ def evaluate_samplers(
             fad_mel_k=frechet_distance(em[:k], ref_m),
             fad_latent_k=frechet_distance(el[:k], ref_l),
             seconds=round(secs, 3),
+            **{f"fad_mel_{name}": frechet_distance(em, e) for name, e in others.items()},
         )
         if on_row is not None:
             on_row(r)
@@ -436,25 +443,45 @@ def evaluate_samplers(
     return rows
 
 # %% ../../nbs/63_recipes.kick.ipynb #d879403e
+def real_kick_mels(real_dir: str | os.PathLike) -> Tensor:
+    "The log-mels (N, 1, 128, 173) of the real held-out kicks under `real_dir`, preprocessed as the corpus is."
+    files, mel = real_heldout(real_dir)["kicks"], MelSpec("kick44k")
+    if not files:
+        raise FileProblem(Path(real_dir) / "metadata.json", "lists no real kicks")
+    return torch.stack([preprocess_kick(p, mel=mel) for p in files])
+
+
+@torch.no_grad()
+def vae_mel_l1(vae: KickVAE, mels: Tensor, train_mean: Tensor, batch: int = 64) -> dict:
+    "Reconstruction L1 of log-mels (N, 1, n_mels, frames) vs the train mean-mel and the set's own mean-mel (baselines)."
+    rec = torch.cat([vae(mels[i : i + batch], sample=False)[0] for i in range(0, len(mels), batch)])
+    return {
+        "heldout_mel_l1": (rec - mels).abs().mean().item(),
+        "baseline_mean_mel_l1": (train_mean - mels).abs().mean().item(),
+        "own_baseline_mean_mel_l1": (mels.mean(0, keepdim=True) - mels).abs().mean().item(),
+    }
+
+
 @torch.no_grad()
 def evaluate_kick_vae(cfg: KickConfig, n: int = 4) -> tuple[dict, Tensor, Tensor]:
-    "Held-out mel L1 of the trained VAE vs the train mean-mel baseline; returns (metrics, `n` references, recons)."
+    """Held-out mel L1 of the trained VAE vs the train and own mean-mel baselines, on the held-out split and (keys
+    `real/...`) on the real held-out kicks of `cfg.real_dir`; returns (metrics, `n` held-out references, recons)."""
     out = Path(cfg.out_dir)
     vae = load_kick_vae(out / "vae_model")
     kicks, _ = kick_mels(cfg)
     tr, va = split_indices(len(kicks), cfg.valid_frac, cfg.seed)
-    ref = torch.stack(list(KickMels(kicks, va[:n] if len(va) else range(min(n, len(kicks))))))  # (n, 1, 128, 173)
-    rec = vae(ref, sample=False)[0]
+    held = torch.stack(list(KickMels(kicks, va if len(va) else range(len(kicks)))))  # (n_valid, 1, 128, 173)
     total = torch.zeros(KICK_MEL_SHAPE, dtype=torch.float64)
     for m in DataLoader(KickMels(kicks, tr), batch_size=None, num_workers=cfg.num_workers):  # one mel at a time
         total += m
-    metrics = {
-        "heldout_mel_l1": (rec - ref).abs().mean().item(),
-        "baseline_mean_mel_l1": ((total / len(tr)).float()[None] - ref).abs().mean().item(),
-    }
-    return metrics, ref, rec
+    mean = (total / len(tr)).float()[None]  # (1, 1, 128, 173)
+    metrics = vae_mel_l1(vae, held, mean)
+    if cfg.real_dir:
+        metrics |= {f"real/{k}": v for k, v in vae_mel_l1(vae, real_kick_mels(cfg.real_dir), mean).items()}
+    ref = held[:n]
+    return metrics, ref, vae(ref, sample=False)[0]
 
-
+# %% ../../nbs/63_recipes.kick.ipynb #ea9b2c50
 def evaluate_kick_ldm(cfg: KickConfig, vocoder_dir: str | os.PathLike | None = None) -> dict:
     "FAD of every sampler setting on held-out keyword queries, the serving choice and the headline metrics."
     out = Path(cfg.out_dir)
@@ -464,10 +491,13 @@ def evaluate_kick_ldm(cfg: KickConfig, vocoder_dir: str | os.PathLike | None = N
     va = [i for i, n in enumerate(names) if n in held]
     queries = ([kws[i] for i in va] * (cfg.eval_n // len(va) + 1))[: cfg.eval_n]  # the held-out keyword mix
     settings = [("ddpm", 1000)] + [(s, n) for s in ("ddim", "dpm++") for n in cfg.eval_steps]
-    rows = evaluate_samplers(ldm, mels[va], queries, settings, guidance=cfg.guidance, seed=cfg.seed, ddpm_n=cfg.ddpm_n)
+    real = {"real": real_kick_mels(cfg.real_dir)} if cfg.real_dir else {}
+    rows = evaluate_samplers(
+        ldm, mels[va], queries, settings, guidance=cfg.guidance, seed=cfg.seed, ddpm_n=cfg.ddpm_n, other_refs=real
+    )
     best = {k: fewest_steps_within(rows, key=k) for k in ("fad_mel_k", "fad_latent_k")}
     tr = [i for i, n in enumerate(names) if n not in held]
-    real = frechet_distance(mel_embedding(mels[tr[: len(queries)]]), mel_embedding(mels[va]))
+    floor = frechet_distance(mel_embedding(mels[tr[: len(queries)]]), mel_embedding(mels[va]))
     by = {(r["sampler"], r["steps"]): r for r in rows}
     chosen = best["fad_mel_k"] or by[("dpm++", max(cfg.eval_steps))]  # fewest steps within 10% of DDPM
     headline = dict(
@@ -479,8 +509,14 @@ def evaluate_kick_ldm(cfg: KickConfig, vocoder_dir: str | os.PathLike | None = N
         chosen_steps=chosen["steps"],
         latent_fad=chosen["fad_latent"],
         noise_latent_fad=by[("noise", 0)]["fad_latent"],
-        train_vs_heldout_fad=real,
+        train_vs_heldout_fad=floor,
     )
+    if real:  # the real recorded packs no kick corpus holds
+        headline |= {
+            "real/fad": chosen["fad_mel_real"],
+            "real/noise_fad": by[("noise", 0)]["fad_mel_real"],
+            "real/train_fad": frechet_distance(mel_embedding(mels[tr[: len(queries)]]), mel_embedding(real["real"])),
+        }
     return dict(
         ldm=ldm,
         rows=rows,
@@ -489,5 +525,6 @@ def evaluate_kick_ldm(cfg: KickConfig, vocoder_dir: str | os.PathLike | None = N
         headline=headline,
         n_generated=len(queries),
         n_heldout=len(va),
+        n_real=len(real["real"]) if real else 0,
         example_keywords=kws[va[0]],
     )
