@@ -17,8 +17,8 @@ from ..core import ConfigError
 
 # %% auto #0
 __all__ = ['SAME_BASELINE', 'BASELINES_MD', 'load_json', 'read_metric', 'load_families', 'family_row', 'baseline_rows',
-           'real_rows', 'family_counts', 'families_beating_baseline', 'summary_metrics', 'md_table', 'report_markdown',
-           'bench_markdown', 'gain_figure', 'steps_figure', 'family_samples', 'log_summary']
+           'real_rows', 'family_counts', 'summary_metrics', 'md_table', 'report_markdown', 'bench_markdown',
+           'gain_figure', 'steps_figure', 'family_samples', 'log_summary']
 
 # %% ../../nbs/53_eval.report.ipynb #e84f3719
 def load_json(path: str | os.PathLike):
@@ -107,11 +107,6 @@ def family_counts(rows: list[dict]) -> dict:
         families_gated=len(gated),
         families_measured=sum(r["value"] is not None for r in gated),
     )
-
-
-def families_beating_baseline(rows: list[dict]) -> int:
-    "How many gated rows beat both their baselines."
-    return family_counts(rows)["families_beating_both"]
 
 
 def summary_metrics(rows: list[dict], real: list[dict] = ()) -> dict:
