@@ -3,7 +3,7 @@
     python bench/vocoder_budget.py [--section vocoder_speech|vocoder_kick ...] [--profile tiny]
                                    [--mode anneal checkpoints] [--steps 250,500,1000,2000,4000]
                                    [--set KEY=VALUE ...] [--minutes M] [--data-dir SECTION=DIR ...] [--threads 1]
-                                   [--out results/bench/vocoder_budget.json] [--refit]
+                                   [--tag T] [--out results/bench/vocoder_budget.json] [--refit]
 
 Each section of `params.yaml` (default: both vocoders) is trained with `recipes.vocoder.train_vocoder` (the stage's
 recipe at `--profile`; `--set` overrides its keys: `model.dim=64`, `train.lr=0.01`, `kind=vocos`, ...) and the
@@ -141,6 +141,7 @@ def main():
     ap.add_argument("--data-dir", nargs="*", default=[], help="SECTION=DIR: another data_dir (e.g. a prep elsewhere)")
     ap.add_argument("--minutes", type=float, default=None, help="per mode: no budget begun after this many minutes")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--tag", default="", help="store the sections as SECTION@TAG (variants side by side in --out)")
     ap.add_argument("--out", default="results/bench/vocoder_budget.json")
     ap.add_argument("--refit", action="store_true", help="only refit the points already in --out (no training)")
     args = ap.parse_args()
@@ -156,11 +157,12 @@ def main():
     else:
         res |= dict(machine=machine(), yardstick=yardsticks(), omp_num_threads=os.environ.get("OMP_NUM_THREADS"))
         for s in args.section:
-            res["sections"][s] = res["sections"].get(s, {}) | bench_section(args, s)
+            key = f"{s}@{args.tag}" if args.tag else s
+            res["sections"][key] = res["sections"].get(key, {}) | bench_section(args, s)
         res["yardstick_after"] = yardsticks()  # the load changes over a long run
     out.parent.mkdir(parents=True, exist_ok=True)
     save_json(out, res)
-    for s in args.section:
+    for s in [f"{s}@{args.tag}" if args.tag else s for s in args.section]:
         for m in [m for m in args.mode if m in res["sections"].get(s, {})]:
             v = res["sections"][s][m]
             print(s, m, json.dumps({k: v.get(k) for k in ("griffinlim_mel_l1", "power_law", "log_linear_last3")}))
