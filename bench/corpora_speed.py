@@ -19,6 +19,7 @@ import numpy as np
 from audiolab.data.jazz import JazzConfig, make_jazz_corpus
 from audiolab.data.kicks import (
     KicksCfg,
+    add_room,
     augment_kick,
     load_kick,
     make_kick_pack,
@@ -76,7 +77,9 @@ def bench_kicks(tmp: Path, scale: float) -> dict:
     per["synth"] = (n * 2.0, dt)
     _, dt = timed(lambda: [augment_kick(k, rng) for k in ks])
     per["augment"] = (n * 2.0, dt)
-    cfg = KicksCfg(n_synth=int(150 * scale), n_augment=int(100 * scale))
+    _, dt = timed(lambda: [add_room(k, rng) for k in ks])
+    per["wet"] = (n * 2.0, dt)
+    cfg = KicksCfg(n_synth=int(150 * scale), n_augment=int(40 * scale), n_wet=int(90 * scale))  # the tiny profile's mix
     rep, wall = timed(make_kick_pack, tmp / "kicks", cfg)
     return dict(
         corpus=dict(
