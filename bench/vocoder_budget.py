@@ -17,12 +17,13 @@ file, and Griffin-Lim with `griffin_lim_iters` iterations on the same mel) at ea
 The fit, per mode (`recipes.vocoder.budget_curve`): L(s) = a * s^-b + c by least squares, and the s where it equals
 Griffin-Lim's mel L1; none when the curve does not fall (b <= 0) or its floor c is not below Griffin-Lim: the fit then
 says that this recipe never crosses. A log-linear fit of the last three points (L = p + q ln s) gives a
-shorter-sighted second estimate. `--out` gets every point (with its training seconds), both fits, `machine()` and the
-process's matmul yardstick (`eval.bench.yardsticks`) before and after; sections and modes already in `--out` from an
-earlier run are kept unless rerun.
+shorter-sighted second estimate. `--out` gets, per section, every point (with its training seconds), both fits,
+`machine()` and the process's matmul yardstick (`eval.bench.yardsticks`) before and after; sections and modes already
+in `--out` from earlier runs are kept unless rerun.
 """
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -56,11 +57,16 @@ class BudgetEval(Callback):
         if learn.step not in self.budgets:
             return
         self.train_s += time.perf_counter() - self.t0
-        task = learn.eval_model.eval()
+        task = copy.deepcopy(learn.eval_model).cpu().eval()  # scored on the CPU wherever it trains
         res, _, _ = evaluate_vocoder(task, self.valid, self.gl_iters)
-        task.train()
         p = dict(steps=learn.step, mel_l1=res["mel_l1"], griffinlim_mel_l1=res["griffinlim_mel_l1"])
-        self.points.append({**p, "train_s": round(self.train_s, 1), "loss": float(learn.logs.get("loss", math.nan))})
+        self.points.append(
+            {
+                **p,
+                "train_s": round(self.train_s, 1),
+                "loss": float(learn.logs.get("loss", learn.logs.get("gen/loss", math.nan))),
+            }
+        )
         print(json.dumps(self.points[-1]), flush=True)
         if self.minutes and self.train_s > 60 * self.minutes:
             learn.request_stop(f"time budget {self.minutes} min")
@@ -148,18 +154,22 @@ def main():
     args.data_dir = dict(kv.split("=", 1) for kv in args.data_dir)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    res = json.loads(out.read_text()) if out.exists() else dict(sections={})
     if args.refit:
+        res = json.loads(out.read_text())
         for sec in res["sections"].values():
             for m in args.mode:
                 if m in sec:
                     sec[m] = dict(points=sec[m]["points"], **analyse(sec[m]["points"], sec["full_max_steps"]))
     else:
-        res |= dict(machine=machine(), yardstick=yardsticks(), omp_num_threads=os.environ.get("OMP_NUM_THREADS"))
+        new = {}
         for s in args.section:
-            key = f"{s}@{args.tag}" if args.tag else s
-            res["sections"][key] = res["sections"].get(key, {}) | bench_section(args, s)
-        res["yardstick_after"] = yardsticks()  # the load changes over a long run
+            env = dict(machine=machine(), yardstick=yardsticks(), omp_num_threads=os.environ.get("OMP_NUM_THREADS"))
+            new[f"{s}@{args.tag}" if args.tag else s] = (
+                env | bench_section(args, s) | dict(yardstick_after=yardsticks())
+            )
+        res = json.loads(out.read_text()) if out.exists() else dict(sections={})  # other runs may have written
+        for k, v in new.items():
+            res["sections"][k] = res["sections"].get(k, {}) | v
     out.parent.mkdir(parents=True, exist_ok=True)
     save_json(out, res)
     for s in [f"{s}@{args.tag}" if args.tag else s for s in args.section]:

@@ -154,14 +154,12 @@ def budget_curve(steps, mel_l1, target: float, grid: int = 400) -> dict:
         if best is None or sse < best[-1]:
             best = (float(np.exp(icpt)), float(-slope), float(c), sse)
     a, b, c, sse = best
-    crosses = b > 0 and c < target
     q, p = np.polyfit(np.log(s[-3:]), L[-3:], 1)
+    with np.errstate(over="ignore"):  # a crossing past the float range is inf
+        x_pow = float(np.exp((np.log(a) - np.log(target - c)) / b)) if b > 0 and c < target else None
+        x_lin = float(np.exp((target - p) / q)) if q < 0 else None
     return dict(
-        power_law=dict(
-            a=a, b=b, c=c, sse=sse, falls=b > 0, crossing_steps=(a / (target - c)) ** (1 / b) if crosses else None
-        ),
-        log_linear_last3=dict(
-            p=float(p), q=float(q), crossing_steps=float(np.exp((target - p) / q)) if q < 0 else None
-        ),
+        power_law=dict(a=a, b=b, c=c, sse=sse, falls=b > 0, crossing_steps=x_pow),
+        log_linear_last3=dict(p=float(p), q=float(q), crossing_steps=x_lin),
         target=target,
     )
