@@ -1,6 +1,6 @@
 """Vocoder contracts: HiFi-GAN V1 sizes and exact lengths, Vocos shapes, save/load round trips (the API the kick
-family loads: `HiFiGAN.from_pretrained(dir)`), input checks with clear errors, reconstruction-only training drives
-the mel L1 down; reconstruction metrics against known values."""
+family loads: `HiFiGAN.from_pretrained(dir)`), the silence gate, input checks with clear errors, reconstruction-only
+training drives the mel L1 down; reconstruction metrics against known values."""
 
 import math
 
@@ -63,6 +63,20 @@ def test_save_load_round_trip(tmp_path, cls, cfg):
     mel = torch.randn(1, back.cfg.n_mels if cls is VocosVocoder else 128, 6) - 4
     with torch.no_grad():
         assert torch.equal(back(mel), m(mel))
+
+
+def test_silence_gate_zeroes_exactly_the_floor_windows_and_survives_save_load(tmp_path):
+    torch.manual_seed(0)
+    HiFiGAN(HiFiGANConfig(**TINY_HIFI, silence_gate=True)).save_pretrained(tmp_path / "model")
+    g = HiFiGAN.from_pretrained(tmp_path / "model").eval()
+    plain = HiFiGAN(HiFiGANConfig(**TINY_HIFI)).eval()
+    plain.load_state_dict(g.state_dict())
+    mel = torch.randn(1, 128, 12) - 4
+    mel[..., 6:] = math.log(1e-5)  # kick44k's clamp floor from frame 6 on: its 2048-sample window starts at hop 4
+    with torch.no_grad():
+        y, y_plain = g(mel), plain(mel)
+    assert g.cfg.silence_gate and torch.equal(y[..., 4 * 512 :], torch.zeros(1, 1, 8 * 512))
+    assert torch.equal(y[..., : 4 * 512], y_plain[..., : 4 * 512])  # untouched before the silence
 
 
 @pytest.mark.parametrize(
