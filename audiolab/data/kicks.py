@@ -344,7 +344,7 @@ def add_room(x: np.ndarray, rng: np.random.Generator, sr: int = SR) -> tuple[np.
     x = x.astype(np.float64)
     wet = ss.fftconvolve(x, room_ir(rng, rt60, sr, len(x) / sr))[: len(x)]
     y = x + wet * np.sqrt((x**2).sum() / max((wet**2).sum(), 1e-20)) * 10 ** (-drr_db / 20)
-    tone_db = float(rng.uniform(-95, -65))  # the room's tone, RMS re the peak
+    tone_db = float(rng.uniform(-105, -75))  # the room's tone, RMS re the peak
     y = y + colored_noise(rng, len(y), float(rng.uniform(0.5, 2.0)), sr) * 10 ** (tone_db / 20) * np.abs(y).max()
     kw = ["reverb" if hall else "room"] + (["long"] if rt60 >= 1.5 else [])
     return (y / max(np.abs(y).max(), 1e-9) * 0.9).astype(np.float32), kw
