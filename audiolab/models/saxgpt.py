@@ -5,6 +5,7 @@
 # %% ../../nbs/44_models.saxgpt.ipynb #145f9355
 from __future__ import annotations
 import dataclasses
+from functools import partial
 
 import torch
 import torch.nn as nn
@@ -17,7 +18,7 @@ from ..audio import resample, to_channels
 from ..core import Config, ConfigError, check_codes, check_tensor, inference_dtype
 from ..nn.embed import LearnedPositionalEmbedding, MultiCodebookEmbedding
 from ..nn.sampling import sample_tokens
-from ..nn.transformer import TransformerDecoder, TransformerEncoder, decode_copy
+from ..nn.transformer import TransformerDecoder, TransformerEncoder, compiled_step, decode_copy
 from ..train.checkpoint import Pretrained
 
 # %% auto #0
@@ -204,7 +205,7 @@ class SaxGPT(nn.Module, Pretrained):
         (decoder, heads) to run instead of the model's own (`generate` passes `decode_copy`s)."""
         decoder, heads = stack or (self.decoder, self.heads)
         x = self.pos_dec(self.embed(columns), offset=pos)  # (B, T, D)
-        h = decoder(x.to(memory.dtype), memory, cache=cache, memory_key_padding_mask=memory_mask)
+        h = decoder(x.to(memory.dtype), memory, cache=cache, pos=pos, memory_key_padding_mask=memory_mask)
         B, T, _ = h.shape
         return heads(h).view(B, T, self.cfg.num_codebooks, -1).transpose(1, 2)  # (B, K, T, V)
 
@@ -264,11 +265,13 @@ class SaxGPT(nn.Module, Pretrained):
         generator: torch.Generator | None = None,
         return_logits: bool = False,
         precision: str = "fp32",
+        compiled: bool = False,
     ):
         """Lead codes `(B, K, n_frames)` over `(B, K, S)` backing codes (`n_frames` defaults to `S`), continuing
         `prompt (B, K, P)` if given (the output starts with it). `return_logits`: also the `(B, K, L-1, V)` logits
         the step function produced (the logits column `t` was sampled from sit at index `t - 1`). The decoder runs on
-        a `decode_copy` in `precision` ('fp32', 'bf16', or 'auto': `core.inference_dtype`; see the note above)."""
+        a `decode_copy` in `precision` ('fp32', 'bf16', or 'auto': `core.inference_dtype`; see the note above);
+        `compiled`: the one-column steps run compiled on static caches (`nn.transformer.compiled_step`)."""
         c, K, pad = self.cfg, self.cfg.num_codebooks, self.cfg.padding_idx
         self.check(backing, "SaxGPT.generate backing codes")
         if prompt is not None:
@@ -279,6 +282,8 @@ class SaxGPT(nn.Module, Pretrained):
             raise ValueError(f"{n} frames exceed one window ({c.max_frames}); use generate_long")
         if P > n:
             raise ValueError(f"prompt of {P} frames is longer than the {n} frames to generate")
+        if compiled and not use_cache:
+            raise ConfigError("compiled decoding runs on the KV cache: use_cache=True")
         was_training = self.training
         self.eval()
         B, L, dev = backing.shape[0], n + K + 1, backing.device
@@ -295,6 +300,10 @@ class SaxGPT(nn.Module, Pretrained):
         cache = self.decoder.make_cache(max_len=L) if use_cache else None
         all_logits = [] if return_logits else None
         logits = self.decode(buf[..., : P + 1], memory, mask, cache, 0, stack)[..., -1, :]  # prefill columns 0..P
+        step = partial(self.decode, stack=stack)
+        if compiled:
+            cache = [layer.to_static() for layer in cache]
+            step = compiled_step(self, ("generate", dtype, B, L, memory.shape[1]), step)
         for t in range(P + 1, L):
             if return_logits:
                 all_logits.append(logits)
@@ -303,7 +312,8 @@ class SaxGPT(nn.Module, Pretrained):
             if t == L - 1:
                 break
             if use_cache:
-                logits = self.decode(buf[..., t : t + 1], memory, mask, cache, t, stack)[..., -1, :]
+                at = torch.tensor([t], device=dev) if compiled else t  # a position tensor: one compiled step
+                logits = step(buf[..., t : t + 1], memory, mask, cache, at)[..., -1, :]
             else:
                 logits = self.decode(buf[..., : t + 1], memory, mask, stack=stack)[..., -1, :]
         self.train(was_training)

@@ -24,7 +24,7 @@ except Exception:  # ImportError, or OSError/RuntimeError from a mismatched bina
 
 # %% auto #0
 __all__ = ['BACKENDS', 'DROPOUT_MODES', 'causal_mask', 'combine_masks', 'padding_mask', 'naive_attention', 'dropout_drop_mask',
-           'blocked_attention', 'attend', 'RotaryEmbedding', 'KVCache', 'MultiHeadAttention']
+           'blocked_attention', 'attend', 'RotaryEmbedding', 'KVCache', 'StaticKVCache', 'MultiHeadAttention']
 
 # %% ../../nbs/20_nn.attention.ipynb #0a09666a
 def causal_mask(tq: int, tk: int, device=None) -> Tensor:
@@ -347,8 +347,55 @@ class KVCache:
         if self.k is not None:
             self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
 
+    def to_static(self) -> StaticKVCache:
+        "These keys/values in a `StaticKVCache`: self-attention (`max_len` set) keeps growing, memory is read-only."
+        return StaticKVCache(*self.get(), self.max_len)
+
     def __repr__(self):
         return f"KVCache(length={self.length}, max_len={self.max_len})"
+
+
+class StaticKVCache:
+    """Keys (stored transposed, `(B, H, Dh, L)`) and values `(B, H, L, Dh)` of one attention layer in buffers of a
+    fixed size `L`, written at a position *tensor*. Every decoding step has the same shapes and changes no Python
+    state, so one compiled step (`nn.transformer.compile_step`) serves every token. Built from a prefilled `KVCache`
+    (`KVCache.to_static`). Keys are kept transposed so the one-row products read them contiguously."""
+
+    def __init__(self, k: Tensor, v: Tensor, max_len: int | None = None):
+        "`k`, `v` `(B, H, T, Dh)`: keys/values of positions 0..T-1; `max_len` None: read-only memory of T keys."
+        B, H, T, Dh = k.shape
+        L = T if max_len is None else max_len
+        if T > L:
+            raise ValueError(f"StaticKVCache: {T} keys exceed max_len={L}")
+        self.kT, self.v = k.new_zeros(B, H, Dh, L), v.new_zeros(B, H, L, v.shape[-1])
+        self.kT[..., :T] = k.transpose(-1, -2)
+        self.v[..., :T, :] = v
+        self.positions = torch.arange(L, device=k.device)  # (L,) key positions
+
+    @property
+    def max_len(self) -> int:
+        return self.v.shape[-2]
+
+    def write(self, k: Tensor, v: Tensor, pos: Tensor):
+        "Store `(B, H, t, Dh)` keys/values at positions `pos, pos + 1, ...` (`pos`: a `(1,)` long tensor)."
+        at = pos + torch.arange(k.shape[-2], device=k.device)  # (t,)
+        self.kT.index_copy_(-1, at, k.transpose(-1, -2))
+        self.v.index_copy_(-2, at, v)
+
+    def attend(self, q: Tensor, pos: Tensor | None = None, key_padding_mask: Tensor | None = None) -> Tensor:
+        """`(B, H, t, Dh)` queries at positions `pos, pos + 1, ...` on the keys up to each (all keys when `pos` is
+        None: memory); `key_padding_mask` `(B, L)` True at padding keys. -> `(B, H, t, Dh)`. The product is written
+        out (no SDPA): one query row is a matrix-vector product the compiler fuses with the softmax."""
+        w = (q * q.shape[-1] ** -0.5) @ self.kT  # (B, H, t, L)
+        hidden = None
+        if pos is not None:
+            hidden = self.positions > (pos + torch.arange(q.shape[-2], device=q.device))[:, None]  # (t, L)
+        if key_padding_mask is not None:
+            pad = key_padding_mask[:, None, None]  # (B, 1, 1, L)
+            hidden = pad if hidden is None else hidden | pad
+        if hidden is not None:
+            w = w.masked_fill(hidden, float("-inf"))
+        return w.float().softmax(-1).to(q.dtype) @ self.v
 
 # %% ../../nbs/20_nn.attention.ipynb #01529080
 DROPOUT_MODES = ("auto", "probs", "output")
@@ -402,6 +449,20 @@ class MultiHeadAttention(nn.Module):
         k, v = self.kv_proj(context).chunk(2, dim=-1)
         return self.k_norm(self._heads(k)), self._heads(v)
 
+    def _static_attend(self, x: Tensor, cache: StaticKVCache, pos: Tensor | None, key_padding_mask) -> Tensor:
+        "Attention of `(B, T, D)` x on a `StaticKVCache` (inference; self-attention at positions `pos`...)."
+        if self.cross:
+            return cache.attend(self.q_norm(self._heads(self.q_proj(x))), key_padding_mask=key_padding_mask)
+        if not torch.is_tensor(pos):
+            raise ValueError("self-attention on a StaticKVCache needs `pos`: the (1,) position tensor of x[:, 0]")
+        q, k, v = (self._heads(t) for t in self.qkv_proj(x).chunk(3, dim=-1))  # (B, H, T, Dh) each
+        q, k = self.q_norm(q), self.k_norm(k)
+        if self.rope is not None:
+            at = pos + torch.arange(x.shape[1], device=x.device)  # (T,)
+            q, k = self.rope(q, at), self.rope(k, at)
+        cache.write(k, v, pos)
+        return cache.attend(q, pos, key_padding_mask)
+
     def forward(
         self,
         x: Tensor,
@@ -410,12 +471,15 @@ class MultiHeadAttention(nn.Module):
         causal: bool = False,
         key_padding_mask: Tensor | None = None,
         attn_mask: Tensor | None = None,
-        cache: KVCache | None = None,
-        pos: int | None = None,
+        cache: KVCache | StaticKVCache | None = None,
+        pos: int | Tensor | None = None,
     ) -> Tensor:
         """x: `(B, T, D)` queries. Self-attention: keys are `x` (plus the cache). Cross-attention: keys are
         `context` `(B, S, Dc)`, or the cached memory when `cache` is filled. RoPE positions: `pos` (an offset, a
         `(T,)` or a `(B, T)` tensor), else the cache length, else 0. Returns `(B, T, D)`."""
+        if isinstance(cache, StaticKVCache):
+            o = self._static_attend(x, cache, pos, key_padding_mask)  # (B, H, T, Dh)
+            return self.out_proj(o.transpose(1, 2).reshape(*x.shape[:2], self.dim))
         p = self.dropout if self.training else 0.0
         mode = self.dropout_mode if self.dropout_mode != "auto" else ("probs" if x.is_cuda else "output")
         if self.cross:

@@ -35,8 +35,9 @@ class SinusoidalPositionalEmbedding(nn.Module):
         self.alpha = nn.Parameter(torch.ones(1)) if learn_scale else None
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
-        pe = sinusoidal(torch.arange(offset, offset + x.shape[1], device=x.device), self.dim, self.base)
+    def forward(self, x: Tensor, offset: int | Tensor = 0) -> Tensor:
+        "`offset`: an int, or a `(1,)` position tensor (a compiled decoding step)."
+        pe = sinusoidal(offset + torch.arange(x.shape[1], device=x.device), self.dim, self.base)
         pe = pe.to(x.dtype)  # (T, D)
         return self.drop(x + (pe if self.alpha is None else self.alpha * pe))
 
@@ -51,8 +52,11 @@ class LearnedPositionalEmbedding(nn.Module):
         nn.init.normal_(self.emb.weight, std=0.02)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
+    def forward(self, x: Tensor, offset: int | Tensor = 0) -> Tensor:
+        "`offset`: an int, or a `(1,)` position tensor (a compiled decoding step; not range-checked)."
         T = x.shape[1]
+        if torch.is_tensor(offset):
+            return self.drop(x + self.emb(offset + torch.arange(T, device=x.device)).to(x.dtype))
         if offset + T > self.max_len:
             raise ValueError(f"positions up to {offset + T} exceed max_len={self.max_len} of the learned embedding")
         return self.drop(x + self.emb.weight[offset : offset + T].to(x.dtype))

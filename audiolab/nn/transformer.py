@@ -5,6 +5,8 @@
 # %% ../../nbs/22_nn.transformer.ipynb #cd6aee55
 from __future__ import annotations
 import copy
+import weakref
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 import torch
@@ -13,12 +15,12 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from ..core import ConfigError
-from .attention import KVCache, MultiHeadAttention
+from .attention import KVCache, MultiHeadAttention, StaticKVCache
 
 # %% auto #0
 __all__ = ['ACTIVATIONS', 'FeedForward', 'AdaLayerNorm', 'make_norm', 'apply_norm', 'TransformerEncoderLayer',
            'DecoderLayerCache', 'TransformerDecoderLayer', 'run_layer', 'TransformerEncoder', 'TransformerDecoder',
-           'decode_copy', 'modulate', 'DiTBlock', 'DiTFinalLayer']
+           'decode_copy', 'compiled_step', 'modulate', 'DiTBlock', 'DiTFinalLayer']
 
 # %% ../../nbs/22_nn.transformer.ipynb #046fb2bd
 ACTIVATIONS = {"gelu": nn.GELU, "gelu_tanh": lambda: nn.GELU(approximate="tanh"), "relu": nn.ReLU, "silu": nn.SiLU}
@@ -125,12 +127,16 @@ class TransformerEncoderLayer(nn.Module):
 class DecoderLayerCache:
     "KV caches of one decoder layer."
 
-    self_attn: KVCache = field(default_factory=KVCache)
-    cross_attn: KVCache = field(default_factory=KVCache)
+    self_attn: KVCache | StaticKVCache = field(default_factory=KVCache)
+    cross_attn: KVCache | StaticKVCache = field(default_factory=KVCache)
 
     @property
     def length(self) -> int:
         return self.self_attn.length
+
+    def to_static(self) -> DecoderLayerCache:
+        "Both caches as `StaticKVCache`s (what a compiled one-token step runs on)."
+        return DecoderLayerCache(self.self_attn.to_static(), self.cross_attn.to_static())
 
     def reorder(self, index: Tensor):
         self.self_attn.reorder(index)
@@ -292,6 +298,34 @@ def decode_copy(module: nn.Module, dtype: torch.dtype | None = None) -> nn.Modul
         if isinstance(lin, nn.Linear):
             lin.weight.data = lin.weight.data.t().contiguous().t()  # (out, in) view of a contiguous (in, out)
     return m
+
+# %% ../../nbs/22_nn.transformer.ipynb #72b935bf
+_COMPILED_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def compiled_step(owner: nn.Module, key: Hashable, fn: Callable) -> Callable:
+    """`torch.compile(fn)`: a one-token decoding step on `StaticKVCache`s, made once per `owner` (the model
+    whose weights it reads), `key` (precision, shapes) and state of the weights: static shapes, weights frozen into
+    the code (`freezing`), products autotuned (`max_autotune`). A weight changed in place (an optimizer step,
+    `load_state_dict`; not through `.data`) compiles anew: `fn` must then be bound to new modules (a new
+    `decode_copy`), since torch keeps compiled code per function and tells calls apart by their modules. Call under
+    `torch.no_grad()` or `torch.inference_mode()`."""
+    weights = tuple((p.data_ptr(), p._version) for p in owner.parameters())
+    steps = _COMPILED_STEPS.setdefault(owner, {})
+    if key not in steps or steps[key][0] != weights:
+        compiled = torch.compile(fn, dynamic=False, options={"max_autotune": True})
+
+        def step(*args, **kw):  # configuration read when a call compiles, not by torch.compile
+            # freezing makes the weights constants, so the compiled code must be kept per module (guarded by
+            # identity), not shared by all modules of the same shapes as inlined modules are
+            with (
+                torch._inductor.config.patch(freezing=True),
+                torch._dynamo.config.patch(inline_inbuilt_nn_modules=False),
+            ):
+                return compiled(*args, **kw)
+
+        steps[key] = weights, step
+    return steps[key][1]
 
 # %% ../../nbs/22_nn.transformer.ipynb #1aac7f2d
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
