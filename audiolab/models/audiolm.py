@@ -6,6 +6,7 @@
 from __future__ import annotations
 import dataclasses
 import random
+from functools import partial
 
 import torch
 import torch.nn as nn
@@ -17,7 +18,7 @@ from ..core import Config, ConfigError, InputError, check_codes, check_tensor, i
 from ..nn.attention import padding_mask
 from ..nn.embed import MultiCodebookEmbedding, SinusoidalPositionalEmbedding
 from ..nn.sampling import sample_tokens
-from ..nn.transformer import TransformerEncoder, decode_copy
+from ..nn.transformer import TransformerEncoder, compiled_step, decode_copy
 from ..train.checkpoint import Pretrained
 
 # %% auto #0
@@ -295,6 +296,13 @@ class AudioLM(nn.Module, Pretrained):
         out["loss"] = (ar_loss + out["nar_loss"]) / 2
         return out
 
+    def ar_step(self, q1: Tensor, offset, cache, pos, key_padding_mask: Tensor | None, stack) -> Tensor:
+        """One cached AR step: sampled tokens `(B, 1)` at target position `offset`, cache position `pos` -> next
+        logits `(B, bins+1)` (fp32). `stack`: the (decoder, head) `generate_ar` runs on."""
+        decoder, head = stack
+        x = self.ar_pos_target(self.ar_target_emb(q1), offset=offset).to(head.weight.dtype)  # (B, 1, D)
+        return head(decoder(x, key_padding_mask=key_padding_mask, cache=cache, pos=pos)[:, -1]).float()
+
     @torch.no_grad()
     def generate_ar(
         self,
@@ -308,9 +316,11 @@ class AudioLM(nn.Module, Pretrained):
         min_new_tokens: int = 0,
         generator: torch.Generator | None = None,
         precision: str = "fp32",
+        compiled: bool = False,
     ) -> tuple[Tensor, Tensor]:
         """Quantizer-1 tokens `(B, T)` after `(B, K, Tp)` prompts and their lengths `(B,)` (EOS excluded; T: max
-        length). The AR decoder and head run on a `nn.transformer.decode_copy` in `precision` (fp32, bf16, auto)."""
+        length). The AR decoder and head run on a `nn.transformer.decode_copy` in `precision` (fp32, bf16, auto);
+        `compiled`: the one-token steps run compiled on static caches (`nn.transformer.compiled_step`)."""
         self.check_prompt(prompt, prompt_lens)
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise InputError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
@@ -318,6 +328,8 @@ class AudioLM(nn.Module, Pretrained):
             raise InputError(f"temperature must be >= 0 (0: greedy), got {temperature}")
         if top_p is not None and not 0 < top_p <= 1:
             raise InputError(f"top_p must be in (0, 1], got {top_p}")
+        if compiled and not use_cache:
+            raise ConfigError("compiled decoding runs on the KV cache: use_cache=True")
         B, _, Tp = prompt.shape
         dev = prompt.device
         eos = self.cfg.eos
@@ -329,7 +341,8 @@ class AudioLM(nn.Module, Pretrained):
         decoder, head = decode_copy(self.ar_decoder, dtype), decode_copy(self.ar_head, dtype)
         padded = bool(kpm_p.any())  # without padding no key mask is built per step
         if use_cache:
-            cache = decoder.make_cache(Tp + 1 + max_new_tokens)
+            L = Tp + 1 + max_new_tokens
+            cache = decoder.make_cache(L)
             x = torch.cat(
                 [
                     self.ar_pos_prompt(self.ar_prompt_emb(prompt)),
@@ -341,12 +354,16 @@ class AudioLM(nn.Module, Pretrained):
             h = decoder(
                 x.to(dtype), key_padding_mask=kpm if padded else None, attn_mask=ar_attn_mask(Tp, 1, dev), cache=cache
             )
+            logits = head(h[:, -1]).float()  # (B, bins+1)
+            step = partial(self.ar_step, stack=(decoder, head))
+            if compiled:
+                cache = [layer.to_static() for layer in cache]
+                kpm = torch.cat([kpm_p, kpm_p.new_zeros(B, 1 + max_new_tokens)], 1)  # (B, L): every key position
+                step = compiled_step(self, ("generate_ar", dtype, B, L, padded), step)
         else:
             seq = prompt.new_full((B, 1), self.cfg.bos)
         for t in range(max_new_tokens):
-            if use_cache:
-                logits = head(h[:, -1]).float()  # (B, bins+1)
-            else:
+            if not use_cache:
                 logits = self.ar_logits(prompt, prompt_lens, seq, None)[:, -1]
             if t < min_new_tokens:
                 logits[:, eos] = float("-inf")
@@ -358,13 +375,12 @@ class AudioLM(nn.Module, Pretrained):
             if bool(done.all()):
                 break
             if use_cache:
-                if padded:
-                    kpm = torch.cat([kpm, kpm.new_zeros(B, 1)], 1)
-                h = decoder(
-                    self.ar_pos_target(self.ar_target_emb(nxt[:, None]), offset=t + 1).to(dtype),
-                    key_padding_mask=kpm if padded else None,
-                    cache=cache,
-                )  # (B, 1, D)
+                if compiled:  # positions as tensors: one compiled step for every token
+                    offset, pos = torch.tensor([t + 1], device=dev), torch.tensor([Tp + 1 + t], device=dev)
+                else:
+                    offset, pos = t + 1, None
+                    kpm = torch.cat([kpm, kpm.new_zeros(B, 1)], 1) if padded else kpm
+                logits = step(nxt[:, None], offset, cache, pos, kpm if padded else None)
             else:
                 seq = torch.cat([seq, nxt[:, None]], 1)
         return out[:, : int(lens.max())], lens
