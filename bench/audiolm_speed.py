@@ -14,13 +14,14 @@ with the cache and >= 10x our own no-cache path.
 
 The rows compared with the reference implementation at its sizes (`--reference-sizes`, ~2 min on an idle 2-core
 machine): a 353-token context (352 prompt frames + BOS) continued by 750 frames, at d512 × 6 (8 heads) and d1024 × 12
-(16 heads), cached, fp32 and bf16 (the decoding copy's precision), against the reference implementation's 3.12 and 0.84
-frames/s (no cache) on the AMD kind of machine (2 cores, fp32 matmul 2048^3 ~ 108 GFLOP/s); targets >= 78 and >= 21:
+(16 heads), cached: eager fp32, compiled steps in fp32 and compiled in the machine's default precision (bf16 where
+the CPU multiplies it natively), against the reference implementation's 3.12 and 0.84 frames/s (no cache) on the AMD
+kind of machine (2 cores, fp32 matmul 2048^3 ~ 108 GFLOP/s); targets >= 78 and >= 21 (~5 min with the compiling):
 
     python bench/audiolm_speed.py --threads 2 --reference-sizes --out results/bench/audiolm_reference.json
 
 `yardsticks` holds the fp32 and bf16 matmul GFLOP/s of the same process; `*_at_108` scale a rate to 108 GFLOP/s;
-`reference_size` the fp32 rates.
+`reference_size` the compiled fp32 rates (the same computation as the reference's).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import time
 import numpy as np
 import torch
 
-from audiolab.core import save_json
+from audiolab.core import inference_dtype, save_json
 from audiolab.eval.bench import machine, yardsticks
 from audiolab.models.audiolm import AudioLM, AudioLMConfig
 
@@ -47,8 +48,13 @@ REFERENCE_SIZES = {"d512x6": (512, 6, 8, 3.12, 78.0), "d1024x12": (1024, 12, 16,
 # the reference implementation's frames/s (no cache) and the target
 
 
-def reference_rows(prompt_frames: int = 352, new_frames: int = 750, precisions=("fp32", "bf16")) -> dict:
-    "Cached AR frames/s at the reference sizes, temperature 1 (EOS suppressed: all `new_frames` generated)."
+VARIANTS = {"fp32": ("fp32", False), "fp32_compiled": ("fp32", True), "default_compiled": ("auto", True)}
+
+
+def reference_rows(prompt_frames: int = 352, new_frames: int = 750, variants=tuple(VARIANTS)) -> dict:
+    """Cached AR frames/s at the reference sizes, temperature 1 (EOS suppressed: all `new_frames` generated), per
+    variant of `VARIANTS`: eager fp32, compiled steps (`generate_ar(compiled=True)`) in fp32 and in the machine's
+    default precision (`core.inference_dtype`). The compile time is measured apart (the first run, same shapes)."""
     yard = yardsticks()
     print(yard, flush=True)
     rows = {}
@@ -58,13 +64,17 @@ def reference_rows(prompt_frames: int = 352, new_frames: int = 750, precisions=(
         model = AudioLM(cfg).eval()
         prompt = torch.randint(0, cfg.bins, (1, cfg.n_q, prompt_frames), generator=torch.Generator().manual_seed(0))
         row = dict(reference_frames_per_s=ref, target_frames_per_s=target, context_tokens=prompt_frames + 1)
-        for prec in precisions:
-            kw = dict(temperature=1.0, precision=prec, generator=torch.Generator().manual_seed(0))
-            model.generate_ar(prompt, 8, min_new_tokens=8, **kw)  # warm-up
+        for variant in variants:
+            prec, compiled = VARIANTS[variant]
+            kw = dict(temperature=1.0, precision=prec, generator=torch.Generator().manual_seed(0), compiled=compiled)
+            warm = new_frames if compiled else 8  # a compiled step is made for the generation's shapes
+            _, warm_s, _ = timed(lambda: model.generate_ar(prompt, warm, min_new_tokens=warm, **kw))
             (q1, _), w, c = timed(lambda: model.generate_ar(prompt, new_frames, min_new_tokens=new_frames, **kw))
             assert q1.shape[1] == new_frames
             fps = new_frames / w
-            row[prec] = dict(
+            row[variant] = dict(
+                dtype=str(inference_dtype(torch.device("cpu"), prec)),
+                first_run_s=warm_s,  # compiled: compiling + one generation
                 wall_s=w,
                 cpu_s=c,
                 frames_per_s=fps,
@@ -73,9 +83,11 @@ def reference_rows(prompt_frames: int = 352, new_frames: int = 750, precisions=(
                 ratio_to_reference=fps / ref,
                 ratio_to_reference_at_108=fps * 108 / yard["matmul_fp32_gflops"] / ref,
             )
-            print(name, prec, {k: round(v, 2) for k, v in row[prec].items()}, flush=True)
+            print(name, variant, row[variant], flush=True)
         rows[name] = row
-    equal_size = {name.split("x")[0]: dict(frames_per_s=row["fp32"]["frames_per_s"]) for name, row in rows.items()}
+    equal_size = {  # fp32, compiled steps: the same computation as the reference's
+        name.split("x")[0]: dict(frames_per_s=row["fp32_compiled"]["frames_per_s"]) for name, row in rows.items()
+    }
     return dict(
         yardsticks=yard,
         reference_size=equal_size,  # the fp32 rows compared with the reference (eval.bench.REFERENCE_ROWS)

@@ -4,11 +4,13 @@
                                  [--precisions fp32 bf16] [--train-sizes xsmall small medium] [--train-frames 1500]
                                  [--dropout-mode probs] [--out results/bench/saxgpt.json]
 
-The rows compared with the reference implementation at its size (about 3 min on an idle 2-core machine): generation
-of 1500 frames at batch 1, temperature 1, fp32 and bf16; one medium train step (batch 4, 1500 frames, dropout 0.1 on
-the attention probabilities, AdamW; after one warm-up step):
+The rows compared with the reference implementation at its size (about 5 min on an idle 2-core machine): generation
+of 1500 frames at batch 1, temperature 1, fp32 and bf16, eager and with compiled steps (`--compiled`; the compile
+time apart, as `*_first_run_s`); one medium train step (batch 4, 1500 frames, dropout 0.1 on the attention
+probabilities, AdamW; after one warm-up step):
 
-    python bench/saxgpt_speed.py --size medium --steps 1500 --uncached-steps 0 --train-sizes medium --train-steps 1
+    python bench/saxgpt_speed.py --size medium --steps 1500 --uncached-steps 0 --train-sizes medium --train-steps 1 \
+        --compiled
 
 The reference implementation on the AMD kind of machine (2 cores, fp32 matmul 2048^3 ~ 108 GFLOP/s): 58.4 steps/s and
 69.1 s per train step; on the Intel kind (~294 GFLOP/s) 117 steps/s and 37.9 s. `reference_size` holds the fp32
@@ -32,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from audiolab.core import save_json
+from audiolab.core import fast_bf16, save_json
 from audiolab.eval.bench import machine, yardsticks
 from audiolab.models.saxgpt import SIZES, SaxGPT, SaxGPTConfig, count_params
 
@@ -51,6 +53,7 @@ def bench_generate(
     seed: int = 0,
     precisions=("fp32", "bf16"),
     yard: float | None = None,
+    compiled_steps: bool = False,
 ) -> dict:
     """Greedy generation of `steps` frames over a random backing with the KV cache; the uncached loop in full for
     `uncached_steps` frames (tokens compared), and its per-step cost at prefix lengths `probe`, integrated over
@@ -74,13 +77,17 @@ def bench_generate(
     )
     _, dt, dc = _timed(lambda: m.generate(back, temperature=1.0, top_k=250, top_p=0.95))
     out.update(sampled_topk_topp_steps_per_s=n_dec / dt, sampled_topk_topp_steps_per_cpu_s=n_dec / dc)
-    for prec in precisions:  # the reference row: temperature 1, no filter
-        m.generate(back[..., :32], temperature=1.0, precision=prec)  # warm-up
-        _, dt, dc = _timed(lambda: m.generate(back, temperature=1.0, precision=prec))
-        out[f"t1_{prec}_steps_per_s"] = n_dec / dt
-        out[f"t1_{prec}_steps_per_cpu_s"] = n_dec / dc
+    for prec, compiled in [(p, c) for p in precisions for c in (False, compiled_steps)]:  # temperature 1, no filter
+        name = f"t1_{prec}" + ("_compiled" if compiled else "")
+        warm = back if compiled else back[..., :32]  # a compiled step is made for the generation's shapes
+        _, dt, _ = _timed(lambda: m.generate(warm, temperature=1.0, precision=prec, compiled=compiled))
+        if compiled:
+            out[f"{name}_first_run_s"] = dt  # compiling + one generation
+        _, dt, dc = _timed(lambda: m.generate(back, temperature=1.0, precision=prec, compiled=compiled))
+        out[f"{name}_steps_per_s"] = n_dec / dt
+        out[f"{name}_steps_per_cpu_s"] = n_dec / dc
         if yard:
-            out[f"t1_{prec}_steps_per_s_at_108"] = n_dec / dt * 108 / yard
+            out[f"{name}_steps_per_s_at_108"] = n_dec / dt * 108 / yard
     if uncached_steps:
         n = min(uncached_steps, steps)
         unc, dt_u, dc_u = _timed(lambda: m.generate(back[..., :n], temperature=0, use_cache=False))
@@ -169,6 +176,9 @@ def main():
     ap.add_argument("--train-frames", type=int, default=1500, help="backing and lead frames per training window")
     ap.add_argument("--train-batch", type=int, default=4)
     ap.add_argument("--precisions", nargs="*", default=["fp32", "bf16"], help="generation precisions (temperature 1)")
+    ap.add_argument(
+        "--compiled", action="store_true", help="also generate with compiled steps (generate(compiled=True))"
+    )
     ap.add_argument("--dropout-mode", default="probs", help="train step attention dropout (probs: the reference's)")
     ap.add_argument("--out", default="results/bench/saxgpt.json")
     ap.add_argument("--keep-generate", action="store_true", help="reuse the `generate` results already in --out")
@@ -187,7 +197,9 @@ def main():
     if "generate" in old:
         res["generate"], res["generate_machine"] = old["generate"], old["machine"]
     else:
-        res["generate"] = bench_generate(a.size, a.steps, a.uncached_steps, precisions=a.precisions, yard=yard)
+        res["generate"] = bench_generate(
+            a.size, a.steps, a.uncached_steps, precisions=a.precisions, yard=yard, compiled_steps=a.compiled
+        )
     print(json.dumps(res["generate"], indent=1), flush=True)
     save_json(a.out, res)
     res["train_step"] = []
@@ -207,7 +219,12 @@ def main():
     res["machine"]["loadavg_end"] = os.getloadavg()
     medium = [t for t in res["train_step"] if t["size"] == "medium"]
     if a.size == "medium":  # the rows compared with the reference implementation (eval.bench.REFERENCE_ROWS): fp32
-        res["reference_size"] = dict(generation=dict(steps_per_s=res["generate"]["t1_fp32_steps_per_s"]))
+        gen, default = res["generate"], "bf16" if fast_bf16("cpu") else "fp32"
+        name = "t1_{}_compiled_steps_per_s" if a.compiled else "t1_{}_steps_per_s"
+        res["reference_size"] = dict(
+            generation=dict(steps_per_s=gen[name.format("fp32")]),
+            generation_default_precision=dict(steps_per_s=gen.get(name.format(default))),
+        )
         if medium and a.dropout_mode == "probs" and a.train_batch == 4 and a.train_frames == 1500:
             res["reference_size"]["train"] = dict(step_s=medium[0]["step_s"])
     save_json(a.out, res)

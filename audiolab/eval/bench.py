@@ -305,6 +305,13 @@ REFERENCE_ROWS = {  # audiolab's figure: fp32 unless the row says it is the mach
         True,
         {"amd": (58.4, AMD), "intel": (117.0, INTEL)},
     ),
+    "saxgpt_medium_generation_default_precision": ReferenceRow(
+        "saxgpt_speed",
+        "reference_size/generation_default_precision/steps_per_s",
+        "steps/s",
+        True,
+        {"amd": (58.4, AMD), "intel": (117.0, INTEL)},
+    ),
     "saxgpt_medium_train_step": ReferenceRow(
         "saxgpt_speed", "reference_size/train/step_s", "s/step", False, {"amd": (69.1, AMD), "intel": (37.9, INTEL)}
     ),
@@ -349,7 +356,7 @@ REFERENCE_ROWS = {  # audiolab's figure: fp32 unless the row says it is the mach
 }
 REFERENCE_ARGS = {  # each script's run at the reference sizes (about 3 minutes each on an idle 2-core machine)
     "saxgpt_speed": ["--size", "medium", "--steps", "1500", "--uncached-steps", "0", "--train-sizes", "medium"]
-    + ["--train-steps", "1"],
+    + ["--train-steps", "1", "--compiled"],
     "codec_speed": ["--reference-only"],
     "kick_latency": ["--reps", "2"],
     "audiolm_speed": ["--threads", "2", "--reference-sizes"],
