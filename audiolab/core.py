@@ -24,8 +24,9 @@ import yaml
 # %% auto #0
 __all__ = ['PRECISION_ENV', 'PROFILES', 'AudiolabError', 'ConfigError', 'FileProblem', 'AudioFileError', 'CheckpointError',
            'InputError', 'check_tensor', 'check_codes', 'seed_everything', 'get_rng_state', 'set_rng_state',
-           'get_device', 'amp_dtype', 'autocast', 'cpuinfo_has_bf16', 'fast_bf16', 'inference_dtype', 'Config',
-           'load_section', 'Registry', 'atomic_write', 'atomic_path', 'save_json', 'files_stamp']
+           'get_device', 'amp_dtype', 'autocast', 'cpuinfo_has_bf16', 'fast_bf16', 'inference_dtype',
+           'compile_inference', 'Config', 'load_section', 'Registry', 'atomic_write', 'atomic_path', 'save_json',
+           'files_stamp']
 
 # %% ../nbs/00_core.ipynb #3903ff47
 class AudiolabError(Exception):
@@ -196,6 +197,25 @@ def inference_dtype(device: torch.device | str, precision: str = "auto") -> torc
     if precision == "auto":
         return torch.bfloat16 if fast_bf16(device) else torch.float32
     return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
+def compile_inference(fn: Callable, max_autotune: bool = True) -> Callable:
+    """`torch.compile(fn)` for inference at fixed shapes, the weights of the modules `fn` runs frozen into the code
+    (inductor's `freezing`: constants folded, convolution and matmul weights prepacked) and, with `max_autotune`, its
+    products autotuned (on CPU over inductor's C++ GEMM templates). Freezing is read when a call compiles, not by
+    `torch.compile`, so every call sets it; and compiled code is kept per module (guarded by identity) rather than
+    shared by modules of the same shapes, since their weights are its constants. A later change of those weights is
+    not seen. Call under `torch.no_grad()` or `torch.inference_mode()`."""
+    compiled = torch.compile(fn, dynamic=False, options={"max_autotune": max_autotune})
+
+    def run(*args, **kw):
+        with (
+            torch._inductor.config.patch(freezing=True),
+            torch._dynamo.config.patch(inline_inbuilt_nn_modules=False),
+        ):
+            return compiled(*args, **kw)
+
+    return run
 
 # %% ../nbs/00_core.ipynb #b5a62c6b
 PROFILES = ("tiny", "full")

@@ -358,7 +358,7 @@ REFERENCE_ARGS = {  # each script's run at the reference sizes (about 3 minutes 
     "saxgpt_speed": ["--size", "medium", "--steps", "1500", "--uncached-steps", "0", "--train-sizes", "medium"]
     + ["--train-steps", "1", "--compiled"],
     "codec_speed": ["--reference-only"],
-    "kick_latency": ["--reps", "2"],
+    "kick_latency": ["--reps", "2", "--compile"],
     "audiolm_speed": ["--threads", "2", "--reference-sizes"],
 }
 

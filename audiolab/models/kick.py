@@ -26,6 +26,7 @@ from audiolab.core import (
     CheckpointError,
     InputError,
     check_tensor,
+    compile_inference,
     inference_dtype,
     save_json,
 )
@@ -328,13 +329,15 @@ class LatentUNet(nn.Module, Pretrained):
         return self.out(h).to(z.dtype)
 
     def guided_eps(
-        self, ids: Tensor, guidance: float, sched: NoiseSchedule | None = None
+        self, ids: Tensor, guidance: float, sched: NoiseSchedule | None = None, model: Callable | None = None
     ) -> Callable[[Tensor, Tensor], Tensor]:
-        "ε(z, t) for keyword ids (B, L) with classifier-free guidance `guidance`; v-predictions are converted to ε."
+        """ε(z, t) for keyword ids (B, L) with classifier-free guidance `guidance`; v-predictions are converted to ε.
+        `model`: what computes this U-Net's output (default the module; a compiled form of it)."""
         if self.cfg.prediction == "v" and sched is None:
             raise ConfigError("guided_eps: a v-prediction U-Net needs the noise schedule")
         null = torch.zeros_like(ids)
-        out_fn = classifier_free_guidance(self, (ids,), (null,), guidance, uncond_only=not bool((ids > 0).any()))
+        uncond_only = not bool((ids > 0).any())
+        out_fn = classifier_free_guidance(model or self, (ids,), (null,), guidance, uncond_only=uncond_only)
 
         def eps_fn(z: Tensor, t: Tensor) -> Tensor:
             tb = t.expand(z.shape[0]) if t.dim() == 0 else t
@@ -424,16 +427,17 @@ class KickLDM(nn.Module):
         self.vae, self.unet, self.vocab = vae.eval(), unet.eval(), vocab
         self.vocoder = bake_weight_norm(vocoder.eval()) if vocoder is not None else None
         self.latent_scale, self.sched, self.clip_x0 = float(latent_scale), sched or NoiseSchedule(), clip_x0
+        self.unet_fn: Callable | None = None  # the compiled U-Net the samplers call (`for_inference(compile=True)`)
 
     def for_inference(self, precision: str = "auto", compile: bool = False) -> KickLDM:
-        "In place, the served path: `precision` 'auto'|'fp32'|'bf16' (core.inference_dtype), channels-last VAE."
+        """In place, the served path: `precision` 'auto'|'fp32'|'bf16' (core.inference_dtype), channels-last VAE;
+        `compile`: the samplers call the U-Net compiled with its weights frozen (`core.compile_inference`)."""
         dt = inference_dtype(next(self.unet.parameters()).device, precision)
         self.unet.to(dt)
         self.vae.to(dt).to(memory_format=torch.channels_last)
         if self.vocoder is not None:
             self.vocoder.to(dt)
-        if compile:
-            self.unet.compile(dynamic=False, options={"freezing": True})
+        self.unet_fn = compile_inference(self.unet) if compile else None
         return self
 
     @torch.no_grad()
@@ -451,7 +455,7 @@ class KickLDM(nn.Module):
         g = torch.Generator().manual_seed(seed)
         z = torch.randn((n, *self.vae.latent_shape), generator=g).to(dev)
         ids = self.vocab.encode([parse_keywords(keywords)] * n).to(dev)
-        eps_fn = self.unet.guided_eps(ids, guidance, self.sched)
+        eps_fn = self.unet.guided_eps(ids, guidance, self.sched, self.unet_fn)
         z = (
             SAMPLERS[sampler](eps_fn, self.sched, z, steps=steps, generator=g, clip_x0=self.clip_x0)
             if sampler != "ddpm"
@@ -497,7 +501,7 @@ class KickLDM(nn.Module):
             kws = keyword_lists[i : i + batch]
             ids = self.vocab.encode(kws).to(dev)
             z = torch.randn((len(kws), *self.vae.latent_shape), generator=g).to(dev)
-            eps_fn = self.unet.guided_eps(ids, guidance, self.sched)
+            eps_fn = self.unet.guided_eps(ids, guidance, self.sched, self.unet_fn)
             z = (
                 ddpm_sample(eps_fn, self.sched, z, g, self.clip_x0)
                 if sampler == "ddpm"

@@ -14,7 +14,7 @@ import torch.nn as nn
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from ..core import ConfigError
+from ..core import ConfigError, compile_inference
 from .attention import KVCache, MultiHeadAttention, StaticKVCache
 
 # %% auto #0
@@ -304,27 +304,15 @@ _COMPILED_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def compiled_step(owner: nn.Module, key: Hashable, fn: Callable) -> Callable:
-    """`torch.compile(fn)`: a one-token decoding step on `StaticKVCache`s, made once per `owner` (the model
-    whose weights it reads), `key` (precision, shapes) and state of the weights: static shapes, weights frozen into
-    the code (`freezing`), products autotuned (`max_autotune`). A weight changed in place (an optimizer step,
-    `load_state_dict`; not through `.data`) compiles anew: `fn` must then be bound to new modules (a new
-    `decode_copy`), since torch keeps compiled code per function and tells calls apart by their modules. Call under
-    `torch.no_grad()` or `torch.inference_mode()`."""
+    """`core.compile_inference(fn)`: a one-token decoding step on `StaticKVCache`s, made once per `owner` (the model
+    whose weights it reads), `key` (precision, shapes) and state of the weights. A weight changed in place (an
+    optimizer step, `load_state_dict`; not through `.data`) compiles anew: `fn` must then be bound to new modules (a
+    new `decode_copy`), since torch keeps compiled code per function and tells calls apart by their modules. Call
+    under `torch.no_grad()` or `torch.inference_mode()`."""
     weights = tuple((p.data_ptr(), p._version) for p in owner.parameters())
     steps = _COMPILED_STEPS.setdefault(owner, {})
     if key not in steps or steps[key][0] != weights:
-        compiled = torch.compile(fn, dynamic=False, options={"max_autotune": True})
-
-        def step(*args, **kw):  # configuration read when a call compiles, not by torch.compile
-            # freezing makes the weights constants, so the compiled code must be kept per module (guarded by
-            # identity), not shared by all modules of the same shapes as inlined modules are
-            with (
-                torch._inductor.config.patch(freezing=True),
-                torch._dynamo.config.patch(inline_inbuilt_nn_modules=False),
-            ):
-                return compiled(*args, **kw)
-
-        steps[key] = weights, step
+        steps[key] = weights, compile_inference(fn)
     return steps[key][1]
 
 # %% ../../nbs/22_nn.transformer.ipynb #1aac7f2d
