@@ -86,7 +86,9 @@ def reference_rows(prompt_frames: int = 352, new_frames: int = 750, variants=tup
             print(name, variant, row[variant], flush=True)
         rows[name] = row
     equal_size = {  # fp32, compiled steps: the same computation as the reference's
-        name.split("x")[0]: dict(frames_per_s=row["fp32_compiled"]["frames_per_s"]) for name, row in rows.items()
+        name.split("x")[0]: dict(frames_per_s=row["fp32_compiled"]["frames_per_s"])
+        for name, row in rows.items()
+        if "fp32_compiled" in row
     }
     return dict(
         yardsticks=yard,
@@ -134,12 +136,13 @@ def main(argv=None):
         "--check-frames", type=int, default=50, help="frames compared cache vs no cache (without --full-nocache)"
     )
     ap.add_argument("--reference-sizes", action="store_true", help="only the reference-size rows (see above)")
+    ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS), help="reference-size runs")
     ap.add_argument("--out", default="results/bench/audiolm.json")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.reference_sizes:
-        res = reference_rows()
+        res = reference_rows(variants=a.variants)
         save_json(a.out, res)
         return res
     cfg = AudioLMConfig(n_q=4, bins=1024, dim=a.dim, heads=a.heads, layers=a.layers, dropout=0.0, frame_rate=50.0)

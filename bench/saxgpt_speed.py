@@ -2,15 +2,19 @@
 
     python bench/saxgpt_speed.py [--threads 2] [--size medium] [--steps 1500] [--uncached-steps 300]
                                  [--precisions fp32 bf16] [--train-sizes xsmall small medium] [--train-frames 1500]
-                                 [--dropout-mode probs] [--out results/bench/saxgpt.json]
+                                 [--train-precisions fp32 bf16] [--dropout-mode probs] [--rows-only] [--compiled]
+                                 [--out results/bench/saxgpt.json]
 
 The rows compared with the reference implementation at its size (about 5 min on an idle 2-core machine): generation
 of 1500 frames at batch 1, temperature 1, fp32 and bf16, eager and with compiled steps (`--compiled`; the compile
 time apart, as `*_first_run_s`); one medium train step (batch 4, 1500 frames, dropout 0.1 on the attention
-probabilities, AdamW; after one warm-up step):
+probabilities, AdamW; after one warm-up step), in fp32 and in bf16 mixed precision (autocast, as
+`TrainConfig.precision: bf16` trains):
 
     python bench/saxgpt_speed.py --size medium --steps 1500 --uncached-steps 0 --train-sizes medium --train-steps 1 \
-        --compiled
+        --compiled --train-precisions fp32 bf16
+
+`--rows-only` (the bench stage's reference pass) skips the generation runs that no compared row reads.
 
 The reference implementation on the AMD kind of machine (2 cores, fp32 matmul 2048^3 ~ 108 GFLOP/s): 58.4 steps/s and
 69.1 s per train step; on the Intel kind (~294 GFLOP/s) 117 steps/s and 37.9 s. `reference_size` holds the fp32
@@ -34,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from audiolab.core import fast_bf16, save_json
+from audiolab.core import amp_dtype, autocast, fast_bf16, save_json
 from audiolab.eval.bench import machine, yardsticks
 from audiolab.models.saxgpt import SIZES, SaxGPT, SaxGPTConfig, count_params
 
@@ -54,30 +58,26 @@ def bench_generate(
     precisions=("fp32", "bf16"),
     yard: float | None = None,
     compiled_steps: bool = False,
+    rows_only: bool = False,
 ) -> dict:
     """Greedy generation of `steps` frames over a random backing with the KV cache; the uncached loop in full for
     `uncached_steps` frames (tokens compared), and its per-step cost at prefix lengths `probe`, integrated over
-    `steps` (an estimate of the full uncached run, which takes O(T^2))."""
+    `steps` (an estimate of the full uncached run, which takes O(T^2)). `rows_only`: only the temperature-1 runs per
+    precision (the compiled ones with `compiled_steps`), the rows compared with the reference."""
     torch.manual_seed(seed)
     m = SaxGPT(SaxGPTConfig(size=size)).eval()
     K = m.cfg.num_codebooks
     back = torch.randint(0, m.cfg.n_codes, (1, K, steps))
-    m.generate(back[..., :32], temperature=0)  # warm-up
-    _, dt, dc = _timed(lambda: m.generate(back, temperature=0))
     n_dec = steps + K  # decoder steps (delayed columns)
-    out = dict(
-        size=size,
-        params=m.num_params(),
-        frames=steps,
-        decoder_steps=n_dec,
-        cached_s=dt,
-        cached_cpu_s=dc,
-        cached_steps_per_s=n_dec / dt,
-        cached_steps_per_cpu_s=n_dec / dc,
-    )
-    _, dt, dc = _timed(lambda: m.generate(back, temperature=1.0, top_k=250, top_p=0.95))
-    out.update(sampled_topk_topp_steps_per_s=n_dec / dt, sampled_topk_topp_steps_per_cpu_s=n_dec / dc)
-    for prec, compiled in [(p, c) for p in precisions for c in (False, compiled_steps)]:  # temperature 1, no filter
+    out = dict(size=size, params=m.num_params(), frames=steps, decoder_steps=n_dec)
+    if not rows_only:
+        m.generate(back[..., :32], temperature=0)  # warm-up
+        _, dt, dc = _timed(lambda: m.generate(back, temperature=0))
+        out.update(cached_s=dt, cached_cpu_s=dc, cached_steps_per_s=n_dec / dt, cached_steps_per_cpu_s=n_dec / dc)
+        _, dt, dc = _timed(lambda: m.generate(back, temperature=1.0, top_k=250, top_p=0.95))
+        out.update(sampled_topk_topp_steps_per_s=n_dec / dt, sampled_topk_topp_steps_per_cpu_s=n_dec / dc)
+    variants = [(p, c) for p in precisions for c in (False, compiled_steps) if not (rows_only and c != compiled_steps)]
+    for prec, compiled in variants:  # temperature 1, no filter
         name = f"t1_{prec}" + ("_compiled" if compiled else "")
         warm = back if compiled else back[..., :32]  # a compiled step is made for the generation's shapes
         _, dt, _ = _timed(lambda: m.generate(warm, temperature=1.0, precision=prec, compiled=compiled))
@@ -88,6 +88,8 @@ def bench_generate(
         out[f"{name}_steps_per_cpu_s"] = n_dec / dc
         if yard:
             out[f"{name}_steps_per_s_at_108"] = n_dec / dt * 108 / yard
+    if rows_only:
+        return out
     if uncached_steps:
         n = min(uncached_steps, steps)
         unc, dt_u, dc_u = _timed(lambda: m.generate(back[..., :n], temperature=0, use_cache=False))
@@ -131,8 +133,11 @@ def bench_train_step(
     seed: int = 0,
     dropout_mode: str = "probs",
     yard: float | None = None,
+    precision: str = "fp32",
 ) -> dict:
-    "Seconds per AdamW step on `batch` windows of `frames` backing + lead frames (forward, backward, update)."
+    """Seconds per AdamW step on `batch` windows of `frames` backing + lead frames (forward, backward, update), in
+    `precision` as the Learner trains (`TrainConfig.precision`: fp32, or bf16 autocast = mixed precision)."""
+    amp = amp_dtype("cpu", precision)
     torch.manual_seed(seed)
     m = SaxGPT(SaxGPTConfig(size=size, dropout=dropout, dropout_mode=dropout_mode)).train()
     K, V = m.cfg.num_codebooks, m.cfg.n_codes
@@ -142,7 +147,8 @@ def bench_train_step(
     for i in range(steps + 1):  # first step is warm-up
 
         def step():
-            loss = m.training_step(b)["loss"]
+            with autocast("cpu", amp):
+                loss = m.training_step(b)["loss"]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -158,6 +164,7 @@ def bench_train_step(
         decoder_tokens=frames + K,
         dropout=dropout,
         dropout_mode=m.cfg.dropout_mode,
+        precision=precision,
         step_s=min(t for t, _ in times),
         step_cpu_s=min(c for _, c in times),
         step_s_at_108=min(t for t, _ in times) * yard / 108 if yard else None,
@@ -175,12 +182,16 @@ def main():
     ap.add_argument("--train-steps", type=int, default=2)
     ap.add_argument("--train-frames", type=int, default=1500, help="backing and lead frames per training window")
     ap.add_argument("--train-batch", type=int, default=4)
+    ap.add_argument(
+        "--train-precisions", nargs="*", default=["fp32"], help="fp32 and/or bf16 (autocast, as in training)"
+    )
     ap.add_argument("--precisions", nargs="*", default=["fp32", "bf16"], help="generation precisions (temperature 1)")
     ap.add_argument(
         "--compiled", action="store_true", help="also generate with compiled steps (generate(compiled=True))"
     )
     ap.add_argument("--dropout-mode", default="probs", help="train step attention dropout (probs: the reference's)")
     ap.add_argument("--out", default="results/bench/saxgpt.json")
+    ap.add_argument("--rows-only", action="store_true", help="generation: only the rows compared with the reference")
     ap.add_argument("--keep-generate", action="store_true", help="reuse the `generate` results already in --out")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -198,12 +209,18 @@ def main():
         res["generate"], res["generate_machine"] = old["generate"], old["machine"]
     else:
         res["generate"] = bench_generate(
-            a.size, a.steps, a.uncached_steps, precisions=a.precisions, yard=yard, compiled_steps=a.compiled
+            a.size,
+            a.steps,
+            a.uncached_steps,
+            precisions=a.precisions,
+            yard=yard,
+            compiled_steps=a.compiled,
+            rows_only=a.rows_only,
         )
     print(json.dumps(res["generate"], indent=1), flush=True)
     save_json(a.out, res)
     res["train_step"] = []
-    for s in a.train_sizes:
+    for s, prec in [(s, p) for s in a.train_sizes for p in a.train_precisions]:
         res["train_step"].append(
             bench_train_step(
                 s,
@@ -212,6 +229,7 @@ def main():
                 steps=a.train_steps,
                 dropout_mode=a.dropout_mode,
                 yard=yard,
+                precision=prec,
             )
         )
         print(json.dumps(res["train_step"][-1]), flush=True)
@@ -224,8 +242,11 @@ def main():
         res["reference_size"] = dict(generation=dict(steps_per_s=gen[name.format("fp32")]))
         if name.format(default) in gen:
             res["reference_size"]["generation_default_precision"] = dict(steps_per_s=gen[name.format(default)])
-        if medium and a.dropout_mode == "probs" and a.train_batch == 4 and a.train_frames == 1500:
-            res["reference_size"]["train"] = dict(step_s=medium[0]["step_s"])
+        if a.dropout_mode == "probs" and a.train_batch == 4 and a.train_frames == 1500:
+            for t in medium:
+                res["reference_size"]["train" + ("" if t["precision"] == "fp32" else "_bf16")] = dict(
+                    step_s=t["step_s"]
+                )
     save_json(a.out, res)
     print("wrote", a.out)
 

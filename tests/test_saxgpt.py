@@ -130,6 +130,26 @@ def test_loss_falls_and_beats_unigram_on_structured_tokens():
     assert acc >= 2 * base, (acc, base)
 
 
+def test_bf16_mixed_precision_step_matches_fp32():
+    """The train step under bf16 autocast (`TrainConfig.precision: bf16`, the reference-size benchmark's bf16 row),
+    dropout on the attention probabilities included, gives the fp32 loss and gradients within bf16 rounding."""
+    g = torch.Generator().manual_seed(0)
+    batch = tuple(torch.randint(0, PAD, (2, 4, 40), generator=g) for _ in range(2))
+
+    def loss_and_grads(dtype):
+        m = tiny(dropout=0.1, dropout_mode="probs", max_seq_len=64).train()
+        torch.manual_seed(1)  # the same dropout masks in both runs
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            loss = m.training_step(batch)["loss"]
+        loss.backward()
+        return loss.float(), torch.cat([p.grad.flatten() for p in m.parameters() if p.grad is not None])
+
+    (l32, g32), (l16, g16) = loss_and_grads(torch.float32), loss_and_grads(torch.bfloat16)
+    assert abs(l16 - l32) / l32 < 0.01, (l16, l32)
+    assert torch.nn.functional.cosine_similarity(g16, g32, dim=0) > 0.99
+    assert (g16 - g32).norm() / g32.norm() < 0.1
+
+
 def test_train_entry_point_from_params(tmp_path):
     "The torchrun entry point reads the `saxgpt` section with its profile and writes a loadable model."
     items = [

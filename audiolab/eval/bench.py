@@ -315,6 +315,13 @@ REFERENCE_ROWS = {  # audiolab's figure: fp32 unless the row says it is the mach
     "saxgpt_medium_train_step": ReferenceRow(
         "saxgpt_speed", "reference_size/train/step_s", "s/step", False, {"amd": (69.1, AMD), "intel": (37.9, INTEL)}
     ),
+    "saxgpt_medium_train_step_bf16": ReferenceRow(  # bf16 mixed precision (autocast): `TrainConfig.precision: bf16`
+        "saxgpt_speed",
+        "reference_size/train_bf16/step_s",
+        "s/step",
+        False,
+        {"amd": (69.1, AMD), "intel": (37.9, INTEL)},
+    ),
     "lyracodec_10s_44k_fp32": ReferenceRow(
         "codec_speed",
         "reference_size/fp32/x_real_time",
@@ -354,12 +361,12 @@ REFERENCE_ROWS = {  # audiolab's figure: fp32 unless the row says it is the mach
         "audiolm_speed", "reference_size/d1024/frames_per_s", "frames/s", True, {"amd": (0.84, AMD)}
     ),
 }
-REFERENCE_ARGS = {  # each script's run at the reference sizes (about 3 minutes each on an idle 2-core machine)
+REFERENCE_ARGS = {  # each script's run at the reference sizes, only what the rows read (1-3 min each, 2 idle cores)
     "saxgpt_speed": ["--size", "medium", "--steps", "1500", "--uncached-steps", "0", "--train-sizes", "medium"]
-    + ["--train-steps", "1", "--compiled"],
+    + ["--train-steps", "1", "--compiled", "--rows-only", "--train-precisions", "fp32", "bf16"],
     "codec_speed": ["--reference-only"],
     "kick_latency": ["--reps", "2", "--compile"],
-    "audiolm_speed": ["--threads", "2", "--reference-sizes"],
+    "audiolm_speed": ["--threads", "2", "--reference-sizes", "--variants", "fp32_compiled"],
 }
 
 # %% ../../nbs/54_eval.bench.ipynb #6a5054ed
