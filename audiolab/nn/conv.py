@@ -18,9 +18,9 @@ from ..core import ConfigError
 
 # %% auto #0
 __all__ = ['fused_snake', 'snake', 'FusedSnake', 'Snake', 'maybe_weight_norm', 'WNConv1d', 'WNConvTranspose1d', 'same_padding',
-           'fold_weight_norm', 'channels_last_1d', 'prepare_inference', 'StreamingState', 'step_sequential',
-           'StreamSequential', 'stream', 'random_chunks', 'CausalConv1d', 'CausalConvTranspose1d', 'conv1d_same',
-           'ResidualUnit', 'EncoderBlock', 'DecoderBlock', 'fit_length']
+           'fold_weight_norm', 'channels_last_1d', 'PointwiseConv1d', 'TimeMajorConv1d', 'prepare_inference',
+           'StreamingState', 'step_sequential', 'StreamSequential', 'stream', 'random_chunks', 'CausalConv1d',
+           'CausalConvTranspose1d', 'conv1d_same', 'ResidualUnit', 'EncoderBlock', 'DecoderBlock', 'fit_length']
 
 # %% ../../nbs/23_nn.conv.ipynb #4998b82d
 def snake(x: Tensor, alpha: Tensor, inv_beta: Tensor) -> Tensor:
@@ -112,14 +112,35 @@ def channels_last_1d(t: Tensor) -> Tensor:
     return t.transpose(1, 2).contiguous().transpose(1, 2)
 
 
+class PointwiseConv1d(nn.Conv1d):
+    "A kernel-1, stride-1, ungrouped, unpadded `Conv1d` computed as a matmul over time-major memory (B, T, C)."
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, T) -> (B, C_out, T), time-major
+        return F.linear(x.transpose(1, 2), self.weight[..., 0], self.bias).transpose(1, 2)
+
+
+class TimeMajorConv1d(nn.Conv1d):
+    "A `Conv1d` whose output is stored time-major (oneDNN returns a one-channel input's conv channel-major)."
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, 1, T) -> (B, C_out, T'), time-major
+        return channels_last_1d(super().forward(x))
+
+
+def _is_pointwise(m: nn.Conv1d) -> bool:
+    return m.kernel_size == (1,) and m.stride == (1,) and m.groups == 1 and m.padding in ((0,), "valid")
+
+
 def prepare_inference(
     module: nn.Module, dtype: torch.dtype = torch.float32, channels_last: bool = True, fused: bool = True
 ) -> nn.Module:
-    "In place, inference only: eval, fold weight norm, cast to `dtype`, time-major conv weights, fused Snake."
+    """In place, inference only: eval, fold weight norm, cast to `dtype`, fused Snake; with `channels_last`, time-major
+    conv weights and the convs that would leave that layout swapped for `PointwiseConv1d` / `TimeMajorConv1d`."""
     fold_weight_norm(module.eval()).to(dtype)
     for m in module.modules():
         if channels_last and isinstance(m, (nn.Conv1d, nn.ConvTranspose1d)):
             m.weight.data = channels_last_1d(m.weight.data)
+        if channels_last and type(m) is nn.Conv1d:
+            m.__class__ = PointwiseConv1d if _is_pointwise(m) else TimeMajorConv1d if m.in_channels == 1 else nn.Conv1d
         if isinstance(m, Snake):
             m.fused = fused
     return module
