@@ -45,9 +45,9 @@ from audiolab.models.kick import (
     LatentUNetConfig,
     KICK_SAMPLES,
     active_frames,
-    bake_weight_norm,
 )
 from audiolab.models.vocoder import HiFiGAN, HiFiGANConfig
+from audiolab.nn.conv import fold_weight_norm
 
 IDLE_GFLOPS = 108.0  # fp32 matmul 2048³ of the idle machine the reference figure comes from
 VOCAB = KeywordVocab(["deep", "punchy", "sub", "long", "tight", "clicky", "distorted", "short"])
@@ -163,7 +163,7 @@ def load_trained(model: str, vocoder: str) -> tuple[KickLDM, str, str]:
         ldm, weights = KickLDM(KickVAE(KickVAEConfig(channels=(8, 8, 16, 16))), unet, VOCAB), "untrained tiny"
     trained = (Path(vocoder) / "model.safetensors").is_file()
     tiny = HiFiGANConfig(upsample_initial_channel=64, resblock_kernel_sizes=(3,), resblock_dilations=((1, 3),))
-    ldm.vocoder = bake_weight_norm((HiFiGAN.from_pretrained(vocoder) if trained else HiFiGAN(tiny)).eval())
+    ldm.vocoder = fold_weight_norm((HiFiGAN.from_pretrained(vocoder) if trained else HiFiGAN(tiny)).eval())
     return ldm, weights, f"trained ({vocoder})" if trained else "untrained tiny"
 
 

@@ -24,6 +24,8 @@ from audiolab.models.kick import (
     synth_kicks,
     vae_loss,
 )
+from audiolab.models.vocoder import HiFiGAN, HiFiGANConfig
+from audiolab.nn.conv import TimeMajorConv1d, TimeMajorConvTranspose1d
 from audiolab.nn.diffusion import NoiseSchedule, SAMPLERS, ddpm_sample, trailing_timesteps
 from audiolab.viz import kick_panel
 
@@ -292,6 +294,18 @@ def test_fast_bf16_within_tolerance_of_fp32(vocab, cfg_kw):
     assert torch.equal(
         KickLDM(fp32.vae, copy.deepcopy(unet), vocab).for_inference("fp32").unet(z, t, ids), fp32.unet(z, t, ids)
     )
+
+
+def test_served_vocoder_is_time_major_and_equal(vocab):
+    "for_inference runs the HiFi-GAN on time-major activations (2-D channels-last convs): the plain vocoder's waveform."
+    torch.manual_seed(0)
+    tiny = HiFiGANConfig(upsample_initial_channel=64, resblock_kernel_sizes=(3,), resblock_dilations=((1, 3),))
+    plain = KickLDM(KickVAE(TINY_VAE), LatentUNet(tiny_unet(len(vocab))), vocab, vocoder=HiFiGAN(tiny))
+    fast = KickLDM(plain.vae, plain.unet, vocab, vocoder=copy.deepcopy(plain.vocoder)).for_inference("fp32")
+    kinds = {type(m) for m in fast.vocoder.modules()}
+    assert {TimeMajorConv1d, TimeMajorConvTranspose1d} <= kinds and torch.nn.Conv1d not in kinds
+    mel = torch.randn(1, *KICK_MEL_SHAPE[:-1], 20) - 4
+    torch.testing.assert_close(fast.vocode(mel, trim=False), plain.vocode(mel, trim=False), atol=1e-5, rtol=1e-4)
 
 
 def test_compiled_unet_equals_eager(vocab):

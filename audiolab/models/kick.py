@@ -17,7 +17,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
-from torch.nn.utils import parametrize
 from tqdm.auto import tqdm
 
 from audiolab.core import (
@@ -42,6 +41,7 @@ from audiolab.nn.conv2d import (
     UNetUp2d,
     group_norm,
 )
+from ..nn.conv import fold_weight_norm, prepare_inference
 from ..nn.diffusion import SAMPLERS, NoiseSchedule, classifier_free_guidance, ddpm_sample
 from ..nn.embed import TimestepEmbedding
 from ..nn.losses import kl_divergence
@@ -52,7 +52,7 @@ from ..train.checkpoint import Pretrained, save_pretrained, load_config, load_we
 # %% auto #0
 __all__ = ['KICK_SR', 'KICK_SAMPLES', 'kick_waveform', 'kick_mel', 'synth_kicks', 'KickVAEConfig', 'stage_sizes', 'KickVAE',
            'vae_loss', 'encode_latents', 'parse_keywords', 'KeywordVocab', 'KeywordEncoder', 'LatentUNetConfig',
-           'LatentUNet', 'drop_keywords', 'diffusion_loss', 'active_frames', 'bake_weight_norm', 'KickLDM']
+           'LatentUNet', 'drop_keywords', 'diffusion_loss', 'active_frames', 'KickLDM']
 
 # %% ../../nbs/43_models.kick.ipynb #610d34ca
 KICK_SR, KICK_SAMPLES = 44100, 88200
@@ -389,14 +389,6 @@ def active_frames(mel: Tensor, range_db: float = 80.0, gap_db: float = 12.0, mar
     return min(mel.shape[-1], last + margin)
 
 
-def bake_weight_norm(module: nn.Module) -> nn.Module:
-    "Fold weight-norm parametrizations into plain weights (inference: no recomputation per call)."
-    for m in module.modules():
-        if parametrize.is_parametrized(m, "weight"):
-            parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
-    return module
-
-
 def _load_vocoder(path) -> nn.Module | None:
     "HiFi-GAN (`models.vocoder`) at `path`; None (Griffin-Lim, with a warning) when nothing is there yet."
     if not (Path(path) / "model.safetensors").is_file():
@@ -425,18 +417,19 @@ class KickLDM(nn.Module):
         if unet.cfg.vocab_size != len(vocab):
             raise ConfigError(f"U-Net keyword table has {unet.cfg.vocab_size} rows, vocabulary {len(vocab)}")
         self.vae, self.unet, self.vocab = vae.eval(), unet.eval(), vocab
-        self.vocoder = bake_weight_norm(vocoder.eval()) if vocoder is not None else None
+        self.vocoder = fold_weight_norm(vocoder.eval()) if vocoder is not None else None
         self.latent_scale, self.sched, self.clip_x0 = float(latent_scale), sched or NoiseSchedule(), clip_x0
         self.unet_fn: Callable | None = None  # the compiled U-Net the samplers call (`for_inference(compile=True)`)
 
     def for_inference(self, precision: str = "auto", compile: bool = False) -> KickLDM:
-        """In place, the served path: `precision` 'auto'|'fp32'|'bf16' (core.inference_dtype), channels-last VAE;
-        `compile`: the samplers call the U-Net compiled with its weights frozen (`core.compile_inference`)."""
+        """In place, the served path: `precision` 'auto'|'fp32'|'bf16' (core.inference_dtype), channels-last VAE, the
+        vocoder time-major (`nn.conv.prepare_inference`); `compile`: the samplers call the U-Net compiled with its
+        weights frozen (`core.compile_inference`)."""
         dt = inference_dtype(next(self.unet.parameters()).device, precision)
         self.unet.to(dt)
         self.vae.to(dt).to(memory_format=torch.channels_last)
         if self.vocoder is not None:
-            self.vocoder.to(dt)
+            prepare_inference(self.vocoder, dt)
         self.unet_fn = compile_inference(self.unet) if compile else None
         return self
 

@@ -18,9 +18,10 @@ from ..core import ConfigError
 
 # %% auto #0
 __all__ = ['fused_snake', 'snake', 'FusedSnake', 'Snake', 'maybe_weight_norm', 'WNConv1d', 'WNConvTranspose1d', 'same_padding',
-           'fold_weight_norm', 'channels_last_1d', 'PointwiseConv1d', 'TimeMajorConv1d', 'prepare_inference',
-           'StreamingState', 'step_sequential', 'StreamSequential', 'stream', 'random_chunks', 'CausalConv1d',
-           'CausalConvTranspose1d', 'conv1d_same', 'ResidualUnit', 'EncoderBlock', 'DecoderBlock', 'fit_length']
+           'pad_time', 'fold_weight_norm', 'channels_last_1d', 'PointwiseConv1d', 'TimeMajorConv1d',
+           'TimeMajorConvTranspose1d', 'prepare_inference', 'StreamingState', 'step_sequential', 'StreamSequential',
+           'stream', 'random_chunks', 'CausalConv1d', 'CausalConvTranspose1d', 'conv1d_same', 'ResidualUnit',
+           'EncoderBlock', 'DecoderBlock', 'fit_length']
 
 # %% ../../nbs/23_nn.conv.ipynb #4998b82d
 def snake(x: Tensor, alpha: Tensor, inv_beta: Tensor) -> Tensor:
@@ -98,6 +99,13 @@ def same_padding(kernel_size: int, dilation: int = 1) -> int:
     "Symmetric padding that keeps the length of a stride-1 conv with an odd effective kernel."
     return (kernel_size - 1) * dilation // 2
 
+
+def pad_time(x: Tensor, left: int, right: int) -> Tensor:
+    "Zero-pad the last axis of (B, C, T) `x` in its own memory layout: a time-major `x` stays time-major."
+    if x.stride(1) == 1 and x.shape[1] > 1:  # time-major: pad the rows of the (B, T, C) view
+        return F.pad(x.transpose(1, 2), (0, 0, left, right)).transpose(1, 2)
+    return F.pad(x, (left, right))
+
 # %% ../../nbs/23_nn.conv.ipynb #6f4ec8fa
 def fold_weight_norm(module: nn.Module) -> nn.Module:
     "Replace every weight parametrization (weight norm) in `module` by the weight it currently computes."
@@ -120,27 +128,46 @@ class PointwiseConv1d(nn.Conv1d):
 
 
 class TimeMajorConv1d(nn.Conv1d):
-    "A `Conv1d` whose output is stored time-major (oneDNN returns a one-channel input's conv channel-major)."
+    """A `Conv1d` on time-major memory run as oneDNN's channels-last 2-D conv of the (B, C, 1, T) view: the 1-D entry
+    point makes its input channel-major and back (two copies per call); the output is time-major."""
 
-    def forward(self, x: Tensor) -> Tensor:  # (B, 1, T) -> (B, C_out, T'), time-major
-        return channels_last_1d(super().forward(x))
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, T) -> (B, C_out, T')
+        (s,), (p,), (d,) = self.stride, self.padding, self.dilation
+        y = F.conv2d(x.unsqueeze(2), self.weight.unsqueeze(2), self.bias, (1, s), (0, p), (1, d), self.groups).squeeze(2)
+        return y if y.stride(1) == 1 else channels_last_1d(y)  # a one-channel input leaves the layout open
 
 
-def _is_pointwise(m: nn.Conv1d) -> bool:
-    return m.kernel_size == (1,) and m.stride == (1,) and m.groups == 1 and m.padding in ((0,), "valid")
+class TimeMajorConvTranspose1d(nn.ConvTranspose1d):
+    "A `ConvTranspose1d` on time-major memory run as the channels-last 2-D transposed conv of the (B, C, 1, T) view."
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, T) -> (B, C_out, T')
+        (s,), (p,), (op,), (d,) = self.stride, self.padding, self.output_padding, self.dilation
+        w = self.weight.unsqueeze(2)
+        return F.conv_transpose2d(x.unsqueeze(2), w, self.bias, (1, s), (0, p), (0, op), self.groups, (1, d)).squeeze(2)
+
+
+def _time_major_class(m: nn.Module) -> type | None:
+    "The time-major class that computes `m` (a plain zero-padded 1-D conv), else None."
+    if type(m) not in (nn.Conv1d, nn.ConvTranspose1d) or m.padding_mode != "zeros" or isinstance(m.padding, str):
+        return None
+    if type(m) is nn.ConvTranspose1d:
+        return TimeMajorConvTranspose1d
+    pointwise = m.kernel_size == (1,) and m.stride == (1,) and m.groups == 1 and m.padding == (0,)
+    return PointwiseConv1d if pointwise else TimeMajorConv1d
 
 
 def prepare_inference(
     module: nn.Module, dtype: torch.dtype = torch.float32, channels_last: bool = True, fused: bool = True
 ) -> nn.Module:
     """In place, inference only: eval, fold weight norm, cast to `dtype`, fused Snake; with `channels_last`, time-major
-    conv weights and the convs that would leave that layout swapped for `PointwiseConv1d` / `TimeMajorConv1d`."""
+    conv weights and the convs run on time-major activations (`PointwiseConv1d`, `TimeMajorConv1d`,
+    `TimeMajorConvTranspose1d`)."""
     fold_weight_norm(module.eval()).to(dtype)
     for m in module.modules():
         if channels_last and isinstance(m, (nn.Conv1d, nn.ConvTranspose1d)):
             m.weight.data = channels_last_1d(m.weight.data)
-        if channels_last and type(m) is nn.Conv1d:
-            m.__class__ = PointwiseConv1d if _is_pointwise(m) else TimeMajorConv1d if m.in_channels == 1 else nn.Conv1d
+        if channels_last and _time_major_class(m) is not None:
+            m.__class__ = _time_major_class(m)
         if isinstance(m, Snake):
             m.fused = fused
     return module
@@ -216,7 +243,7 @@ class CausalConv1d(nn.Module):
         self.stride, self.pad = stride, self.receptive - 1
 
     def forward(self, x: Tensor) -> Tensor:  # (B, Cin, T) -> (B, Cout, ceil(T/stride))
-        return self.conv(F.pad(x, (self.pad, 0)))
+        return self.conv(pad_time(x, self.pad, 0))
 
     def step(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
         "Consume chunk `x` (B, Cin, n); `state` is the unconsumed tail of the left-padded input."
@@ -340,7 +367,7 @@ class EncoderBlock(nn.Module):
         s, T = self.stride, x.shape[-1]
         h = self.block[:-1](x)
         left = math.ceil(s / 2)
-        h = F.pad(h, (left, s - left + (-T) % s))  # total pad = stride (+ round T up to a multiple of s)
+        h = pad_time(h, left, s - left + (-T) % s)  # total pad = stride (+ round T up to a multiple of s)
         return self.block[-1](h)  # (B, Cout, ceil(T/s))
 
     def step(self, x: Tensor, state: StreamingState | None = None):
@@ -387,4 +414,4 @@ class DecoderBlock(nn.Module):
 def fit_length(x: Tensor, length: int) -> Tensor:
     "Crop or right-zero-pad the last axis of `x` to `length`."
     T = x.shape[-1]
-    return x[..., :length] if T >= length else F.pad(x, (0, length - T))
+    return x[..., :length] if T >= length else pad_time(x, 0, length - T)
