@@ -53,6 +53,9 @@ SMALL = {
     ],
     "audiolm_speed": ["--dim", "256", "--layers", "4", "--heads", "4", "--check-frames", "30"],  # 3 s prompt + 10 s
     "tokenizer_speed": ["--quick", "--seconds", "5", "--repeats", "1"],
+    "gpu_check": ["--dry-run"],  # the same code paths at the tiny sizes on this CPU (the full check needs CUDA)
+    # the kick HiFi-GAN's mel L1 vs steps, one constant-rate run scored at three budgets (the study: its docstring)
+    "vocoder_budget": ["--section", "vocoder_kick", "--mode", "checkpoints", "--steps", "50,100,200", "--threads", "2"],
 }
 OUT_NAME = {
     "corpora_speed": "corpora.json",
