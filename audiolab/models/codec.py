@@ -133,9 +133,7 @@ class LyraCodec(Pretrained, nn.Module):
         "The dtype the stacks compute in (`encode`/`decode` cast to it and back to the caller's)."
         return next(self.parameters()).dtype
 
-    def for_inference(
-        self, precision: str = "auto", channels_last: bool = True, fused: bool = True
-    ) -> LyraCodec:
+    def for_inference(self, precision: str = "auto", channels_last: bool = True, fused: bool = True) -> LyraCodec:
         """In place, inference only: `nn.conv.prepare_inference` in `core.inference_dtype(device, precision)`, time-
         major (`channels_last`: the faster layout on CPU in fp32 and in bf16) unless told otherwise."""
         dtype = inference_dtype(next(self.parameters()).device, precision)
