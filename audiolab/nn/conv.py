@@ -133,9 +133,8 @@ class TimeMajorConv1d(nn.Conv1d):
 
     def forward(self, x: Tensor) -> Tensor:  # (B, C, T) -> (B, C_out, T')
         (s,), (p,), (d,) = self.stride, self.padding, self.dilation
-        y = F.conv2d(x.unsqueeze(2), self.weight.unsqueeze(2), self.bias, (1, s), (0, p), (1, d), self.groups).squeeze(
-            2
-        )
+        y = F.conv2d(x.unsqueeze(2), self.weight.unsqueeze(2), self.bias, (1, s), (0, p), (1, d), self.groups)
+        y = y.squeeze(2)  # (B, C_out, 1, T') -> (B, C_out, T')
         return y if y.stride(1) == 1 else channels_last_1d(y)  # a one-channel input leaves the layout open
 
 
