@@ -4,6 +4,7 @@
 
 # %% ../../nbs/31_train.callbacks.ipynb #b4d929a9
 from __future__ import annotations
+import json
 import logging
 import math
 import os
@@ -87,22 +88,27 @@ class CheckpointCB(Callback):
 
 # %% ../../nbs/31_train.callbacks.ipynb #acf3ddf2
 class SignalCB(Callback):
-    "Turn SIGINT/SIGTERM into 'finish this step, checkpoint, return'; a second signal aborts."
+    """Turn SIGINT/SIGTERM into 'finish this step, checkpoint, return'; a second signal more than `same_request`
+    seconds after the first aborts."""
 
-    def __init__(self, signals=(signal.SIGINT, signal.SIGTERM)):
-        self.signals, self.prev = tuple(signals), {}
+    def __init__(self, signals=(signal.SIGINT, signal.SIGTERM), same_request: float = 2.0):
+        self.signals, self.same_request, self.prev, self.first = tuple(signals), same_request, {}, None
 
     def before_fit(self, learn: Learner):
         if threading.current_thread() is not threading.main_thread():
             return
+        self.first = None
 
         def handler(signum, frame):
             name = signal.Signals(signum).name
-            if learn.stop_reason is not None:  # second signal: stop now
-                self.cleanup_fit(learn)
+            if self.first is not None:
+                if time.monotonic() - self.first < self.same_request:  # the same stop, delivered twice
+                    return
+                self.cleanup_fit(learn)  # a second signal: stop now
                 if signum == signal.SIGINT:
                     raise KeyboardInterrupt
                 raise SystemExit(128 + signum)
+            self.first = time.monotonic()
             learn.request_stop(name)
             log.warning("[rank %d] %s: stopping after step %d, then saving", D.rank(), name, learn.step + 1)
 
@@ -207,6 +213,13 @@ class DVCLiveCB(Callback):
             return
         from dvclive import Live
 
+        summary = self.dir / "metrics.json"
+        if learn.step > 0 and summary.exists():
+            try:
+                json.loads(summary.read_text())
+            except ValueError:  # cut off by a kill while dvclive wrote it; it is rewritten from the next values
+                log.warning("%s: unreadable summary (a run killed while writing it), starting it afresh", summary)
+                summary.unlink()
         self.live = Live(str(self.dir), resume=learn.step > 0, dvcyaml=None, save_dvc_exp=False, report=None)
         if learn.step == 0:
             self.live.log_params({"train": learn.cfg.to_dict()})
