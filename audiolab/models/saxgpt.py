@@ -104,19 +104,18 @@ def undelay(delayed: Tensor) -> Tensor:
 
 # %% ../../nbs/44_models.saxgpt.ipynb #84e31fd7
 def lm_loss(logits: Tensor, targets: Tensor, padding_idx: int) -> dict:
-    "Mean over codebooks of the CE of `(B, K, T, V)` logits on `(B, K, T)` targets (padding ignored) + CE/acc each."
-    K = logits.shape[1]
-    out, total = {}, 0.0
-    for k in range(K):
-        lk, tk = logits[:, k].flatten(0, 1), targets[:, k].flatten()
-        ce = F.cross_entropy(lk.float(), tk, ignore_index=padding_idx)
-        valid = tk != padding_idx
-        out[f"ce_{k}"] = ce.detach()
-        out[f"acc_{k}"] = ((lk.argmax(-1) == tk) & valid).sum().detach() / valid.sum().clamp(min=1)
-        total = total + ce
-    out["loss"] = total / K
-    out["acc"] = torch.stack([out[f"acc_{k}"] for k in range(K)]).mean()
-    return out
+    """Mean over codebooks of the CE of `(B, K, T, V)` logits on `(B, K, T)` targets (padding ignored) + CE/acc each.
+    One cross-entropy over all codebooks, in the `(B, T, K, V)` layout the heads write (`decode` returns its
+    transposed view), so neither the logits nor their gradient is copied per codebook."""
+    B, K, T, V = logits.shape
+    lt, tt = logits.transpose(1, 2), targets.transpose(1, 2)  # (B, T, K, V), (B, T, K)
+    ce = F.cross_entropy(lt.float().reshape(-1, V), tt.reshape(-1), ignore_index=padding_idx, reduction="none")
+    valid = tt != padding_idx  # (B, T, K)
+    n = valid.sum((0, 1))  # (K,) targets per codebook
+    ce_k = ce.view(B, T, K).sum((0, 1)) / n  # (K,): each codebook's mean, as F.cross_entropy's
+    acc_k = ((lt.argmax(-1) == tt) & valid).sum((0, 1)) / n.clamp(min=1)  # (K,)
+    out = {f"ce_{k}": ce_k[k].detach() for k in range(K)} | {f"acc_{k}": acc_k[k].detach() for k in range(K)}
+    return out | {"loss": ce_k.mean(), "acc": acc_k.detach().mean()}
 
 
 def ss_probability(step: int, max_prob: float, start: int = 0, ramp: int = 1000) -> float:

@@ -13,6 +13,7 @@ from einops import rearrange
 from torch import Tensor
 
 from ..core import ConfigError
+from .dropout import dropout, dropout_drop_mask
 
 try:  # Dao-AILab flash-attn: optional, CUDA only. A broken install (wrong CUDA) must not break audiolab.
     from flash_attn import flash_attn_func, flash_attn_varlen_func
@@ -23,8 +24,8 @@ except Exception:  # ImportError, or OSError/RuntimeError from a mismatched bina
     HAS_FLASH_ATTN = False
 
 # %% auto #0
-__all__ = ['BACKENDS', 'DROPOUT_MODES', 'causal_mask', 'combine_masks', 'padding_mask', 'naive_attention', 'dropout_drop_mask',
-           'blocked_attention', 'attend', 'RotaryEmbedding', 'KVCache', 'StaticKVCache', 'MultiHeadAttention']
+__all__ = ['BACKENDS', 'DROPOUT_MODES', 'causal_mask', 'combine_masks', 'padding_mask', 'naive_attention', 'blocked_attention',
+           'attend', 'RotaryEmbedding', 'KVCache', 'StaticKVCache', 'MultiHeadAttention']
 
 # %% ../../nbs/20_nn.attention.ipynb #0a09666a
 def causal_mask(tq: int, tk: int, device=None) -> Tensor:
@@ -108,16 +109,10 @@ def naive_attention(
         w = w.masked_fill(~torch.ones(w.shape[-2:], dtype=torch.bool, device=w.device).tril(), float("-inf"))
     if attn_mask is not None:
         w = w.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else w + attn_mask
-    w = F.dropout(w.softmax(-1), dropout_p) if dropout_p > 0 else w.softmax(-1)
+    w = dropout(w.softmax(-1), dropout_p)
     return w @ v  # (B, H, Tq, Dh)
 
 # %% ../../nbs/20_nn.attention.ipynb #5d29e393
-def dropout_drop_mask(shape, p: float, generator: torch.Generator | None = None, device=None) -> Tensor:
-    "Bool `shape`, True (dropped) with probability `p`: a 31-bit uniform integer `>= (1 - p)·2³¹`."
-    r = torch.empty(shape, dtype=torch.int32, device=device).random_(generator=generator)  # [0, 2³¹)
-    return r >= round((1 - p) * 2**31)
-
-
 def _block_probs(qs: Tensor, k: Tensor, mask: Tensor | None, off: int | None, i0: int, i1: int, kend: int) -> Tensor:
     "Softmax weights `(B, H, i1-i0, kend)` of query rows `i0:i1` (`qs` pre-scaled); causal when `off` is not None."
     s = torch.matmul(qs[..., i0:i1, :], k[..., :kend, :].transpose(-2, -1))  # (B, H, bq, kend)
@@ -137,8 +132,9 @@ class _BlockedAttention(torch.autograd.Function):
     def forward(ctx, q, k, v, mask, causal: bool, p: float, scale: float, block: int, generator):
         Tq, Tk = q.shape[-2], k.shape[-2]
         off = Tk - Tq if causal else None
-        qs = q * scale  # (B, H, Tq, Dh)
-        o = torch.empty_like(q)
+        qs = (q * scale).contiguous()  # (B, H, Tq, Dh)
+        k, v = k.contiguous(), v.contiguous()  # (B, H, Tk, Dh)
+        o = q.new_empty(q.shape)
         drops = []
         for i0 in range(0, Tq, block):
             i1 = min(i0 + block, Tq)
@@ -161,6 +157,7 @@ class _BlockedAttention(torch.autograd.Function):
         mask = rest[0] if has_mask else None
         Tq, Tk = qs.shape[-2], k.shape[-2]
         dqs, dk, dv = torch.empty_like(qs), torch.zeros_like(k), torch.zeros_like(v)
+        do = do.contiguous()  # (B, H, Tq, Dh)
         D = (do * o).sum(-1, keepdim=True)  # (B, H, Tq, 1)
         do = do * (1 / (1 - p)) if p > 0 else do
         for n, i0 in enumerate(range(0, Tq, block)):
@@ -169,13 +166,14 @@ class _BlockedAttention(torch.autograd.Function):
             w = _block_probs(qs, k, mask, off, i0, i1, kend)  # (B, H, bq, kend)
             dob = do[..., i0:i1, :]
             dw = torch.matmul(dob, v[..., :kend, :].transpose(-2, -1))  # (B, H, bq, kend)
-            kept = w.masked_fill(ctx.drops[n], 0.0) if p > 0 else w
-            dv[..., :kend, :] += torch.matmul(kept.transpose(-2, -1), dob)
             if p > 0:
                 dw.masked_fill_(ctx.drops[n], 0.0)
             ds = dw.sub_(D[..., i0:i1, :]).mul_(w)  # dS = P ∘ (dP - D)
             torch.matmul(ds, k[..., :kend, :], out=dqs[..., i0:i1, :])
             dk[..., :kend, :] += torch.matmul(ds.transpose(-2, -1), qs[..., i0:i1, :])
+            if p > 0:
+                w.masked_fill_(ctx.drops[n], 0.0)  # P ∘ ¬M
+            dv[..., :kend, :] += torch.matmul(w.transpose(-2, -1), dob)
         return dqs * scale, dk, dv, None, None, None, None, None, None
 
 
@@ -514,5 +512,5 @@ class MultiHeadAttention(nn.Module):
         )  # (B, H, T, Dh)
         o = o.transpose(1, 2).reshape(*x.shape[:2], self.dim)  # (B, T, D)
         if mode == "output" and p > 0:
-            o = F.dropout(o, p, training=True)
+            o = dropout(o, p)
         return self.out_proj(o)

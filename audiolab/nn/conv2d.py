@@ -12,6 +12,7 @@ from einops import rearrange
 from torch import nn, Tensor
 
 from ..core import ConfigError
+from .dropout import Dropout
 
 # %% auto #0
 __all__ = ['COND_MODES', 'UP_MODES', 'group_norm', 'ResBlock2d', 'CondResBlock2d', 'fit_size2d', 'Downsample2d', 'Upsample2d',
@@ -33,7 +34,7 @@ class ResBlock2d(nn.Module):
         out_ch = out_ch or in_ch
         self.norm1, self.conv1 = group_norm(in_ch, groups), nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.norm2, self.conv2 = group_norm(out_ch, groups), nn.Conv2d(out_ch, out_ch, 3, padding=1)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def _mid(self, h: Tensor, cond: Tensor | None) -> Tensor:

@@ -11,6 +11,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..core import ConfigError
+from .dropout import Dropout
 
 # %% auto #0
 __all__ = ['sinusoidal', 'SinusoidalPositionalEmbedding', 'LearnedPositionalEmbedding', 'TimestepEmbedding',
@@ -33,7 +34,7 @@ class SinusoidalPositionalEmbedding(nn.Module):
         super().__init__()
         self.dim, self.base = dim, base
         self.alpha = nn.Parameter(torch.ones(1)) if learn_scale else None
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: Tensor, offset: int | Tensor = 0) -> Tensor:
         "`offset`: an int, or a `(1,)` position tensor (a compiled decoding step)."
@@ -50,7 +51,7 @@ class LearnedPositionalEmbedding(nn.Module):
         self.max_len = max_len
         self.emb = nn.Embedding(max_len, dim)
         nn.init.normal_(self.emb.weight, std=0.02)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: Tensor, offset: int | Tensor = 0) -> Tensor:
         "`offset`: an int, or a `(1,)` position tensor (a compiled decoding step; not range-checked)."

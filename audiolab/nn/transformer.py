@@ -16,6 +16,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..core import ConfigError, compile_inference
 from .attention import KVCache, MultiHeadAttention, StaticKVCache
+from .dropout import Dropout
 
 # %% auto #0
 __all__ = ['ACTIVATIONS', 'FeedForward', 'AdaLayerNorm', 'make_norm', 'apply_norm', 'TransformerEncoderLayer',
@@ -39,7 +40,7 @@ class FeedForward(nn.Module):
         self.net = nn.Sequential(
             nn.Linear(dim, hidden, bias=bias),
             ACTIVATIONS[activation](),
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.Linear(hidden, dim, bias=bias),
         )
 
@@ -103,7 +104,7 @@ class TransformerEncoderLayer(nn.Module):
             dim, heads, dropout, qk_norm=qk_norm, bias=bias, rope=rope, dropout_mode=dropout_mode, backend=backend
         )
         self.ff = FeedForward(dim, ff_dim, dropout, activation, bias)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(
         self,
@@ -169,7 +170,7 @@ class TransformerDecoderLayer(nn.Module):
         self.self_attn = MultiHeadAttention(dim, heads, dropout, rope=rope, **kw)
         self.cross_attn = MultiHeadAttention(dim, heads, dropout, cross=True, context_dim=context_dim, **kw)
         self.ff = FeedForward(dim, ff_dim, dropout, activation, bias)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(
         self,
