@@ -135,26 +135,26 @@ class _BlockedAttention(torch.autograd.Function):
         qs = (q * scale).contiguous()  # (B, H, Tq, Dh)
         k, v = k.contiguous(), v.contiguous()  # (B, H, Tk, Dh)
         o = q.new_empty(q.shape)
-        drops = []
+        probs, drops = [], []
         for i0 in range(0, Tq, block):
             i1 = min(i0 + block, Tq)
             kend = Tk if off is None else min(Tk, i1 + off)
-            w = _block_probs(qs, k, mask, off, i0, i1, kend)  # (B, H, bq, kend)
+            probs.append(_block_probs(qs, k, mask, off, i0, i1, kend))  # (B, H, bq, kend)
+            w = probs[-1]
             if p > 0:
                 drops.append(dropout_drop_mask(w.shape, p, generator, w.device))
-                w.masked_fill_(drops[-1], 0.0)
+                w = w.masked_fill(drops[-1], 0.0)
             torch.matmul(w, v[..., :kend, :], out=o[..., i0:i1, :])
         if p > 0:
             o.mul_(1 / (1 - p))
-        ctx.save_for_backward(qs, k, v, o, *([] if mask is None else [mask]))
-        ctx.drops, ctx.cfg = drops, (mask is not None, off, p, scale, block)
+        ctx.save_for_backward(qs, k, v, o)
+        ctx.probs, ctx.drops, ctx.cfg = probs, drops, (off, p, scale, block)
         return o
 
     @staticmethod
     def backward(ctx, do):
-        has_mask, off, p, scale, block = ctx.cfg
-        qs, k, v, o, *rest = ctx.saved_tensors
-        mask = rest[0] if has_mask else None
+        off, p, scale, block = ctx.cfg
+        qs, k, v, o = ctx.saved_tensors
         Tq, Tk = qs.shape[-2], k.shape[-2]
         dqs, dk, dv = torch.empty_like(qs), torch.zeros_like(k), torch.zeros_like(v)
         do = do.contiguous()  # (B, H, Tq, Dh)
@@ -163,7 +163,7 @@ class _BlockedAttention(torch.autograd.Function):
         for n, i0 in enumerate(range(0, Tq, block)):
             i1 = min(i0 + block, Tq)
             kend = Tk if off is None else min(Tk, i1 + off)
-            w = _block_probs(qs, k, mask, off, i0, i1, kend)  # (B, H, bq, kend)
+            w = ctx.probs[n]  # (B, H, bq, kend): P
             dob = do[..., i0:i1, :]
             dw = torch.matmul(dob, v[..., :kend, :].transpose(-2, -1))  # (B, H, bq, kend)
             if p > 0:
@@ -171,9 +171,8 @@ class _BlockedAttention(torch.autograd.Function):
             ds = dw.sub_(D[..., i0:i1, :]).mul_(w)  # dS = P ∘ (dP - D)
             torch.matmul(ds, k[..., :kend, :], out=dqs[..., i0:i1, :])
             dk[..., :kend, :] += torch.matmul(ds.transpose(-2, -1), qs[..., i0:i1, :])
-            if p > 0:
-                w.masked_fill_(ctx.drops[n], 0.0)  # P ∘ ¬M
-            dv[..., :kend, :] += torch.matmul(w.transpose(-2, -1), dob)
+            kept = w.masked_fill(ctx.drops[n], 0.0) if p > 0 else w  # P ∘ ¬M
+            dv[..., :kend, :] += torch.matmul(kept.transpose(-2, -1), dob)
         return dqs * scale, dk, dv, None, None, None, None, None, None
 
 
