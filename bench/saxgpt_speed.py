@@ -24,6 +24,11 @@ scale a figure to the AMD machine's yardstick.
 The bench stage's small run (<= 30 s on 2 cores): --size xsmall --steps 300 --uncached-steps 150
 --train-sizes tiny xsmall --train-frames 250 --train-steps 1
 
+Batch-1 decoding reads every decoder weight and the cross- and self-attention caches once per step, so its speed is
+bounded by memory bandwidth, not by the matmul yardstick: `generate.memory_floor` records the bytes a cached step
+reads (weights at each precision, the backing's cross-attention K/V, the mean self-attention cache), this process's
+read bandwidth (a sum over 256 MiB) and the steps/s that bandwidth allows.
+
 Random weights, CPU, batch 1 for generation (greedy, so cached and uncached must give the same tokens). The machine's
 load is recorded: on a shared box the numbers are lower bounds of what an idle machine does, and process CPU time
 (`*_cpu_*`) is recorded beside wall time.
@@ -49,6 +54,31 @@ def _timed(fn):
     return out, time.perf_counter() - t, time.process_time() - c
 
 
+def read_bandwidth_gbs(mib: int = 256, reps: int = 8) -> float:
+    "GB/s of one pass over a `mib` MiB fp32 tensor (a sum: reads only), best of `reps`."
+    x = torch.randn(mib * 2**18)
+    best = min(_timed(x.sum)[1] for _ in range(reps))
+    return mib * 2**20 / best / 1e9
+
+
+def memory_floor(m: SaxGPT, frames: int) -> dict:
+    """Bytes one KV-cached decoding step over `frames` backing frames reads, per precision (decoder + heads weights but
+    the cross-attention K/V projections, which ran once; the backing's cross-attention K/V; the mean self-attention
+    cache), and the steps/s this process's read bandwidth
+    allows at most."""
+    c, K = m.cfg, m.cfg.num_codebooks
+    per_step = [p for n, p in m.decoder.named_parameters() if ".cross_attn.kv_proj." not in n]  # K/V: in the cache
+    n_weights = sum(p.numel() for p in [*per_step, *m.heads.parameters()])
+    n_cache = 2 * c.num_decoder_layers * c.d_model * (frames + (frames + K) / 2)  # cross K/V + mean self K/V
+    gbs = read_bandwidth_gbs()
+    out = dict(read_bandwidth_gbs=gbs, weights=n_weights, cache_values_mean=n_cache)
+    for prec, size in (("fp32", 4), ("bf16", 2)):
+        step_bytes = (n_weights + n_cache) * size
+        out[f"{prec}_mb_per_step"] = step_bytes / 1e6
+        out[f"{prec}_floor_steps_per_s"] = gbs * 1e9 / step_bytes
+    return out
+
+
 def bench_generate(
     size: str,
     steps: int,
@@ -69,7 +99,7 @@ def bench_generate(
     K = m.cfg.num_codebooks
     back = torch.randint(0, m.cfg.n_codes, (1, K, steps))
     n_dec = steps + K  # decoder steps (delayed columns)
-    out = dict(size=size, params=m.num_params(), frames=steps, decoder_steps=n_dec)
+    out = dict(size=size, params=m.num_params(), frames=steps, decoder_steps=n_dec, memory_floor=memory_floor(m, steps))
     if not rows_only:
         m.generate(back[..., :32], temperature=0)  # warm-up
         _, dt, dc = _timed(lambda: m.generate(back, temperature=0))
