@@ -64,8 +64,7 @@ def read_bandwidth_gbs(mib: int = 256, reps: int = 8) -> float:
 def memory_floor(m: SaxGPT, frames: int) -> dict:
     """Bytes one KV-cached decoding step over `frames` backing frames reads, per precision (decoder + heads weights but
     the cross-attention K/V projections, which ran once; the backing's cross-attention K/V; the mean self-attention
-    cache), and the steps/s this process's read bandwidth
-    allows at most."""
+    cache), and the steps/s this process's read bandwidth allows at most."""
     c, K = m.cfg, m.cfg.num_codebooks
     per_step = [p for n, p in m.decoder.named_parameters() if ".cross_attn.kv_proj." not in n]  # K/V: in the cache
     n_weights = sum(p.numel() for p in [*per_step, *m.heads.parameters()])

@@ -139,8 +139,8 @@ class _BlockedAttention(torch.autograd.Function):
         for i0 in range(0, Tq, block):
             i1 = min(i0 + block, Tq)
             kend = Tk if off is None else min(Tk, i1 + off)
-            probs.append(_block_probs(qs, k, mask, off, i0, i1, kend))  # (B, H, bq, kend)
-            w = probs[-1]
+            w = _block_probs(qs, k, mask, off, i0, i1, kend)  # (B, H, bq, kend): P, kept for backward
+            probs.append(w)
             if p > 0:
                 drops.append(dropout_drop_mask(w.shape, p, generator, w.device))
                 w = w.masked_fill(drops[-1], 0.0)
