@@ -30,7 +30,7 @@ from ..train import distributed as D
 # %% auto #0
 __all__ = ['SPLITS', 'TokenUtterances', 'split_prompt_target', 'pad_codes', 'PromptTargetCollate', 'DurationBatchSampler',
            'read_lhotse_manifest', 'synthetic_codes', 'TokenSource', 'SpeechTokens', 'tokenize_items', 'tokens_key',
-           'prepare_tokens', 'token_loaders']
+           'prepare_tokens', 'silence_codes', 'longest_inner_run', 'PauseAugment', 'token_loaders']
 
 # %% ../../nbs/19_data.tokens.ipynb #f370ba63
 class TokenUtterances(Dataset):
@@ -402,6 +402,55 @@ def prepare_tokens(
         raise ConfigError(f"no training utterances from source={src.source!r} ({src.manifest or src.data_dir})")
     return toks
 
+# %% ../../nbs/19_data.tokens.ipynb #7e925b70
+@torch.no_grad()
+def silence_codes(tok: AudioTokenizer, n_q: int | None = None) -> Tensor:
+    "The codes `(n_q,)` of one frame of digital silence: the middle frame of 9 encoded silent frames."
+    frames = torch.zeros(1, tok.cfg.channels, 9 * tok.hop_length)
+    return tok.eval().encode(frames)[0, :n_q, 4]
+
+
+def longest_inner_run(flags: Tensor) -> tuple[int, int] | None:
+    "(start, end) of the longest run of True in `flags` (T,) that neither starts at 0 nor ends at T; None if none."
+    x = torch.cat([flags.new_zeros(1), flags, flags.new_zeros(1)]).int()
+    edges = torch.diff(x)  # +1 where a run starts, -1 one past its end
+    starts, ends = torch.nonzero(edges == 1)[:, 0], torch.nonzero(edges == -1)[:, 0]
+    inner = (starts > 0) & (ends < len(flags))
+    if not inner.any():
+        return None
+    i = int(torch.argmax(torch.where(inner, ends - starts, -1)))
+    return int(starts[i]), int(ends[i])
+
+
+class PauseAugment(Dataset):
+    """Utterances `(K, T)` of `base` with runs of the `silence` frame `(K,)` before, inside and after each: lead,
+    inner and tail lengths uniform in [0, `max_frames`] per utterance (drawn from `seed`). The inner run extends the
+    utterance's longest inner pause (its first codebook at the silence code); without one it goes to the tail."""
+
+    def __init__(self, base: Dataset, silence: Tensor, max_frames: int, seed: int = 0):
+        if max_frames < 0:
+            raise ConfigError(f"PauseAugment: max_frames must be >= 0, got {max_frames}")
+        self.base, self.silence = base, torch.as_tensor(silence, dtype=torch.long)
+        g = torch.Generator().manual_seed(seed)
+        self.pauses = torch.randint(0, max_frames + 1, (len(base), 3), generator=g)  # (N, 3) lead, inner, tail
+        self.lengths = [n + int(p.sum()) for n, p in zip(base.lengths, self.pauses)]
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> Tensor:
+        codes = self.base[i]  # (K, T)
+        if codes.shape[0] > len(self.silence):
+            raise ConfigError(f"PauseAugment: {codes.shape[0]} codebooks but a silence frame of {len(self.silence)}")
+        lead, inner, tail = self.pauses[i].tolist()
+        sil = self.silence[: codes.shape[0], None]  # (K, 1)
+        run = longest_inner_run(codes[0] == sil[0, 0])
+        cut = codes.shape[-1] if run is None else run[1]  # the inner pause goes where the longest one ends
+        if run is None:
+            tail += inner
+        parts = [sil.expand(-1, lead), codes[:, :cut], sil.expand(-1, inner * (run is not None)), codes[:, cut:]]
+        return torch.cat([*parts, sil.expand(-1, tail)], 1)
+
 # %% ../../nbs/19_data.tokens.ipynb #13707ced
 def _utterances(codes) -> Dataset:
     "The utterances of >= 2 frames: a view of lazy shards (lengths from the index), or `TokenUtterances` of a list."
@@ -417,9 +466,14 @@ def token_loaders(
     ratio_range: tuple | None = None,
     seed: int = 0,
     num_workers: int = 0,
+    silence: Tensor | None = None,
+    max_pause: int = 0,
 ) -> tuple[DataLoader, DataLoader | None]:
-    "Dynamic-batched train/valid loaders over `{train, valid}` codes, splitting prompt/target in the collate."
+    """Dynamic-batched train/valid loaders over `{train, valid}` codes, splitting prompt/target in the collate; with
+    a `silence` frame `(K,)` and `max_pause > 0` the training utterances get longer pauses (`PauseAugment`)."""
     tr = _utterances(toks["train"])
+    if silence is not None and max_pause:
+        tr = PauseAugment(tr, silence, max_pause, seed)
     train_dl = DataLoader(
         tr,
         batch_sampler=DurationBatchSampler(tr.lengths, max_frames, shuffle=True, seed=seed),

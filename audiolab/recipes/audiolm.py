@@ -20,12 +20,14 @@ from audiolab.data.tokens import (
     TokenSource,
     TokenUtterances,
     prepare_tokens,
+    silence_codes,
     split_prompt_target,
     token_loaders,
 )
 from ..data.shards import ShardDataset
 from ..eval.lm import top_k_unigram_accuracy
 from ..models.audiolm import TOPK, AudioLM, AudioLMConfig
+from ..models.tokenizer import AudioTokenizer
 from ..train import distributed as D
 from ..train.callbacks import standard_cbs
 from ..train.learner import Learner, TrainConfig
@@ -51,6 +53,7 @@ class AudioLMTrainConfig(TokenSource):
     max_frames: int = 12000  # dynamic batching: padded frames per batch (= max_duration · frame_rate)
     num_workers: int = 0
     save_every: int = 0  # checkpoint every N steps (0: at the end)
+    max_pause: int = 0  # speech: up to this many silent frames before, inside and after each training utterance
 
 
 def audiolm_tokens(cfg: AudioLMTrainConfig, force: bool = False) -> dict:
@@ -75,8 +78,11 @@ def train_audiolm(cfg: AudioLMTrainConfig) -> dict:
     D.barrier()
     toks = audiolm_tokens(cfg)
     model_cfg = cfg.model.replace(bins=toks["bins"])  # speech: the tokenizer's codebook size
+    silence = None
+    if cfg.source == "speech" and cfg.max_pause:  # longer pauses (`data.tokens.PauseAugment`)
+        silence = silence_codes(AudioTokenizer.from_pretrained(cfg.tokenizer_dir), cfg.model.n_q)
     train_dl, valid_dl = token_loaders(
-        toks, cfg.max_frames, cfg.prompt_ratio, cfg.ratio_range, cfg.train.seed, cfg.num_workers
+        toks, cfg.max_frames, cfg.prompt_ratio, cfg.ratio_range, cfg.train.seed, cfg.num_workers, silence, cfg.max_pause
     )
     out = Path(cfg.out_dir)
     sig = stage_signature(
