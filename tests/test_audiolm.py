@@ -3,6 +3,7 @@
 import json
 import math
 import random
+import shutil
 import sys
 from pathlib import Path
 
@@ -382,6 +383,14 @@ def test_audiolm_tokens_speech_and_train(tmp_path):
     train_audiolm(cfg)
     m = AudioLM.from_pretrained(tmp_path / "run" / "model")
     assert m.cfg.bins == 32  # the tokenizer's codebook size
+    for name, pause in (("again", 0), ("paused", 4)):  # the same run again, and with longer pauses (PauseAugment)
+        shutil.copytree(tmp_path / "run" / "tokens", tmp_path / name / "tokens")  # the same cached tokens
+        train_audiolm(cfg.replace(max_pause=pause, out_dir=str(tmp_path / name)))
+    run, again, paused = (
+        AudioLM.from_pretrained(tmp_path / d / "model").state_dict() for d in ("run", "again", "paused")
+    )
+    assert all(torch.equal(run[k], again[k]) for k in run)
+    assert not all(torch.equal(run[k], paused[k]) for k in run)  # the pauses changed what it trained on
     with pytest.raises(ConfigError, match="n_q"):
         audiolm_tokens(cfg.replace(model=cfg.model.replace(n_q=5), out_dir=str(tmp_path / "r2")))
     with pytest.raises(Exception, match="no trained speech tokenizer"):
