@@ -445,11 +445,12 @@ class PauseAugment(Dataset):
         lead, inner, tail = self.pauses[i].tolist()
         sil = self.silence[: codes.shape[0], None]  # (K, 1)
         run = longest_inner_run(codes[0] == sil[0, 0])
-        cut = codes.shape[-1] if run is None else run[1]  # the inner pause goes where the longest one ends
-        if run is None:
-            tail += inner
-        parts = [sil.expand(-1, lead), codes[:, :cut], sil.expand(-1, inner * (run is not None)), codes[:, cut:]]
-        return torch.cat([*parts, sil.expand(-1, tail)], 1)
+        if run is None:  # no inner pause: its frames go to the tail
+            cut, inner, tail = codes.shape[-1], 0, tail + inner
+        else:  # the inner pause goes where the longest one ends
+            cut = run[1]
+        parts = [sil.expand(-1, lead), codes[:, :cut], sil.expand(-1, inner), codes[:, cut:], sil.expand(-1, tail)]
+        return torch.cat(parts, 1)
 
 # %% ../../nbs/19_data.tokens.ipynb #13707ced
 def _utterances(codes) -> Dataset:
