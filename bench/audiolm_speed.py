@@ -21,7 +21,9 @@ kind of machine (2 cores, fp32 matmul 2048^3 ~ 108 GFLOP/s); targets >= 78 and >
     python bench/audiolm_speed.py --threads 2 --reference-sizes --out results/bench/audiolm_reference.json
 
 `yardsticks` holds the fp32 and bf16 matmul GFLOP/s of the same process; `*_at_108` scale a rate to 108 GFLOP/s;
-`reference_size` the compiled fp32 rates (the same computation as the reference's).
+`reference_size` the compiled fp32 rates (the same computation as the reference's) and, under `default_precision`,
+the compiled rates in the machine's default precision (bf16 on CPUs with native bf16: half the weight bytes per step,
+which bound d1024's fp32 step; `nbs/45_models.audiolm.ipynb` tests bf16 against fp32).
 """
 
 from __future__ import annotations
@@ -85,14 +87,16 @@ def reference_rows(prompt_frames: int = 352, new_frames: int = 750, variants=tup
             )
             print(name, variant, row[variant], flush=True)
         rows[name] = row
-    equal_size = {  # fp32, compiled steps: the same computation as the reference's
-        name.split("x")[0]: dict(frames_per_s=row["fp32_compiled"]["frames_per_s"])
-        for name, row in rows.items()
-        if "fp32_compiled" in row
-    }
+    equal_size = {}  # compiled steps in fp32 (the same computation as the reference's) and in the default precision
+    for name, row in rows.items():
+        size = equal_size[name.split("x")[0]] = {}
+        if "fp32_compiled" in row:
+            size["frames_per_s"] = row["fp32_compiled"]["frames_per_s"]
+        if "default_compiled" in row:
+            size["default_precision"] = {k: row["default_compiled"][k] for k in ("dtype", "frames_per_s")}
     return dict(
         yardsticks=yard,
-        reference_size=equal_size,  # the fp32 rows compared with the reference (eval.bench.REFERENCE_ROWS)
+        reference_size=equal_size,  # the rows compared with the reference (eval.bench.REFERENCE_ROWS)
         prompt_frames=prompt_frames,
         new_frames=new_frames,
         rows=rows,

@@ -363,13 +363,23 @@ REFERENCE_ROWS = {  # audiolab's figure: fp32 unless the row says it is the mach
     "audiolm_d1024": ReferenceRow(
         "audiolm_speed", "reference_size/d1024/frames_per_s", "frames/s", True, {"amd": (0.84, AMD)}
     ),
+    "audiolm_d512_default_precision": ReferenceRow(  # bf16 where the CPU multiplies it natively (`core.fast_bf16`)
+        "audiolm_speed",
+        "reference_size/d512/default_precision/frames_per_s",
+        "frames/s",
+        True,
+        {"amd": (3.12, AMD), "intel": (5.6, INTEL)},
+    ),
+    "audiolm_d1024_default_precision": ReferenceRow(
+        "audiolm_speed", "reference_size/d1024/default_precision/frames_per_s", "frames/s", True, {"amd": (0.84, AMD)}
+    ),
 }
 REFERENCE_ARGS = {  # each script's run at the reference sizes, only what the rows read (1-3 min each, 2 idle cores)
     "saxgpt_speed": ["--size", "medium", "--steps", "1500", "--uncached-steps", "0", "--train-sizes", "medium"]
     + ["--train-steps", "1", "--compiled", "--rows-only", "--train-precisions", "fp32", "bf16"],
     "codec_speed": ["--reference-only"],
-    "kick_latency": ["--reps", "2", "--compile"],
-    "audiolm_speed": ["--threads", "2", "--reference-sizes", "--variants", "fp32_compiled"],
+    "kick_latency": ["--reps", "5", "--compile"],  # medians of 5: a 0.3-0.5 s latency on a shared machine
+    "audiolm_speed": ["--threads", "2", "--reference-sizes", "--variants", "fp32_compiled", "default_compiled"],
 }
 
 # %% ../../nbs/54_eval.bench.ipynb #6a5054ed
