@@ -353,26 +353,13 @@ REFERENCE_ROWS = {  # audiolab's figure: fp32 unless the row says it is the mach
     "kick_served_default_precision": ReferenceRow(
         "kick_latency", "reference_size/served/latency_s", "s", False, {"amd": (1.47, AMD), "intel": (0.78, INTEL)}
     ),
-    "audiolm_d512": ReferenceRow(
-        "audiolm_speed",
-        "reference_size/d512/frames_per_s",
-        "frames/s",
-        True,
-        {"amd": (3.12, AMD), "intel": (5.6, INTEL)},
-    ),
-    "audiolm_d1024": ReferenceRow(
-        "audiolm_speed", "reference_size/d1024/frames_per_s", "frames/s", True, {"amd": (0.84, AMD)}
-    ),
-    "audiolm_d512_default_precision": ReferenceRow(  # bf16 where the CPU multiplies it natively (`core.fast_bf16`)
-        "audiolm_speed",
-        "reference_size/d512/default_precision/frames_per_s",
-        "frames/s",
-        True,
-        {"amd": (3.12, AMD), "intel": (5.6, INTEL)},
-    ),
-    "audiolm_d1024_default_precision": ReferenceRow(
-        "audiolm_speed", "reference_size/d1024/default_precision/frames_per_s", "frames/s", True, {"amd": (0.84, AMD)}
-    ),
+}
+REFERENCE_ROWS |= {  # AudioLM's compiled steps in fp32 and in the default precision (bf16 where `core.fast_bf16`)
+    f"audiolm_{size}{row}": ReferenceRow(
+        "audiolm_speed", f"reference_size/{size}/{key}frames_per_s", "frames/s", True, ref
+    )
+    for row, key in (("", ""), ("_default_precision", "default_precision/"))
+    for size, ref in (("d512", {"amd": (3.12, AMD), "intel": (5.6, INTEL)}), ("d1024", {"amd": (0.84, AMD)}))
 }
 REFERENCE_ARGS = {  # each script's run at the reference sizes, only what the rows read (1-3 min each, 2 idle cores)
     "saxgpt_speed": ["--size", "medium", "--steps", "1500", "--uncached-steps", "0", "--train-sizes", "medium"]
